@@ -1,0 +1,104 @@
+"""Submitting batches from outside the service (CLI, tests, later the HTTP API) through DBOS's client."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from dbos import DBOS, DBOSClient, EnqueueOptions
+
+from app.config import BATCH_ID, TOPIC_NAME, ConfigError, Settings
+from app.database import require_reachable, system_tables_exist
+from app.failpoints import failpoint
+from app.publishers.base import (
+    BATCH_WORKFLOW,
+    PUBLISHER_CLASS_NAME,
+    BatchRequest,
+    BatchSummary,
+    batch_workflow_id,
+)
+from app.queues import BATCH_QUEUE
+from app.runtime import open_client
+
+MAX_BATCH_MESSAGES = 100_000_000
+
+
+@dataclass(frozen=True)
+class Submission:
+    publisher: str
+    request: BatchRequest
+
+    @property
+    def workflow_id(self) -> str:
+        return batch_workflow_id(self.request["batch_id"])
+
+
+def validate(
+    settings: Settings,
+    publisher: str,
+    *,
+    count: int,
+    topic: str,
+    batch_id: str | None,
+    messages: list[str] | None = None,
+) -> Submission:
+    """Check a batch before anything is written; raises ConfigError naming what is wrong."""
+    settings.publisher(publisher)
+    if messages is not None and count != len(messages):
+        raise ConfigError(f"count {count} does not match the {len(messages)} messages given")
+    if not 0 < count <= MAX_BATCH_MESSAGES:
+        raise ConfigError(f"count must be between 1 and {MAX_BATCH_MESSAGES}, not {count}")
+    if not TOPIC_NAME.match(topic):
+        raise ConfigError(
+            f"topic {topic!r} is invalid (lowercase letter or digit first, then a-z 0-9 . _ -, "
+            "at most 64 characters)"
+        )
+    batch_id = batch_id if batch_id is not None else uuid.uuid4().hex
+    if not BATCH_ID.match(batch_id):
+        raise ConfigError(
+            f"batch id {batch_id!r} is invalid (letters, digits, . _ -; at most 80 characters)"
+        )
+    request = BatchRequest(batch_id=batch_id, topic=topic, count=count, messages=messages)
+    return Submission(publisher=publisher, request=request)
+
+
+def submit(settings: Settings, submission: Submission) -> None:
+    """Enqueue the batch workflow; the same batch id again attaches to the first submission."""
+    require_reachable(settings.system_db)
+    if not system_tables_exist(settings.system_db):
+        # The service has never run here: create DBOS's tables so the work can wait durably.
+        DBOS.migrate(settings.system_db.raw)
+    client = open_client(settings)
+    try:
+        failpoint("batch.submit")
+        options: EnqueueOptions = {
+            "workflow_name": BATCH_WORKFLOW,
+            "queue_name": BATCH_QUEUE,
+            "class_name": PUBLISHER_CLASS_NAME,
+            "instance_name": submission.publisher,
+            "workflow_id": submission.workflow_id,
+        }
+        client.enqueue(options, submission.request)
+        _refuse_foreign_batch(client, submission)
+    finally:
+        client.destroy()
+
+
+def _refuse_foreign_batch(client: DBOSClient, submission: Submission) -> None:
+    status = client.retrieve_workflow(submission.workflow_id).get_status()
+    if status.config_name != submission.publisher:
+        raise ConfigError(
+            f"batch id {submission.request['batch_id']!r} already belongs to publisher "
+            f"'{status.config_name}'"
+        )
+
+
+def wait(settings: Settings, workflow_id: str) -> BatchSummary:
+    client = open_client(settings)
+    try:
+        summary: BatchSummary = client.retrieve_workflow(workflow_id).get_result(
+            polling_interval_sec=0.2
+        )
+        return summary
+    finally:
+        client.destroy()

@@ -1,0 +1,246 @@
+"""Everything the service reads from its environment and its publisher declarations, in one place."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import sqlalchemy as sa
+from sqlalchemy.exc import ArgumentError
+
+APP_NAME = "dbos-publishers"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The `dbos` CLI falls back to sqlite:///{name}.sqlite (dashes become underscores) when
+# DBOS_SYSTEM_DATABASE_URL is empty; the service uses the same file so both see the same work.
+DEFAULT_SYSTEM_DATABASE_URL = "sqlite:///dbos_publishers.sqlite"
+DEFAULT_APP_DATABASE_URL = "sqlite:///dbos_publishers_app.sqlite"
+DEFAULT_PUBLISHERS_FILE = PROJECT_ROOT / "publishers.toml"
+
+PUBLISHER_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+TOPIC_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+BATCH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+
+LogFormat = Literal["auto", "json", "console"]
+Backend = Literal["sqlite", "postgresql"]
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class DatabaseUrl:
+    """A validated database URL that never shows its password."""
+
+    raw: str
+    label: str
+
+    @property
+    def backend(self) -> Backend:
+        return "sqlite" if self.raw.startswith("sqlite") else "postgresql"
+
+    @property
+    def sqlalchemy_url(self) -> sa.URL:
+        url = sa.make_url(self.raw)
+        if self.backend == "postgresql":
+            url = url.set(drivername="postgresql+psycopg")
+        return url
+
+    @property
+    def safe(self) -> str:
+        """Where it points (host and database, or file), with the password hidden."""
+        url = sa.make_url(self.raw)
+        if self.backend == "sqlite":
+            return f"sqlite file {url.database}"
+        return f"postgresql database '{url.database}' on {url.host or 'localhost'}:{url.port or 5432}"
+
+    def __str__(self) -> str:
+        return sa.make_url(self.raw).render_as_string(hide_password=True)
+
+    def __repr__(self) -> str:
+        return f"DatabaseUrl({self})"
+
+    @classmethod
+    def parse(cls, raw: str, label: str) -> DatabaseUrl:
+        try:
+            url = sa.make_url(raw)
+        except ArgumentError:
+            raise ConfigError(f"{label} is not a database URL") from None
+        if url.drivername == "sqlite":
+            if not url.database:
+                raise ConfigError(f"{label}: a sqlite URL needs a file path (sqlite:///name.sqlite)")
+            return cls(raw, label)
+        if url.drivername not in ("postgresql", "postgresql+psycopg", "postgres"):
+            raise ConfigError(
+                f"{label}: unsupported scheme '{url.drivername}' (use sqlite:/// or postgresql://)"
+            )
+        if not url.database:
+            raise ConfigError(f"{label}: a postgresql URL must name a database")
+        if url.drivername == "postgres":
+            raw = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        return cls(raw, label)
+
+
+@dataclass(frozen=True)
+class PublisherDeclaration:
+    """One named publisher instance: its stable name, its class, and its tuning."""
+
+    name: str
+    class_path: str
+    chunk_size: int
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    chunk_concurrency: int = 8
+    batch_concurrency: int = 4
+    polling_interval_sec: float = 0.2
+
+
+@dataclass(frozen=True)
+class Settings:
+    system_db: DatabaseUrl
+    app_db: DatabaseUrl
+    publishers: tuple[PublisherDeclaration, ...]
+    queues: QueueSettings = field(default_factory=QueueSettings)
+    failpoints: str = ""
+    failpoint_seed: int = 0
+    log_format: LogFormat = "auto"
+    log_level: str = "INFO"
+    application_version: str = "1"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
+        publishers_file = Path(env.get("APP_PUBLISHERS_FILE") or DEFAULT_PUBLISHERS_FILE)
+        publishers, queues = load_declarations(publishers_file)
+        system_db, app_db = database_urls_from_env(env)
+        return cls(
+            system_db=system_db,
+            app_db=app_db,
+            publishers=publishers,
+            queues=queues,
+            failpoints=env.get("APP_FAILPOINTS", "").strip(),
+            failpoint_seed=_int(env.get("APP_FAILPOINT_SEED", "0"), "APP_FAILPOINT_SEED"),
+            log_format=_log_format(env.get("APP_LOG_FORMAT", "auto")),
+            log_level=_log_level(env.get("APP_LOG_LEVEL", "INFO")),
+            application_version=env.get("APP_VERSION") or "1",
+        )
+
+    def publisher(self, name: str) -> PublisherDeclaration:
+        for declaration in self.publishers:
+            if declaration.name == name:
+                return declaration
+        known = ", ".join(d.name for d in self.publishers)
+        raise ConfigError(f"unknown publisher '{name}' (declared: {known})")
+
+
+def database_urls_from_env(env: Mapping[str, str]) -> tuple[DatabaseUrl, DatabaseUrl]:
+    """The system and application database URLs; empty or unset means the SQLite defaults."""
+    return (
+        DatabaseUrl.parse(
+            env.get("DBOS_SYSTEM_DATABASE_URL") or DEFAULT_SYSTEM_DATABASE_URL,
+            "DBOS_SYSTEM_DATABASE_URL",
+        ),
+        DatabaseUrl.parse(env.get("APP_DATABASE_URL") or DEFAULT_APP_DATABASE_URL, "APP_DATABASE_URL"),
+    )
+
+
+def _int(value: str, what: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{what} must be an integer, not '{value}'") from None
+
+
+def _log_format(value: str) -> LogFormat:
+    if value == "auto" or value == "json" or value == "console":
+        return value
+    raise ConfigError(f"APP_LOG_FORMAT must be auto, json or console, not '{value}'")
+
+
+def _log_level(value: str) -> str:
+    level = value.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"APP_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not '{value}'")
+    return level
+
+
+def load_declarations(path: Path) -> tuple[tuple[PublisherDeclaration, ...], QueueSettings]:
+    """Read publisher declarations and queue tuning from a TOML file, refusing anything odd."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"publishers file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"publishers file {path} is not valid TOML: {exc}") from None
+    _only_keys(data, {"defaults", "queues", "publishers"}, str(path))
+    defaults = data.get("defaults", {})
+    _only_keys(defaults, {"chunk_size"}, "[defaults]")
+    default_chunk = _positive_int(defaults.get("chunk_size", 500), "[defaults] chunk_size")
+    entries = data.get("publishers", [])
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"publishers file {path} declares no [[publishers]]")
+    publishers = tuple(_declaration(entry, default_chunk) for entry in entries)
+    _refuse_duplicates(publishers)
+    return publishers, _queue_settings(data.get("queues", {}))
+
+
+def _declaration(entry: object, default_chunk: int) -> PublisherDeclaration:
+    if not isinstance(entry, dict):
+        raise ConfigError("each [[publishers]] entry must be a table")
+    _only_keys(entry, {"name", "class", "chunk_size"}, "[[publishers]]")
+    name = entry.get("name")
+    if not isinstance(name, str) or not PUBLISHER_NAME.match(name):
+        raise ConfigError(
+            f"publisher name {name!r} is invalid (lowercase letter first, then a-z 0-9 _ -, "
+            "at most 40 characters)"
+        )
+    class_path = entry.get("class", "app.publishers.events:EventPublisher")
+    if not isinstance(class_path, str) or ":" not in class_path:
+        raise ConfigError(f"publisher '{name}': class must look like 'package.module:ClassName'")
+    chunk_size = _positive_int(entry.get("chunk_size", default_chunk), f"publisher '{name}' chunk_size")
+    return PublisherDeclaration(name=name, class_path=class_path, chunk_size=chunk_size)
+
+
+def _refuse_duplicates(publishers: tuple[PublisherDeclaration, ...]) -> None:
+    seen: set[str] = set()
+    for declaration in publishers:
+        if declaration.name in seen:
+            raise ConfigError(f"publisher '{declaration.name}' is declared twice")
+        seen.add(declaration.name)
+
+
+def _queue_settings(raw: object) -> QueueSettings:
+    if not isinstance(raw, dict):
+        raise ConfigError("[queues] must be a table")
+    _only_keys(raw, {"chunk_concurrency", "batch_concurrency", "polling_interval_sec"}, "[queues]")
+    base = QueueSettings()
+    interval = raw.get("polling_interval_sec", base.polling_interval_sec)
+    if not isinstance(interval, int | float) or isinstance(interval, bool) or not 0 < interval <= 60:
+        raise ConfigError("[queues] polling_interval_sec must be a number in (0, 60]")
+    return QueueSettings(
+        chunk_concurrency=_positive_int(
+            raw.get("chunk_concurrency", base.chunk_concurrency), "[queues] chunk_concurrency"
+        ),
+        batch_concurrency=_positive_int(
+            raw.get("batch_concurrency", base.batch_concurrency), "[queues] batch_concurrency"
+        ),
+        polling_interval_sec=float(interval),
+    )
+
+
+def _positive_int(value: object, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{what} must be a positive integer, not {value!r}")
+    return value
+
+
+def _only_keys(table: Mapping[str, object], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")

@@ -1,0 +1,171 @@
+"""The ledger and its counters: the SQL that records a chunk and the SQL that reads state back.
+
+Everything here takes an explicit connection and knows nothing about DBOS; the caller decides
+which transaction it runs in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from app.schema import global_counters, ledger, local_counters
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    message_id: str
+    batch_id: str
+    position: int
+    publisher: str
+    topic: str
+    payload: str
+    chunk_workflow_id: str
+
+
+def message_id(batch_id: str, position: int) -> str:
+    """The deterministic id of the message at `position` (0-based) of a batch."""
+    return f"{batch_id}:{position}"
+
+
+def insert_entries(conn: sa.Connection, entries: Sequence[LedgerEntry]) -> None:
+    """Insert ledger rows in one multi-row statement; a message id seen before is an error."""
+    conn.execute(
+        ledger.insert(),
+        [
+            {
+                "message_id": e.message_id,
+                "batch_id": e.batch_id,
+                "position": e.position,
+                "publisher": e.publisher,
+                "topic": e.topic,
+                "payload": e.payload,
+                "chunk_workflow_id": e.chunk_workflow_id,
+            }
+            for e in entries
+        ],
+    )
+
+
+def bump_counters(conn: sa.Connection, publisher: str, topic: str, amount: int) -> None:
+    """Add `amount` to the local counter of (publisher, topic) and to the topic's global counter.
+
+    Upserts with `value = value + n` are exact under READ COMMITTED: a concurrent writer waits
+    on the row lock and then adds to the committed value, instead of aborting as it would under
+    SERIALIZABLE. Global last, so the hottest row's lock is held for the shortest time.
+    """
+    _upsert_add(conn, local_counters, {"publisher": publisher, "topic": topic}, amount)
+    _upsert_add(conn, global_counters, {"topic": topic}, amount)
+
+
+def record_chunk(conn: sa.Connection, entries: Sequence[LedgerEntry]) -> int:
+    """Record a chunk's messages and move both counters by the same amount, in the caller's tx."""
+    if not entries:
+        return 0
+    insert_entries(conn, entries)
+    first = entries[0]
+    bump_counters(conn, first.publisher, first.topic, len(entries))
+    return len(entries)
+
+
+def _upsert_add(conn: sa.Connection, table: sa.Table, key: dict[str, Any], amount: int) -> None:
+    dialect: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(table).values(**key, value=amount)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=list(key), set_={"value": table.c.value + stmt.excluded.value}
+    )
+    conn.execute(stmt)
+
+
+@dataclass(frozen=True)
+class CounterRow:
+    publisher: str
+    topic: str
+    local_counter: int
+    ledger_rows: int
+
+
+@dataclass(frozen=True)
+class TopicRow:
+    topic: str
+    global_counter: int
+    sum_of_locals: int
+    ledger_rows: int
+
+
+def publisher_counts(conn: sa.Connection) -> list[CounterRow]:
+    """Local counters beside ledger row counts, for every (publisher, topic) either side knows."""
+    counted = (
+        sa.select(ledger.c.publisher, ledger.c.topic, sa.func.count().label("n"))
+        .group_by(ledger.c.publisher, ledger.c.topic)
+        .subquery()
+    )
+    keys = sa.union(
+        sa.select(local_counters.c.publisher, local_counters.c.topic),
+        sa.select(counted.c.publisher, counted.c.topic),
+    ).subquery()
+    query = (
+        sa.select(
+            keys.c.publisher,
+            keys.c.topic,
+            sa.func.coalesce(local_counters.c.value, 0),
+            sa.func.coalesce(counted.c.n, 0),
+        )
+        .select_from(keys)
+        .outerjoin(
+            local_counters,
+            (local_counters.c.publisher == keys.c.publisher)
+            & (local_counters.c.topic == keys.c.topic),
+        )
+        .outerjoin(
+            counted, (counted.c.publisher == keys.c.publisher) & (counted.c.topic == keys.c.topic)
+        )
+        .order_by(keys.c.publisher, keys.c.topic)
+    )
+    return [CounterRow(p, t, int(v), int(n)) for p, t, v, n in conn.execute(query)]
+
+
+def topic_counts(conn: sa.Connection) -> list[TopicRow]:
+    """Global counters beside the sum of local counters and the ledger rows, per topic."""
+    locals_ = (
+        sa.select(local_counters.c.topic, sa.func.sum(local_counters.c.value).label("s"))
+        .group_by(local_counters.c.topic)
+        .subquery()
+    )
+    counted = (
+        sa.select(ledger.c.topic, sa.func.count().label("n")).group_by(ledger.c.topic).subquery()
+    )
+    keys = sa.union(
+        sa.select(global_counters.c.topic),
+        sa.select(locals_.c.topic),
+        sa.select(counted.c.topic),
+    ).subquery()
+    query = (
+        sa.select(
+            keys.c.topic,
+            sa.func.coalesce(global_counters.c.value, 0),
+            sa.func.coalesce(locals_.c.s, 0),
+            sa.func.coalesce(counted.c.n, 0),
+        )
+        .select_from(keys)
+        .outerjoin(global_counters, global_counters.c.topic == keys.c.topic)
+        .outerjoin(locals_, locals_.c.topic == keys.c.topic)
+        .outerjoin(counted, counted.c.topic == keys.c.topic)
+        .order_by(keys.c.topic)
+    )
+    return [TopicRow(t, int(g), int(s), int(n)) for t, g, s, n in conn.execute(query)]
+
+
+def batch_positions(conn: sa.Connection, batch_id: str) -> list[int]:
+    """The positions of a batch's messages present in the ledger, in order."""
+    query = sa.select(ledger.c.position).where(ledger.c.batch_id == batch_id)
+    return sorted(int(p) for (p,) in conn.execute(query))
+
+
+def chunk_published_at(conn: sa.Connection, chunk_workflow_id: str) -> list[Any]:
+    query = sa.select(ledger.c.published_at).where(ledger.c.chunk_workflow_id == chunk_workflow_id)
+    return [row[0] for row in conn.execute(query)]

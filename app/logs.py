@@ -1,0 +1,73 @@
+"""One logging pipeline: structlog events and stdlib records (dbos, sqlalchemy, alembic) alike."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+from dbos import DBOS
+from structlog.typing import Processor
+
+from app.config import LogFormat
+
+
+def add_workflow_context(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Stamp records emitted inside a workflow or step with its workflow id and step id."""
+    workflow_id = DBOS.workflow_id
+    if workflow_id is not None:
+        event_dict.setdefault("workflow_id", workflow_id)
+        step_id = DBOS.step_id
+        if step_id is not None:
+            event_dict.setdefault("step_id", step_id)
+    return event_dict
+
+
+def configure_logging(log_format: LogFormat, level: str) -> None:
+    """Install structlog and route stdlib loggers through it; call before DBOS(config=...)."""
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        add_workflow_context,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *_renderers(log_format),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # DBOS installs its own console handler unless the "dbos" logger already has one.
+    dbos_logger = logging.getLogger("dbos")
+    dbos_logger.handlers[:] = [handler]
+    dbos_logger.propagate = False
+    dbos_logger.setLevel(level)
+
+
+def _renderers(log_format: LogFormat) -> list[Processor]:
+    use_console = log_format == "console" or (log_format == "auto" and sys.stdout.isatty())
+    if use_console:
+        return [structlog.dev.ConsoleRenderer()]
+    return [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]

@@ -1,0 +1,56 @@
+"""Application schema migrations (alembic) and the database they need, created on demand."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+import structlog
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from app.config import PROJECT_ROOT, DatabaseUrl
+from app.database import make_engine
+
+log = structlog.get_logger()
+
+# Tables DBOS's datasource creates in the application database (main schema on SQLite; on
+# Postgres they live in the "dbos" schema, which autogenerate never looks at).
+DBOS_OWNED_TABLES = frozenset({"datasource_outputs", "dbos_datasource_migrations"})
+
+
+def alembic_config(app_db: DatabaseUrl) -> Config:
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
+    config.attributes["app_db"] = app_db
+    return config
+
+
+def ensure_database(app_db: DatabaseUrl) -> None:
+    """Create the Postgres database if it does not exist (SQLite creates its file itself)."""
+    if app_db.backend == "sqlite":
+        return
+    url = app_db.sqlalchemy_url
+    maintenance = DatabaseUrl(url.set(database="postgres").render_as_string(False), app_db.label)
+    engine = make_engine(maintenance, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            exists = conn.scalar(
+                sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": url.database}
+            )
+            if not exists:
+                conn.execute(sa.text(f'CREATE DATABASE "{url.database}"'))
+                log.info("database_created", database=app_db.safe)
+    finally:
+        engine.dispose()
+
+
+def upgrade(app_db: DatabaseUrl, revision: str = "head") -> None:
+    ensure_database(app_db)
+    command.upgrade(alembic_config(app_db), revision)
+
+
+def at_head(conn: sa.Connection, app_db: DatabaseUrl) -> bool:
+    """Whether the database's alembic revision is the newest one on disk."""
+    heads = set(ScriptDirectory.from_config(alembic_config(app_db)).get_heads())
+    return set(MigrationContext.configure(conn).get_current_heads()) == heads

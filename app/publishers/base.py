@@ -1,0 +1,235 @@
+"""The Publisher base class: a DBOS configured instance that fans a batch out to a queue and
+records every chunk exactly once, counters and ledger in one datasource transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, TypedDict
+
+import structlog
+from dbos import DBOS, DBOSConfiguredInstance, SetWorkflowID
+from dbos._datasource import DatasourceOptions, IsolationLevel, SQLAlchemyDatasource
+
+from app import ledger, queues
+from app.failpoints import TransientFailpointError, failpoint
+from app.ledger import LedgerEntry
+
+log = structlog.get_logger()
+
+# Registered names: the system database stores these, so they must not change between releases.
+PUBLISHER_CLASS_NAME = "Publisher"
+BATCH_WORKFLOW = "publish_batch"
+CHUNK_WORKFLOW = "publish_chunk"
+TRANSIENT_ATTEMPTS = 5
+
+
+class BatchRequest(TypedDict):
+    batch_id: str
+    topic: str
+    count: int
+    messages: list[str] | None
+
+
+class ChunkSpec(TypedDict):
+    batch_id: str
+    topic: str
+    index: int
+    start: int
+    count: int
+    messages: list[str] | None
+
+
+class ChunkOutcome(TypedDict):
+    index: int
+    workflow_id: str
+    messages: int
+    published: int
+    error: str | None
+
+
+class BatchSummary(TypedDict):
+    batch_id: str
+    publisher: str
+    topic: str
+    messages: int
+    published: int
+    failed: int
+    chunks: list[ChunkOutcome]
+
+
+def batch_workflow_id(batch_id: str) -> str:
+    return f"batch-{batch_id}"
+
+
+def chunk_workflow_id(batch_id: str, index: int) -> str:
+    return f"batch-{batch_id}-chunk-{index:05d}"
+
+
+def plan_chunks(request: BatchRequest, chunk_size: int) -> Iterator[ChunkSpec]:
+    """Split a batch into chunk specs, lazily, so a huge batch never sits in memory as chunks."""
+    messages = request["messages"]
+    for index, start in enumerate(range(0, request["count"], chunk_size)):
+        count = min(chunk_size, request["count"] - start)
+        yield ChunkSpec(
+            batch_id=request["batch_id"],
+            topic=request["topic"],
+            index=index,
+            start=start,
+            count=count,
+            messages=messages[start : start + count] if messages is not None else None,
+        )
+
+
+@DBOS.dbos_class(PUBLISHER_CLASS_NAME)
+class Publisher(DBOSConfiguredInstance):
+    """Subclass and override `payload` (what a message says) or `write_chunk` (what else the
+    chunk transaction writes). The workflows themselves live here and keep their names."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        datasource: SQLAlchemyDatasource,
+        chunk_size: int,
+        isolation_level: IsolationLevel,
+    ) -> None:
+        self.name = name
+        self.chunk_size = chunk_size
+        self.datasource = datasource
+        self.tx_options: DatasourceOptions = {
+            "name": "record_chunk",
+            "isolation_level": isolation_level,
+        }
+        super().__init__(name)
+
+    # ---- hooks for subclasses -------------------------------------------------------------
+
+    def payload(self, chunk: ChunkSpec, position: int) -> str:
+        """The body of the message at `position`; must be deterministic."""
+        messages = chunk["messages"]
+        if messages is not None:
+            return messages[position - chunk["start"]]
+        return f'{{"topic": "{chunk["topic"]}", "seq": {position}}}'
+
+    def write_chunk(self, entries: list[LedgerEntry]) -> int:
+        """Runs inside the chunk transaction: ledger rows and both counters, atomically."""
+        conn = self.datasource.sql_session().connection()
+        return ledger.record_chunk(conn, entries)
+
+    def commit_chunk(self, entries: list[LedgerEntry]) -> int:
+        """Run `write_chunk` as one exactly-once datasource transaction (a checkpointed step)."""
+        return self.datasource.run_tx_step(self.tx_options, self._chunk_transaction, entries)
+
+    # ---- workflows ------------------------------------------------------------------------
+
+    @DBOS.workflow(name=BATCH_WORKFLOW)
+    def publish_batch(self, request: BatchRequest) -> BatchSummary:
+        with structlog.contextvars.bound_contextvars(publisher=self.name):
+            failpoint("batch.start")
+            log.info("batch_started", batch_id=request["batch_id"], messages=request["count"])
+            # Config may change between a crash and the restart; the plan must not.
+            chunk_size: int = DBOS.run_step({"name": "plan_batch"}, self._current_chunk_size)
+            handles = self._fan_out(request, chunk_size)
+            summary = self._fan_in(request, chunk_size, handles)
+            failpoint("batch.before_complete")
+            log.info(
+                "batch_finished",
+                batch_id=request["batch_id"],
+                published=summary["published"],
+                failed=summary["failed"],
+            )
+            return summary
+
+    @DBOS.workflow(name=CHUNK_WORKFLOW)
+    def publish_chunk(self, chunk: ChunkSpec) -> ChunkOutcome:
+        with structlog.contextvars.bound_contextvars(publisher=self.name):
+            failpoint("chunk.start")
+            workflow_id = chunk_workflow_id(chunk["batch_id"], chunk["index"])
+            entries = self._entries(chunk, workflow_id)
+            published = self._commit_with_retries(entries)
+            log.debug("chunk_published", batch_id=chunk["batch_id"], chunk=chunk["index"])
+            return ChunkOutcome(
+                index=chunk["index"],
+                workflow_id=workflow_id,
+                messages=chunk["count"],
+                published=published,
+                error=None,
+            )
+
+    # ---- internals ------------------------------------------------------------------------
+
+    def _current_chunk_size(self) -> int:
+        return self.chunk_size
+
+    def _fan_out(self, request: BatchRequest, chunk_size: int) -> list[Any]:
+        queue = queues.chunk_queue()
+        handles = []
+        for chunk in plan_chunks(request, chunk_size):
+            with SetWorkflowID(chunk_workflow_id(chunk["batch_id"], chunk["index"])):
+                handles.append(queue.enqueue(self.publish_chunk, chunk))
+            failpoint("fanout.after_enqueue")
+        return handles
+
+    def _fan_in(self, request: BatchRequest, chunk_size: int, handles: list[Any]) -> BatchSummary:
+        summary = BatchSummary(
+            batch_id=request["batch_id"],
+            publisher=self.name,
+            topic=request["topic"],
+            messages=request["count"],
+            published=0,
+            failed=0,
+            chunks=[],
+        )
+        for index, handle in enumerate(handles):
+            outcome = self._chunk_result(request, chunk_size, index, handle)
+            summary["chunks"].append(outcome)
+            summary["published"] += outcome["published"]
+            summary["failed"] += outcome["messages"] - outcome["published"]
+            failpoint("fanin.after_result")
+        return summary
+
+    def _chunk_result(
+        self, request: BatchRequest, chunk_size: int, index: int, handle: Any
+    ) -> ChunkOutcome:
+        try:
+            outcome: ChunkOutcome = handle.get_result()
+            return outcome
+        except Exception as exc:  # a chunk that failed for good is reported, not re-raised
+            log.error("chunk_failed", chunk=index, workflow_id=handle.workflow_id, error=str(exc))
+            return ChunkOutcome(
+                index=index,
+                workflow_id=handle.workflow_id,
+                messages=min(chunk_size, request["count"] - index * chunk_size),
+                published=0,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+
+    def _entries(self, chunk: ChunkSpec, workflow_id: str) -> list[LedgerEntry]:
+        return [
+            LedgerEntry(
+                message_id=ledger.message_id(chunk["batch_id"], position),
+                batch_id=chunk["batch_id"],
+                position=position,
+                publisher=self.name,
+                topic=chunk["topic"],
+                payload=self.payload(chunk, position),
+                chunk_workflow_id=workflow_id,
+            )
+            for position in range(chunk["start"], chunk["start"] + chunk["count"])
+        ]
+
+    def _commit_with_retries(self, entries: list[LedgerEntry]) -> int:
+        # Each attempt is its own checkpointed step, so a replay walks the same attempts.
+        for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
+            try:
+                return self.commit_chunk(entries)
+            except TransientFailpointError:
+                if attempt == TRANSIENT_ATTEMPTS:
+                    raise
+                log.warning("chunk_retry", attempt=attempt)
+        raise AssertionError("unreachable")
+
+    def _chunk_transaction(self, entries: list[LedgerEntry]) -> int:
+        published = self.write_chunk(entries)
+        failpoint("chunk.before_commit")
+        return published

@@ -1,0 +1,172 @@
+"""The composition root: logging, DBOS, the datasource, publisher instances, launch, queues.
+
+Nothing else in the package creates engines, DBOS objects or publisher instances.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections import Counter
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+import structlog
+from dbos import DBOS, DBOSClient, DBOSConfig
+from dbos._datasource import IsolationLevel, SQLAlchemyDatasource
+from sqlalchemy import event
+from sqlalchemy.orm import sessionmaker
+
+from app import failpoints, queues
+from app.config import APP_NAME, ConfigError, DatabaseUrl, PublisherDeclaration, Settings
+from app.database import system_tables_exist
+from app.publishers.base import BATCH_WORKFLOW, PUBLISHER_CLASS_NAME, Publisher
+
+log = structlog.get_logger()
+
+ACTIVE_STATUSES = ["PENDING", "ENQUEUED"]
+
+
+class OrphanedWorkError(RuntimeError):
+    """Pending work names a publisher that is no longer declared."""
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    datasource: SQLAlchemyDatasource
+    publishers: dict[str, Publisher]
+
+
+def dbos_config(settings: Settings) -> DBOSConfig:
+    return {
+        "name": APP_NAME,
+        "system_database_url": settings.system_db.raw,
+        # Fixed, so a restart after an unrelated code edit still recovers pending work.
+        "application_version": settings.application_version,
+        "log_level": settings.log_level,
+    }
+
+
+def build(settings: Settings) -> Runtime:
+    """Construct everything that must exist before DBOS.launch(); logging is configured first."""
+    failpoints.arm(settings.failpoints, settings.failpoint_seed)
+    DBOS(config=dbos_config(settings))
+    datasource = SQLAlchemyDatasource.create(
+        settings.app_db.raw,
+        engine_kwargs=_engine_kwargs(settings),
+        sessionmaker=_chunk_sessionmaker(),
+    )
+    isolation = isolation_level(settings.app_db)
+    publishers = {
+        d.name: instantiate(d, datasource=datasource, isolation_level=isolation)
+        for d in settings.publishers
+    }
+    return Runtime(settings=settings, datasource=datasource, publishers=publishers)
+
+
+def launch(runtime: Runtime) -> None:
+    """Refuse orphaned work, launch DBOS (which recovers pending workflows), register queues."""
+    refuse_orphans(runtime.settings)
+    DBOS.launch()
+    queues.register_queues(runtime.settings.queues)
+    log.info(
+        "service_launched",
+        publishers=sorted(runtime.publishers),
+        system_database=runtime.settings.system_db.safe,
+        app_database=runtime.settings.app_db.safe,
+    )
+
+
+def shutdown(timeout_sec: int = 10) -> None:
+    DBOS.destroy(workflow_completion_timeout_sec=timeout_sec)
+
+
+def isolation_level(app_db: DatabaseUrl) -> IsolationLevel:
+    # SQLite accepts only SERIALIZABLE; on Postgres, READ COMMITTED lets counter upserts queue on
+    # the row lock instead of aborting each other, and the ledger's primary key still refuses
+    # any duplicate message id.
+    return "SERIALIZABLE" if app_db.backend == "sqlite" else "READ COMMITTED"
+
+
+def instantiate(
+    declaration: PublisherDeclaration,
+    *,
+    datasource: SQLAlchemyDatasource,
+    isolation_level: IsolationLevel,
+) -> Publisher:
+    cls = load_class(declaration)
+    return cls(
+        declaration.name,
+        datasource=datasource,
+        chunk_size=declaration.chunk_size,
+        isolation_level=isolation_level,
+    )
+
+
+def load_class(declaration: PublisherDeclaration) -> type[Publisher]:
+    module_name, _, class_name = declaration.class_path.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError):
+        raise ConfigError(
+            f"publisher '{declaration.name}': cannot import {declaration.class_path}"
+        ) from None
+    if not (isinstance(cls, type) and issubclass(cls, Publisher)):
+        raise ConfigError(
+            f"publisher '{declaration.name}': {declaration.class_path} is not a Publisher subclass"
+        )
+    return cls
+
+
+def _engine_kwargs(settings: Settings) -> dict[str, object]:
+    if settings.app_db.backend == "sqlite":
+        return {}
+    return {"pool_size": settings.queues.chunk_concurrency + 2, "pool_pre_ping": True}
+
+
+def _chunk_sessionmaker() -> sessionmaker[sa.orm.Session]:
+    factory: sessionmaker[sa.orm.Session] = sessionmaker(expire_on_commit=False)
+    # Fires after COMMIT and before DBOS checkpoints the step: the window exactly-once must cover.
+    event.listen(factory, "after_commit", lambda _session: failpoints.failpoint("chunk.after_commit"))
+    return factory
+
+
+def open_client(settings: Settings) -> DBOSClient:
+    """A DBOS client on the system database, for processes that submit or inspect work."""
+    return DBOSClient(
+        system_database_url=settings.system_db.raw,
+        application_name=APP_NAME,
+        retry_connection_errors=False,
+    )
+
+
+def find_orphans(settings: Settings) -> Counter[str]:
+    """Pending or enqueued publisher workflows whose publisher is not declared, per name."""
+    if not system_tables_exist(settings.system_db):
+        return Counter()
+    declared = {d.name for d in settings.publishers}
+    client = open_client(settings)
+    try:
+        active = client.list_workflows(
+            status=ACTIVE_STATUSES, load_input=False, load_output=False
+        )
+    finally:
+        client.destroy()
+    return Counter(
+        wf.config_name
+        for wf in active
+        if wf.class_name == PUBLISHER_CLASS_NAME
+        and wf.config_name is not None
+        and wf.config_name not in declared
+    )
+
+
+def refuse_orphans(settings: Settings) -> None:
+    orphans = find_orphans(settings)
+    if orphans:
+        names = ", ".join(f"'{name}' ({count} workflows)" for name, count in orphans.items())
+        raise OrphanedWorkError(
+            f"pending work needs publishers that are not declared: {names}; declare them again "
+            f"in the publishers file, or cancel their {BATCH_WORKFLOW} workflows with "
+            "`dbos workflow cancel`"
+        )

@@ -1,0 +1,89 @@
+"""What the service has done and what it still has to do, read from both databases."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict
+from typing import Any
+
+from app import invariants, ledger
+from app.config import ConfigError, Settings
+from app.database import (
+    app_tables_exist,
+    require_reachable,
+    short_lived_engine,
+    system_tables_exist,
+)
+from app.queues import BATCH_QUEUE, CHUNK_QUEUE
+from app.runtime import ACTIVE_STATUSES, find_orphans, open_client
+
+
+def gather(settings: Settings) -> dict[str, Any]:
+    """A JSON-ready snapshot: publishers, counters, ledger totals, invariants and pending work."""
+    require_reachable(settings.app_db)
+    require_reachable(settings.system_db)
+    if not app_tables_exist(settings.app_db):
+        raise ConfigError(
+            f"{settings.app_db.safe} has no application tables yet: run `dbos migrate` "
+            "(or start the service once)"
+        )
+    with short_lived_engine(settings.app_db) as engine, engine.connect() as conn:
+        publishers = ledger.publisher_counts(conn)
+        topics = ledger.topic_counts(conn)
+        report = invariants.check(conn)
+    return {
+        "publishers": [
+            {"name": d.name, "class": d.class_path, "chunk_size": d.chunk_size}
+            for d in settings.publishers
+        ],
+        "local_counters": [asdict(row) for row in publishers],
+        "global_counters": [asdict(row) for row in topics],
+        "ledger_rows": report.ledger_rows,
+        "consistent": report.ok,
+        "violations": report.violations,
+        "work": pending_work(settings),
+        "orphans": dict(find_orphans(settings)),
+    }
+
+
+def pending_work(settings: Settings) -> dict[str, dict[str, int]]:
+    """Counts of PENDING and ENQUEUED workflows per queue (publisher queues and recovery)."""
+    if not system_tables_exist(settings.system_db):
+        return {}
+    client = open_client(settings)
+    try:
+        active = client.list_workflows(status=ACTIVE_STATUSES, load_input=False, load_output=False)
+    finally:
+        client.destroy()
+    counts: dict[str, Counter[str]] = {}
+    for wf in active:
+        queue = wf.queue_name or "(no queue)"
+        counts.setdefault(queue, Counter())[wf.status] += 1
+    for queue in (BATCH_QUEUE, CHUNK_QUEUE):
+        counts.setdefault(queue, Counter())
+    return {queue: {s: c[s] for s in ACTIVE_STATUSES} for queue, c in sorted(counts.items())}
+
+
+def render(snapshot: dict[str, Any]) -> str:
+    """The snapshot as aligned text tables for a terminal."""
+    lines = ["Publishers:"]
+    lines += [f"  {p['name']:<16} {p['class']}  chunk_size={p['chunk_size']}" for p in snapshot["publishers"]]
+    lines += ["", f"  {'publisher':<16} {'topic':<20} {'local':>10} {'ledger':>10}"]
+    lines += [
+        f"  {r['publisher']:<16} {r['topic']:<20} {r['local_counter']:>10} {r['ledger_rows']:>10}"
+        for r in snapshot["local_counters"]
+    ]
+    lines += ["", f"  {'topic':<20} {'global':>10} {'sum(local)':>10} {'ledger':>10}"]
+    lines += [
+        f"  {r['topic']:<20} {r['global_counter']:>10} {r['sum_of_locals']:>10} {r['ledger_rows']:>10}"
+        for r in snapshot["global_counters"]
+    ]
+    lines += ["", f"Ledger rows: {snapshot['ledger_rows']}  consistent: {snapshot['consistent']}"]
+    lines += [f"  VIOLATION {v}" for v in snapshot["violations"]]
+    lines += ["", "Work still to do:"]
+    lines += [
+        f"  {queue:<24} pending={c['PENDING']} enqueued={c['ENQUEUED']}"
+        for queue, c in snapshot["work"].items()
+    ]
+    lines += [f"  ORPHANED publisher '{n}': {c} workflows" for n, c in snapshot["orphans"].items()]
+    return "\n".join(lines)

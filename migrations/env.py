@@ -1,0 +1,63 @@
+"""alembic environment: the application tables in app.schema are the target metadata."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from alembic import context
+
+from app.config import DatabaseUrl, database_urls_from_env
+from app.logs import configure_logging
+from app.database import short_lived_engine
+from app.migrate import DBOS_OWNED_TABLES, ensure_database
+from app.schema import metadata
+
+config = context.config
+
+
+def _app_db() -> DatabaseUrl:
+    given = config.attributes.get("app_db")
+    if isinstance(given, DatabaseUrl):
+        return given
+    # Run as `alembic ...` from a shell: configure logging the way the service does.
+    configure_logging("auto", os.environ.get("APP_LOG_LEVEL", "INFO").upper())
+    return database_urls_from_env(os.environ)[1]
+
+
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """Leave DBOS's own tables in this database out of autogenerate and `alembic check`."""
+    return not (type_ == "table" and name in DBOS_OWNED_TABLES)
+
+
+def run_offline(app_db: DatabaseUrl) -> None:
+    context.configure(
+        url=app_db.sqlalchemy_url,
+        target_metadata=metadata,
+        include_object=include_object,
+        literal_binds=True,
+        render_as_batch=app_db.backend == "sqlite",
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_online(app_db: DatabaseUrl) -> None:
+    ensure_database(app_db)
+    with short_lived_engine(app_db) as engine, engine.connect() as conn:
+        context.configure(
+            connection=conn,
+            target_metadata=metadata,
+            include_object=include_object,
+            render_as_batch=app_db.backend == "sqlite",
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_offline(_app_db())
+else:
+    run_online(_app_db())
