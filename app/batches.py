@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass
 
 from dbos import DBOS, DBOSClient, EnqueueOptions
+from dbos._error import DBOSConflictingWorkflowError
 
 from app.config import BATCH_ID, TOPIC_NAME, ConfigError, Settings
 from app.database import require_reachable, system_tables_exist
@@ -78,18 +79,25 @@ def submit(settings: Settings, submission: Submission) -> None:
             "instance_name": submission.publisher,
             "workflow_id": submission.workflow_id,
         }
-        client.enqueue(options, submission.request)
-        _refuse_foreign_batch(client, submission)
+        try:
+            client.enqueue(options, submission.request)
+        except DBOSConflictingWorkflowError:
+            raise ConfigError(
+                f"batch id {submission.request['batch_id']!r} already belongs to another publisher"
+            ) from None
+        _refuse_changed_batch(client, submission)
     finally:
         client.destroy()
 
 
-def _refuse_foreign_batch(client: DBOSClient, submission: Submission) -> None:
-    status = client.retrieve_workflow(submission.workflow_id).get_status()
-    if status.config_name != submission.publisher:
+def _refuse_changed_batch(client: DBOSClient, submission: Submission) -> None:
+    """A batch id is an idempotency key: reusing it for a different batch is a mistake."""
+    (existing,) = client.list_workflows(workflow_ids=[submission.workflow_id], load_output=False)
+    first_request = (existing.input or {}).get("args", ((),))[0]
+    if first_request != submission.request:
         raise ConfigError(
-            f"batch id {submission.request['batch_id']!r} already belongs to publisher "
-            f"'{status.config_name}'"
+            f"batch id {submission.request['batch_id']!r} was already submitted with a different "
+            "topic, count or messages"
         )
 
 
