@@ -1,4 +1,4 @@
-"""Submitting batches from outside the service (CLI, tests, later the HTTP API) through DBOS's client."""
+"""Submitting batches from outside the service (CLI, tests) through DBOS's client."""
 
 from __future__ import annotations
 
@@ -49,13 +49,13 @@ def validate(
         raise ConfigError(f"count {count} does not match the {len(messages)} messages given")
     if not 0 < count <= MAX_BATCH_MESSAGES:
         raise ConfigError(f"count must be between 1 and {MAX_BATCH_MESSAGES}, not {count}")
-    if not TOPIC_NAME.match(topic):
+    if not TOPIC_NAME.fullmatch(topic):
         raise ConfigError(
             f"topic {topic!r} is invalid (lowercase letter or digit first, then a-z 0-9 . _ -, "
             "at most 64 characters)"
         )
     batch_id = batch_id if batch_id is not None else uuid.uuid4().hex
-    if not BATCH_ID.match(batch_id):
+    if not BATCH_ID.fullmatch(batch_id):
         raise ConfigError(
             f"batch id {batch_id!r} is invalid (letters, digits, . _ -; at most 80 characters)"
         )
@@ -93,8 +93,8 @@ def submit(settings: Settings, submission: Submission) -> None:
 def _refuse_changed_batch(client: DBOSClient, submission: Submission) -> None:
     """A batch id is an idempotency key: reusing it for a different batch is a mistake."""
     (existing,) = client.list_workflows(workflow_ids=[submission.workflow_id], load_output=False)
-    first_request = (existing.input or {}).get("args", ((),))[0]
-    if first_request != submission.request:
+    args = existing.input["args"] if existing.input is not None else ()
+    if not args or args[0] != submission.request:
         raise ConfigError(
             f"batch id {submission.request['batch_id']!r} was already submitted with a different "
             "topic, count or messages"

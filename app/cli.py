@@ -50,7 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    configure_logging(settings.log_format, settings.log_level if args.command == "serve" else "WARNING")
+    configure_logging(
+        settings.log_format, settings.log_level if args.command == "serve" else "WARNING"
+    )
     if args.command == "serve":
         service.serve(settings)
         return 0
@@ -68,7 +70,11 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
     failpoints.arm(settings.failpoints, settings.failpoint_seed)
     batches.submit(settings, submission)
     if not args.wait:
-        print(json.dumps({"batch_id": submission.request["batch_id"], "workflow_id": submission.workflow_id}))
+        print(
+            json.dumps(
+                {"batch_id": submission.request["batch_id"], "workflow_id": submission.workflow_id}
+            )
+        )
         return 0
     summary = batches.wait(settings, submission.workflow_id)
     print(json.dumps(summary, indent=2))

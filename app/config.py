@@ -1,4 +1,4 @@
-"""Everything the service reads from its environment and its publisher declarations, in one place."""
+"""Everything the service reads from its environment and publisher declarations, in one place."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast, get_args
 
 import sqlalchemy as sa
 from sqlalchemy.exc import ArgumentError
@@ -21,9 +21,12 @@ DEFAULT_SYSTEM_DATABASE_URL = "sqlite:///dbos_publishers.sqlite"
 DEFAULT_APP_DATABASE_URL = "sqlite:///dbos_publishers_app.sqlite"
 DEFAULT_PUBLISHERS_FILE = PROJECT_ROOT / "publishers.toml"
 
-PUBLISHER_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
-TOPIC_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-BATCH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+# Used with fullmatch: `$` would let a trailing newline through.
+PUBLISHER_NAME = re.compile(r"[a-z][a-z0-9_-]{0,39}")
+TOPIC_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
+
+MAX_POLLING_INTERVAL_SEC = 60
 
 LogFormat = Literal["auto", "json", "console"]
 Backend = Literal["sqlite", "postgresql"]
@@ -57,7 +60,9 @@ class DatabaseUrl:
         url = sa.make_url(self.raw)
         if self.backend == "sqlite":
             return f"sqlite file {url.database}"
-        return f"postgresql database '{url.database}' on {url.host or 'localhost'}:{url.port or 5432}"
+        return (
+            f"postgresql database '{url.database}' on {url.host or 'localhost'}:{url.port or 5432}"
+        )
 
     def __str__(self) -> str:
         return sa.make_url(self.raw).render_as_string(hide_password=True)
@@ -69,11 +74,13 @@ class DatabaseUrl:
     def parse(cls, raw: str, label: str) -> DatabaseUrl:
         try:
             url = sa.make_url(raw)
-        except ArgumentError:
-            raise ConfigError(f"{label} is not a database URL") from None
+        except (ArgumentError, ValueError):
+            raise ConfigError(f"{label} is not a valid database URL") from None
         if url.drivername == "sqlite":
             if not url.database:
-                raise ConfigError(f"{label}: a sqlite URL needs a file path (sqlite:///name.sqlite)")
+                raise ConfigError(
+                    f"{label}: a sqlite URL needs a file path (sqlite:///name.sqlite)"
+                )
             return cls(raw, label)
         if url.drivername not in ("postgresql", "postgresql+psycopg", "postgres"):
             raise ConfigError(
@@ -146,7 +153,9 @@ def database_urls_from_env(env: Mapping[str, str]) -> tuple[DatabaseUrl, Databas
             env.get("DBOS_SYSTEM_DATABASE_URL") or DEFAULT_SYSTEM_DATABASE_URL,
             "DBOS_SYSTEM_DATABASE_URL",
         ),
-        DatabaseUrl.parse(env.get("APP_DATABASE_URL") or DEFAULT_APP_DATABASE_URL, "APP_DATABASE_URL"),
+        DatabaseUrl.parse(
+            env.get("APP_DATABASE_URL") or DEFAULT_APP_DATABASE_URL, "APP_DATABASE_URL"
+        ),
     )
 
 
@@ -158,8 +167,9 @@ def _int(value: str, what: str) -> int:
 
 
 def _log_format(value: str) -> LogFormat:
-    if value == "auto" or value == "json" or value == "console":
-        return value
+    for known in get_args(LogFormat):
+        if value == known:
+            return cast(LogFormat, known)
     raise ConfigError(f"APP_LOG_FORMAT must be auto, json or console, not '{value}'")
 
 
@@ -180,6 +190,8 @@ def load_declarations(path: Path) -> tuple[tuple[PublisherDeclaration, ...], Que
         raise ConfigError(f"publishers file {path} is not valid TOML: {exc}") from None
     _only_keys(data, {"defaults", "queues", "publishers"}, str(path))
     defaults = data.get("defaults", {})
+    if not isinstance(defaults, dict):
+        raise ConfigError("[defaults] must be a table")
     _only_keys(defaults, {"chunk_size"}, "[defaults]")
     default_chunk = _positive_int(defaults.get("chunk_size", 500), "[defaults] chunk_size")
     entries = data.get("publishers", [])
@@ -195,7 +207,7 @@ def _declaration(entry: object, default_chunk: int) -> PublisherDeclaration:
         raise ConfigError("each [[publishers]] entry must be a table")
     _only_keys(entry, {"name", "class", "chunk_size"}, "[[publishers]]")
     name = entry.get("name")
-    if not isinstance(name, str) or not PUBLISHER_NAME.match(name):
+    if not isinstance(name, str) or not PUBLISHER_NAME.fullmatch(name):
         raise ConfigError(
             f"publisher name {name!r} is invalid (lowercase letter first, then a-z 0-9 _ -, "
             "at most 40 characters)"
@@ -203,7 +215,9 @@ def _declaration(entry: object, default_chunk: int) -> PublisherDeclaration:
     class_path = entry.get("class", "app.publishers.events:EventPublisher")
     if not isinstance(class_path, str) or ":" not in class_path:
         raise ConfigError(f"publisher '{name}': class must look like 'package.module:ClassName'")
-    chunk_size = _positive_int(entry.get("chunk_size", default_chunk), f"publisher '{name}' chunk_size")
+    chunk_size = _positive_int(
+        entry.get("chunk_size", default_chunk), f"publisher '{name}' chunk_size"
+    )
     return PublisherDeclaration(name=name, class_path=class_path, chunk_size=chunk_size)
 
 
@@ -221,7 +235,11 @@ def _queue_settings(raw: object) -> QueueSettings:
     _only_keys(raw, {"chunk_concurrency", "batch_concurrency", "polling_interval_sec"}, "[queues]")
     base = QueueSettings()
     interval = raw.get("polling_interval_sec", base.polling_interval_sec)
-    if not isinstance(interval, int | float) or isinstance(interval, bool) or not 0 < interval <= 60:
+    if (
+        not isinstance(interval, int | float)
+        or isinstance(interval, bool)
+        or not 0 < interval <= MAX_POLLING_INTERVAL_SEC
+    ):
         raise ConfigError("[queues] polling_interval_sec must be a number in (0, 60]")
     return QueueSettings(
         chunk_concurrency=_positive_int(

@@ -20,7 +20,7 @@ class UnreachableDatabaseError(ConfigError):
 def make_engine(url: DatabaseUrl, **kwargs: object) -> sa.Engine:
     if url.backend == "postgresql":
         kwargs.setdefault("connect_args", {"connect_timeout": CONNECT_TIMEOUT_SEC})
-    return sa.create_engine(url.sqlalchemy_url, **kwargs)  # type: ignore[arg-type]
+    return sa.create_engine(url.sqlalchemy_url, **kwargs)
 
 
 @contextmanager

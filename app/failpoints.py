@@ -1,4 +1,4 @@
-"""Named failpoints: places in the publish path where a crash, an error, a delay or a hang can be injected.
+"""Named failpoints: places in the publish path where a crash, error, delay or hang is injected.
 
 Spec syntax (the APP_FAILPOINTS environment variable), entries separated by ';':
 
@@ -139,7 +139,7 @@ class _Armed:
         self.points = dict(points)
         self.hits: dict[str, int] = dict.fromkeys(points, 0)
         self.fired: dict[str, int] = dict.fromkeys(points, 0)
-        self.rng = random.Random(seed)
+        self.rng = random.Random(seed)  # noqa: S311 - reproducible fault schedules, not secrets
         self.lock = threading.Lock()
 
     def should_fire(self, name: str) -> Failpoint | None:

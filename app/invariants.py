@@ -22,8 +22,10 @@ class InvariantReport:
         return not self.violations
 
 
-def check(conn: sa.Connection, expected_batches: Mapping[str, int] | None = None) -> InvariantReport:
-    """Local counter = ledger rows per (publisher, topic); global = sum of locals = ledger per topic.
+def check(
+    conn: sa.Connection, expected_batches: Mapping[str, int] | None = None
+) -> InvariantReport:
+    """Local counter = ledger rows per (publisher, topic); global = sum of locals = ledger rows.
 
     With `expected_batches` (batch id -> message count), also: every position of every batch is
     in the ledger exactly once and nothing else is. Duplicates cannot exist (the message id is the

@@ -32,4 +32,6 @@ def chunk_queue() -> Queue:
     try:
         return _registered[CHUNK_QUEUE]
     except KeyError:
-        raise RuntimeError("queues are not registered: call register_queues() after launch") from None
+        raise RuntimeError(
+            "queues are not registered: call register_queues() after launch"
+        ) from None

@@ -47,6 +47,13 @@ def dbos_config(settings: Settings) -> DBOSConfig:
     }
 
 
+def validate(settings: Settings) -> None:
+    """Refuse bad failpoint specs and unimportable publisher classes without touching a database."""
+    failpoints.parse(settings.failpoints)
+    for declaration in settings.publishers:
+        load_class(declaration)
+
+
 def build(settings: Settings) -> Runtime:
     """Construct everything that must exist before DBOS.launch(); logging is configured first."""
     failpoints.arm(settings.failpoints, settings.failpoint_seed)
@@ -127,7 +134,9 @@ def _engine_kwargs(settings: Settings) -> dict[str, object]:
 def _chunk_sessionmaker() -> sessionmaker[sa.orm.Session]:
     factory: sessionmaker[sa.orm.Session] = sessionmaker(expire_on_commit=False)
     # Fires after COMMIT and before DBOS checkpoints the step: the window exactly-once must cover.
-    event.listen(factory, "after_commit", lambda _session: failpoints.failpoint("chunk.after_commit"))
+    event.listen(
+        factory, "after_commit", lambda _session: failpoints.failpoint("chunk.after_commit")
+    )
     return factory
 
 
@@ -147,9 +156,7 @@ def find_orphans(settings: Settings) -> Counter[str]:
     declared = {d.name for d in settings.publishers}
     client = open_client(settings)
     try:
-        active = client.list_workflows(
-            status=ACTIVE_STATUSES, load_input=False, load_output=False
-        )
+        active = client.list_workflows(status=ACTIVE_STATUSES, load_input=False, load_output=False)
     finally:
         client.destroy()
     return Counter(

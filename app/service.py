@@ -19,6 +19,7 @@ def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT; in-flight work is recovered by the next start."""
     stop = threading.Event()
     _install_signal_handlers(stop)
+    runtime.validate(settings)  # before anything is written
     migrate.upgrade(settings.app_db)
     rt = runtime.build(settings)
     runtime.launch(rt)

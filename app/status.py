@@ -67,7 +67,10 @@ def pending_work(settings: Settings) -> dict[str, dict[str, int]]:
 def render(snapshot: dict[str, Any]) -> str:
     """The snapshot as aligned text tables for a terminal."""
     lines = ["Publishers:"]
-    lines += [f"  {p['name']:<16} {p['class']}  chunk_size={p['chunk_size']}" for p in snapshot["publishers"]]
+    lines += [
+        f"  {p['name']:<16} {p['class']}  chunk_size={p['chunk_size']}"
+        for p in snapshot["publishers"]
+    ]
     lines += ["", f"  {'publisher':<16} {'topic':<20} {'local':>10} {'ledger':>10}"]
     lines += [
         f"  {r['publisher']:<16} {r['topic']:<20} {r['local_counter']:>10} {r['ledger_rows']:>10}"
@@ -75,7 +78,8 @@ def render(snapshot: dict[str, Any]) -> str:
     ]
     lines += ["", f"  {'topic':<20} {'global':>10} {'sum(local)':>10} {'ledger':>10}"]
     lines += [
-        f"  {r['topic']:<20} {r['global_counter']:>10} {r['sum_of_locals']:>10} {r['ledger_rows']:>10}"
+        f"  {r['topic']:<20} {r['global_counter']:>10} {r['sum_of_locals']:>10}"
+        f" {r['ledger_rows']:>10}"
         for r in snapshot["global_counters"]
     ]
     lines += ["", f"Ledger rows: {snapshot['ledger_rows']}  consistent: {snapshot['consistent']}"]

@@ -8,8 +8,8 @@ from typing import Any
 from alembic import context
 
 from app.config import DatabaseUrl, database_urls_from_env
-from app.logs import configure_logging
 from app.database import short_lived_engine
+from app.logs import configure_logging
 from app.migrate import DBOS_OWNED_TABLES, ensure_database
 from app.schema import metadata
 

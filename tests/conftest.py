@@ -9,6 +9,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from dbos import DBOS
+
+from app import migrate
+from app.config import DatabaseUrl
 
 from tests.helpers import Backend, Databases, ServiceRunner
 
@@ -41,11 +45,6 @@ def postgres_template() -> Iterator[str]:
         if IN_CI:
             pytest.fail(f"CI=true requires Postgres at {POSTGRES_URL}: {reason}")
         pytest.skip(f"Postgres not reachable: {reason}")
-    from dbos import DBOS
-
-    from app import migrate
-    from app.config import DatabaseUrl
-
     with _admin() as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}"')
         admin.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
@@ -64,7 +63,9 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 
 
 @pytest.fixture
-def databases(backend: Backend, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Databases]:
+def databases(
+    backend: Backend, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Databases]:
     if backend == "sqlite":
         yield Databases(
             backend="sqlite",

@@ -27,9 +27,9 @@ def _ledger_rows(service: ServiceRunner) -> dict[str, object]:
         return {message_id: published_at for message_id, published_at in rows}
 
 
-def _crash_then_restart(service: ServiceRunner, failpoints: str, batch_id: str) -> tuple[
-    dict[tuple[str, int], dict[str, object]], dict[str, object]
-]:
+def _crash_then_restart(
+    service: ServiceRunner, failpoints: str, batch_id: str
+) -> tuple[dict[tuple[str, int], dict[str, object]], dict[str, object]]:
     service.start(failpoints=failpoints)
     service.publish("orders", TOTAL, batch_id)
     assert service.wait_exit() == -signal.SIGKILL, service.tail()

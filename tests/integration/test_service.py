@@ -1,0 +1,110 @@
+"""The service end to end: real `python -m app serve` subprocess, real CLI, real databases."""
+
+from __future__ import annotations
+
+import json
+
+from tests.helpers import ServiceRunner
+
+
+def _status(service: ServiceRunner) -> dict[str, object]:
+    done = service.cli("status", "--json")
+    assert done.returncode == 0, done.stderr
+    snapshot: dict[str, object] = json.loads(done.stdout)
+    return snapshot
+
+
+def test_publish_wait_then_status_shows_every_message_counted(service: ServiceRunner) -> None:
+    service.start()
+    done = service.cli("publish", "orders", "--count", "1000", "--batch-id", "b1", "--wait")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["published"], summary["failed"], len(summary["chunks"])) == (1000, 0, 20)
+
+    snapshot = _status(service)
+    assert snapshot["local_counters"] == [
+        {"publisher": "orders", "topic": "default", "local_counter": 1000, "ledger_rows": 1000}
+    ]
+    assert snapshot["global_counters"] == [
+        {"topic": "default", "global_counter": 1000, "sum_of_locals": 1000, "ledger_rows": 1000}
+    ]
+    assert snapshot["consistent"] is True
+    assert all(c == {"PENDING": 0, "ENQUEUED": 0} for c in snapshot["work"].values())  # type: ignore[attr-defined]
+
+
+def test_same_batch_id_again_publishes_nothing_and_returns_the_same_summary(
+    service: ServiceRunner,
+) -> None:
+    service.start()
+    first = service.cli("publish", "orders", "--count", "120", "--batch-id", "again", "--wait")
+    second = service.cli("publish", "orders", "--count", "120", "--batch-id", "again", "--wait")
+    assert first.returncode == second.returncode == 0, second.stderr
+    assert json.loads(first.stdout) == json.loads(second.stdout)
+    report = service.check({"again": 120})
+    assert report.ok and report.ledger_rows == 120, report.violations
+
+
+def test_work_submitted_while_the_service_is_down_waits_durably(service: ServiceRunner) -> None:
+    service.declare({"orders": "app.publishers.events:EventPublisher"})
+    service.publish("orders", 200, "early")  # no service has ever run against these databases
+    assert service.active_workflows() == ["batch-early"]
+    service.start()
+    assert service.wait_batch("early")["published"] == 200
+    assert service.check({"early": 200}).ok
+
+
+def test_two_publishers_two_topics_keep_separate_local_and_shared_global_counters(
+    service: ServiceRunner,
+) -> None:
+    service.declare(
+        {
+            "orders": "app.publishers.events:EventPublisher",
+            "billing": "app.publishers.events:EventPublisher",
+        }
+    )
+    service.start()
+    service.publish("orders", 130, "o1", "--topic", "alpha")
+    service.publish("billing", 70, "b1", "--topic", "alpha")
+    service.publish("billing", 40, "b2", "--topic", "beta")
+    for batch in ("o1", "b1", "b2"):
+        service.wait_batch(batch)
+    snapshot = _status(service)
+    locals_ = {(r["publisher"], r["topic"]): r["local_counter"] for r in snapshot["local_counters"]}  # type: ignore[attr-defined]
+    globals_ = {r["topic"]: r["global_counter"] for r in snapshot["global_counters"]}  # type: ignore[attr-defined]
+    assert locals_ == {("billing", "alpha"): 70, ("billing", "beta"): 40, ("orders", "alpha"): 130}
+    assert globals_ == {"alpha": 200, "beta": 40}
+
+
+def test_sigterm_stops_the_service_cleanly(service: ServiceRunner) -> None:
+    service.start()
+    assert service.stop() == 0
+    events = [r.get("event") for r in service.records()]
+    assert events.index("service_stopping") < events.index("service_stopped")
+
+
+def test_pending_work_for_an_undeclared_publisher_stops_the_service_naming_it(
+    service: ServiceRunner,
+) -> None:
+    service.declare(
+        {
+            "orders": "app.publishers.events:EventPublisher",
+            "ghost": "app.publishers.events:EventPublisher",
+        }
+    )
+    service.publish("ghost", 10, "haunt")
+    service.declare({"orders": "app.publishers.events:EventPublisher"})
+    service.start(wait_ready=False)
+    assert service.wait_exit(timeout=60) == 2
+    assert "not declared: 'ghost' (1 workflows)" in service.tail()
+
+
+def test_logs_are_json_with_workflow_id_and_publisher_inside_workflows(
+    service: ServiceRunner,
+) -> None:
+    service.start()
+    service.publish("orders", 60, "logged")
+    service.wait_batch("logged")
+    records = service.records()
+    started = next(r for r in records if r.get("event") == "batch_started")
+    assert (started["workflow_id"], started["publisher"]) == ("batch-logged", "orders")
+    assert any(r.get("logger") == "dbos" for r in records), "DBOS's records use the same pipeline"

@@ -1,0 +1,348 @@
+"""Unit tests for app.config: database URLs, publisher declarations and settings from the env."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from app.config import (
+    DEFAULT_APP_DATABASE_URL,
+    DEFAULT_SYSTEM_DATABASE_URL,
+    ConfigError,
+    DatabaseUrl,
+    PublisherDeclaration,
+    QueueSettings,
+    Settings,
+    load_declarations,
+)
+
+LABEL = "APP_DATABASE_URL"
+PG_WITH_PASSWORD = "postgresql://alice:hunter2@db.example:6543/publishing"
+
+VALID_TOML = """
+[defaults]
+chunk_size = 100
+
+[queues]
+chunk_concurrency = 3
+batch_concurrency = 2
+polling_interval_sec = 0.5
+
+[[publishers]]
+name = "orders"
+
+[[publishers]]
+name = "billing"
+class = "app.publishers.events:EventPublisher"
+chunk_size = 25
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "publishers.toml"
+    path.write_text(text)
+    return path
+
+
+def publishers_file(tmp_path: Path, *names: str) -> Path:
+    return write(tmp_path, "".join(f'[[publishers]]\nname = "{n}"\n' for n in names))
+
+
+# ---- DatabaseUrl.parse -------------------------------------------------------------------
+
+
+def test_parse_sqlite() -> None:
+    url = DatabaseUrl.parse("sqlite:///some/file.sqlite", LABEL)
+    assert url.backend == "sqlite"
+    assert url.raw == "sqlite:///some/file.sqlite"
+    assert url.label == LABEL
+    assert url.safe == "sqlite file some/file.sqlite"
+
+
+@pytest.mark.parametrize(
+    "raw", ["postgresql://u@localhost/db", "postgresql+psycopg://u@localhost/db"]
+)
+def test_parse_postgresql(raw: str) -> None:
+    url = DatabaseUrl.parse(raw, LABEL)
+    assert url.backend == "postgresql"
+    assert url.sqlalchemy_url.drivername == "postgresql+psycopg"
+    assert url.sqlalchemy_url.database == "db"
+
+
+def test_parse_normalises_postgres_scheme() -> None:
+    url = DatabaseUrl.parse("postgres://alice:hunter2@db.example:6543/publishing", LABEL)
+    assert url.raw == PG_WITH_PASSWORD
+    assert url.backend == "postgresql"
+    assert url.sqlalchemy_url.drivername == "postgresql+psycopg"
+    assert url.sqlalchemy_url.password == "hunter2"  # normalising must not lose the password
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ("mysql://u:hunter2@h/db", "unsupported scheme 'mysql'"),
+        ("postgresql+psycopg2://u@h/db", "unsupported scheme 'postgresql+psycopg2'"),
+        ("postgresql://u:hunter2@h", "must name a database"),
+        ("postgres://u@h/", "must name a database"),
+        ("sqlite://", "needs a file path"),
+        ("garbage", "is not a valid database URL"),
+        ("", "is not a valid database URL"),
+    ],
+)
+def test_parse_refuses(raw: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        DatabaseUrl.parse(raw, LABEL)
+    message = str(excinfo.value)
+    assert message.startswith(LABEL)
+    assert problem in message
+    assert "hunter2" not in message
+
+
+def test_parse_refuses_non_numeric_port() -> None:
+    with pytest.raises(ConfigError, match=LABEL):
+        DatabaseUrl.parse("postgresql://u:hunter2@h:notaport/db", LABEL)
+
+
+@pytest.mark.parametrize("raw", [PG_WITH_PASSWORD, "postgres://alice:hunter2@db.example/x"])
+def test_password_never_shown(raw: str) -> None:
+    url = DatabaseUrl.parse(raw, LABEL)
+    assert "hunter2" in url.raw  # the password is kept for connecting...
+    for shown in (str(url), repr(url), url.safe, f"{url}", f"{url!r}"):
+        assert "hunter2" not in shown  # ...but never rendered
+    assert "alice" in str(url)
+    assert repr(url).startswith("DatabaseUrl(")
+
+
+def test_safe_names_database_host_and_port() -> None:
+    assert DatabaseUrl.parse(PG_WITH_PASSWORD, LABEL).safe == (
+        "postgresql database 'publishing' on db.example:6543"
+    )
+    assert DatabaseUrl.parse("postgresql:///local", LABEL).safe == (
+        "postgresql database 'local' on localhost:5432"
+    )
+
+
+# ---- load_declarations -------------------------------------------------------------------
+
+
+def test_load_valid_file(tmp_path: Path) -> None:
+    publishers, queues = load_declarations(write(tmp_path, VALID_TOML))
+    assert publishers == (
+        PublisherDeclaration("orders", "app.publishers.events:EventPublisher", 100),
+        PublisherDeclaration("billing", "app.publishers.events:EventPublisher", 25),
+    )
+    assert queues == QueueSettings(
+        chunk_concurrency=3, batch_concurrency=2, polling_interval_sec=0.5
+    )
+
+
+def test_load_defaults_when_optional_tables_absent(tmp_path: Path) -> None:
+    publishers, queues = load_declarations(publishers_file(tmp_path, "orders"))
+    assert [p.chunk_size for p in publishers] == [500]
+    assert queues == QueueSettings()
+
+
+def test_load_refuses_duplicate_names(tmp_path: Path) -> None:
+    path = publishers_file(tmp_path, "orders", "billing", "orders")
+    with pytest.raises(ConfigError, match="publisher 'orders' is declared twice"):
+        load_declarations(path)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["Orders", "ORDERS", "a" * 41, "1orders", "_orders", "-orders", "ord ers", "ord.ers", ""],
+)
+def test_load_refuses_invalid_names(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"publisher name '{name}' is invalid")):
+        load_declarations(publishers_file(tmp_path, name))
+
+
+def test_load_accepts_name_of_forty_characters(tmp_path: Path) -> None:
+    publishers, _ = load_declarations(publishers_file(tmp_path, "a" * 40))
+    assert publishers[0].name == "a" * 40
+
+
+def test_load_refuses_name_with_trailing_newline(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is invalid"):
+        load_declarations(write(tmp_path, '[[publishers]]\nname = "orders\\n"\n'))
+
+
+def test_load_refuses_missing_name(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="publisher name None is invalid"):
+        load_declarations(write(tmp_path, '[[publishers]]\nclass = "a.b:C"\n'))
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('colour = "red"\n[[publishers]]\nname = "a"\n', "unknown key(s) colour"),
+        ('[defaults]\nsize = 1\n[[publishers]]\nname = "a"\n', "[defaults]: unknown key(s) size"),
+        ('[queues]\nworkers = 1\n[[publishers]]\nname = "a"\n', "[queues]: unknown key(s) workers"),
+        (
+            '[[publishers]]\nname = "a"\ntopic = "t"\nzeta = 1\n',
+            "[[publishers]]: unknown key(s) topic, zeta",
+        ),
+    ],
+)
+def test_load_refuses_unknown_keys(tmp_path: Path, text: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        load_declarations(write(tmp_path, text))
+    assert problem in str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('[[publishers]]\nname = "a"\nchunk_size = 0\n', "publisher 'a' chunk_size"),
+        ('[[publishers]]\nname = "a"\nchunk_size = -5\n', "publisher 'a' chunk_size"),
+        ('[[publishers]]\nname = "a"\nchunk_size = true\n', "publisher 'a' chunk_size"),
+        ('[[publishers]]\nname = "a"\nchunk_size = 2.5\n', "publisher 'a' chunk_size"),
+        ('[defaults]\nchunk_size = 0\n[[publishers]]\nname = "a"\n', "[defaults] chunk_size"),
+        (
+            '[queues]\nchunk_concurrency = 0\n[[publishers]]\nname = "a"\n',
+            "[queues] chunk_concurrency",
+        ),
+    ],
+)
+def test_load_refuses_non_positive_sizes(tmp_path: Path, text: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        load_declarations(write(tmp_path, text))
+    assert f"{problem} must be a positive integer" in str(excinfo.value)
+
+
+@pytest.mark.parametrize("interval", ["0", "-1", "61", '"fast"', "true"])
+def test_load_refuses_bad_polling_interval(tmp_path: Path, interval: str) -> None:
+    text = f'[queues]\npolling_interval_sec = {interval}\n[[publishers]]\nname = "a"\n'
+    with pytest.raises(ConfigError, match="polling_interval_sec must be a number"):
+        load_declarations(write(tmp_path, text))
+
+
+def test_load_refuses_bad_class_path(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[publishers]]\nname = "a"\nclass = "app.publishers.events"\n')
+    with pytest.raises(ConfigError, match="publisher 'a': class must look like"):
+        load_declarations(path)
+
+
+@pytest.mark.parametrize(
+    "text", ["", "[defaults]\nchunk_size = 10\n", "publishers = []\n", 'publishers = "a"\n']
+)
+def test_load_refuses_missing_publishers(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError, match=r"declares no \[\[publishers\]\]"):
+        load_declarations(write(tmp_path, text))
+
+
+def test_load_refuses_non_table_publisher(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="must be a table"):
+        load_declarations(write(tmp_path, "publishers = [1]\n"))
+
+
+def test_load_refuses_non_table_defaults(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="defaults"):
+        load_declarations(write(tmp_path, 'defaults = 5\n[[publishers]]\nname = "a"\n'))
+
+
+def test_load_refuses_invalid_toml(tmp_path: Path) -> None:
+    path = write(tmp_path, "[[publishers]\nname = ")
+    with pytest.raises(ConfigError, match="is not valid TOML") as excinfo:
+        load_declarations(path)
+    assert str(path) in str(excinfo.value)
+
+
+def test_load_refuses_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError, match="does not exist") as excinfo:
+        load_declarations(path)
+    assert str(path) in str(excinfo.value)
+
+
+# ---- Settings ----------------------------------------------------------------------------
+
+
+def test_from_env_empty_urls_mean_sqlite_defaults(tmp_path: Path) -> None:
+    env = {
+        "APP_PUBLISHERS_FILE": str(write(tmp_path, VALID_TOML)),
+        "DBOS_SYSTEM_DATABASE_URL": "",
+        "APP_DATABASE_URL": "",
+    }
+    settings = Settings.from_env(env)
+    assert settings.system_db.raw == DEFAULT_SYSTEM_DATABASE_URL
+    assert settings.system_db.label == "DBOS_SYSTEM_DATABASE_URL"
+    assert settings.app_db.raw == DEFAULT_APP_DATABASE_URL
+    assert settings.app_db.label == "APP_DATABASE_URL"
+    assert settings.system_db.backend == settings.app_db.backend == "sqlite"
+
+
+def test_from_env_reads_everything(tmp_path: Path) -> None:
+    env = {
+        "APP_PUBLISHERS_FILE": str(write(tmp_path, VALID_TOML)),
+        "DBOS_SYSTEM_DATABASE_URL": "postgres://alice:hunter2@db.example:6543/publishing",
+        "APP_DATABASE_URL": "sqlite:///app.sqlite",
+        "APP_FAILPOINTS": "  chunk.start=raise  ",
+        "APP_FAILPOINT_SEED": "42",
+        "APP_LOG_FORMAT": "json",
+        "APP_LOG_LEVEL": "debug",
+        "APP_VERSION": "7",
+    }
+    settings = Settings.from_env(env)
+    assert settings.system_db.raw == PG_WITH_PASSWORD
+    assert settings.app_db.raw == "sqlite:///app.sqlite"
+    assert [p.name for p in settings.publishers] == ["orders", "billing"]
+    assert settings.queues.chunk_concurrency == 3
+    assert settings.failpoints == "chunk.start=raise"
+    assert settings.failpoint_seed == 42
+    assert settings.log_format == "json"
+    assert settings.log_level == "DEBUG"
+    assert settings.application_version == "7"
+
+
+def test_from_env_defaults(tmp_path: Path) -> None:
+    settings = Settings.from_env({"APP_PUBLISHERS_FILE": str(write(tmp_path, VALID_TOML))})
+    assert settings.failpoints == ""
+    assert settings.failpoint_seed == 0
+    assert settings.log_format == "auto"
+    assert settings.log_level == "INFO"
+    assert settings.application_version == "1"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        ("APP_LOG_FORMAT", "xml", "APP_LOG_FORMAT must be auto, json or console, not 'xml'"),
+        ("APP_LOG_FORMAT", "JSON", "APP_LOG_FORMAT must be auto, json or console, not 'JSON'"),
+        ("APP_LOG_LEVEL", "verbose", "APP_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR"),
+        ("APP_LOG_LEVEL", "CRITICAL", "APP_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR"),
+        ("APP_FAILPOINT_SEED", "abc", "APP_FAILPOINT_SEED must be an integer, not 'abc'"),
+        ("APP_FAILPOINT_SEED", "1.5", "APP_FAILPOINT_SEED must be an integer, not '1.5'"),
+        ("APP_DATABASE_URL", "mysql://u@h/db", "APP_DATABASE_URL: unsupported scheme"),
+        (
+            "DBOS_SYSTEM_DATABASE_URL",
+            "nonsense",
+            "DBOS_SYSTEM_DATABASE_URL is not a valid database",
+        ),
+    ],
+)
+def test_from_env_refuses(tmp_path: Path, key: str, value: str, problem: str) -> None:
+    env = {"APP_PUBLISHERS_FILE": str(write(tmp_path, VALID_TOML)), key: value}
+    with pytest.raises(ConfigError) as excinfo:
+        Settings.from_env(env)
+    assert problem in str(excinfo.value)
+
+
+def test_from_env_refuses_missing_publishers_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        Settings.from_env({"APP_PUBLISHERS_FILE": str(tmp_path / "absent.toml")})
+
+
+def test_publisher_lookup(tmp_path: Path) -> None:
+    settings = Settings.from_env({"APP_PUBLISHERS_FILE": str(write(tmp_path, VALID_TOML))})
+    assert settings.publisher("billing").chunk_size == 25
+    assert settings.publisher("orders").chunk_size == 100
+
+
+def test_publisher_unknown_name_lists_declared(tmp_path: Path) -> None:
+    settings = Settings.from_env({"APP_PUBLISHERS_FILE": str(write(tmp_path, VALID_TOML))})
+    with pytest.raises(ConfigError) as excinfo:
+        settings.publisher("shipping")
+    assert str(excinfo.value) == "unknown publisher 'shipping' (declared: orders, billing)"
