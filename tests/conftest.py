@@ -13,7 +13,6 @@ from dbos import DBOS
 
 from app import migrate
 from app.config import DatabaseUrl
-
 from tests.helpers import Backend, Databases, ServiceRunner
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

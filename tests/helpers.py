@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -23,6 +24,24 @@ Backend = Literal["sqlite", "postgres"]
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_SEC = 90
 BATCH_TIMEOUT_SEC = 180
+
+
+VENV_BIN = Path(sys.executable).parent
+SERVE = [sys.executable, "-m", "app", "serve"]
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 @dataclass(frozen=True)
@@ -79,15 +98,21 @@ class ServiceRunner:
 
     # ---- the service process --------------------------------------------------------------
 
-    def start(self, failpoints: str = "", *, wait_ready: bool = True) -> None:
+    def start(
+        self, failpoints: str = "", *, wait_ready: bool = True, via_dbos_start: bool = False
+    ) -> None:
+        """Start `python -m app serve`, or `dbos start` from the project root (which runs it)."""
         self.starts += 1
         log_path = self.workdir / f"serve-{self.starts}.log"
         self.log_paths.append(log_path)
+        command = [str(VENV_BIN / "dbos"), "start"] if via_dbos_start else SERVE
+        env = self.env(APP_FAILPOINTS=failpoints)
+        env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '')}"  # `python` in dbos-config.yaml
         with log_path.open("wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "app", "serve"],
-                cwd=self.workdir,
-                env=self.env(APP_FAILPOINTS=failpoints),
+                command,
+                cwd=ROOT if via_dbos_start else self.workdir,
+                env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
@@ -114,8 +139,11 @@ class ServiceRunner:
         return self.process.wait(timeout=60)
 
     def kill(self) -> None:
+        """SIGKILL the service and everything it started (`dbos start` runs it in a child)."""
         if self.process is not None and self.process.poll() is None:
-            self.process.kill()
+            for pid in [*_descendants(self.process.pid), self.process.pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             self.process.wait(timeout=30)
 
     def records(self, start: int | None = None) -> list[dict[str, Any]]:

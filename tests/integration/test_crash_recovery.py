@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -83,3 +84,24 @@ def test_invariant_check_catches_counters_bumped_outside_the_transaction(
         f"global counter default = {TOTAL + CHUNK}, sum of locals = {TOTAL + CHUNK}, "
         f"ledger has {TOTAL}",
     ]
+
+
+def test_sigkill_of_dbos_start_during_a_5000_message_batch_then_dbos_start_again(
+    service: ServiceRunner,
+) -> None:
+    service.declare(chunk_size=50, chunk_concurrency=2)
+    # A small delay per chunk keeps the batch in flight long enough to be killed mid-way.
+    service.start("chunk.start=delay(30)@every", via_dbos_start=True)
+    service.publish("orders", 5000, "big")
+    deadline = time.monotonic() + 120
+    while len(_ledger_rows(service)) < 500 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    service.kill()
+    rows_before = len(_ledger_rows(service))
+    assert 500 <= rows_before < 5000, "the kill must land mid-batch"
+
+    service.start(via_dbos_start=True)
+    assert service.wait_batch("big")["published"] == 5000
+    report = service.check({"big": 5000})
+    assert report.ok and report.ledger_rows == 5000, report.violations
+    assert service.active_workflows() == []

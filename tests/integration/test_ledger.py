@@ -1,0 +1,107 @@
+"""The chunk transaction's SQL and the invariant checks, against real databases (no DBOS)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from app import invariants, ledger, migrate
+from app.config import DatabaseUrl
+from app.database import make_engine
+from app.ledger import LedgerEntry
+from app.runtime import isolation_level
+from tests.helpers import Databases
+
+
+@pytest.fixture
+def engine(databases: Databases) -> sa.Engine:
+    url = DatabaseUrl.parse(databases.app_url, "APP_DATABASE_URL")
+    migrate.upgrade(url)
+    return make_engine(url, isolation_level=isolation_level(url), pool_size=10)
+
+
+def _entries(
+    batch: str, start: int, count: int, publisher: str = "p", topic: str = "t"
+) -> list[LedgerEntry]:
+    return [
+        LedgerEntry(ledger.message_id(batch, i), batch, i, publisher, topic, "{}", f"{batch}-wf")
+        for i in range(start, start + count)
+    ]
+
+
+def test_record_chunk_moves_ledger_and_both_counters_together(engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        assert ledger.record_chunk(conn, _entries("b", 0, 30)) == 30
+        ledger.record_chunk(conn, _entries("c", 0, 12, publisher="q"))
+    with engine.connect() as conn:
+        assert ledger.publisher_counts(conn) == [
+            ledger.CounterRow("p", "t", 30, 30),
+            ledger.CounterRow("q", "t", 12, 12),
+        ]
+        assert ledger.topic_counts(conn) == [ledger.TopicRow("t", 42, 42, 42)]
+        assert invariants.check(conn, {"b": 30, "c": 12}).ok
+
+
+def test_a_message_id_twice_is_refused_and_rolls_back_its_counters(engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        ledger.record_chunk(conn, _entries("b", 0, 10))
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        ledger.record_chunk(conn, _entries("b", 5, 10))
+    with engine.connect() as conn:
+        assert ledger.publisher_counts(conn) == [ledger.CounterRow("p", "t", 10, 10)]
+
+
+def test_concurrent_chunks_on_one_hot_topic_stay_exact(engine: sa.Engine) -> None:
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for k in range(10):
+                with engine.begin() as conn:
+                    ledger.record_chunk(conn, _entries(f"w{n}", k * 20, 20, publisher=f"p{n % 2}"))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with engine.connect() as conn:
+        report = invariants.check(conn, {f"w{n}": 200 for n in range(6)})
+        assert report.ok and report.ledger_rows == 1200, report.violations
+        assert ledger.topic_counts(conn) == [ledger.TopicRow("t", 1200, 1200, 1200)]
+
+
+@pytest.mark.parametrize(
+    ("tamper", "violation"),
+    [
+        ("UPDATE local_counters SET value = value + 1", "local counter p/t = 21, ledger has 20"),
+        (
+            "UPDATE global_counters SET value = value - 1",
+            "global counter t = 19, sum of locals = 20, ledger has 20",
+        ),
+        ("DELETE FROM ledger WHERE position = 3", "batch b: 1 of 20 messages missing"),
+    ],
+)
+def test_the_invariant_check_catches_each_kind_of_drift(
+    engine: sa.Engine, tamper: str, violation: str
+) -> None:
+    with engine.begin() as conn:
+        ledger.record_chunk(conn, _entries("b", 0, 20))
+        assert invariants.check(conn, {"b": 20}).ok
+        conn.execute(sa.text(tamper))
+        report = invariants.check(conn, {"b": 20})
+    assert violation in report.violations
+
+
+def test_the_batch_check_reports_messages_outside_the_batch(engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        ledger.record_chunk(conn, _entries("b", 0, 21))
+        report = invariants.check(conn, {"b": 20})
+    assert report.unexpected == {"b": 1}
+    assert not report.ok
