@@ -3,6 +3,7 @@ records every chunk exactly once, counters and ledger in one datasource transact
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from typing import Any, TypedDict
 
@@ -21,6 +22,7 @@ PUBLISHER_CLASS_NAME = "Publisher"
 BATCH_WORKFLOW = "publish_batch"
 CHUNK_WORKFLOW = "publish_chunk"
 TRANSIENT_ATTEMPTS = 5
+FAN_OUT_WINDOW = 512  # chunk handles a batch workflow holds at once
 
 
 class BatchRequest(TypedDict):
@@ -54,7 +56,8 @@ class BatchSummary(TypedDict):
     messages: int
     published: int
     failed: int
-    chunks: list[ChunkOutcome]
+    chunks: int
+    failed_chunks: list[ChunkOutcome]  # every chunk not listed here published all its messages
 
 
 def batch_workflow_id(batch_id: str) -> str:
@@ -109,7 +112,7 @@ class Publisher(DBOSConfiguredInstance):
         messages = chunk["messages"]
         if messages is not None:
             return messages[position - chunk["start"]]
-        return f'{{"topic": "{chunk["topic"]}", "seq": {position}}}'
+        return f"{chunk['topic']}#{position}"
 
     def write_chunk(self, entries: list[LedgerEntry]) -> int:
         """Runs inside the chunk transaction: ledger rows and both counters, atomically."""
@@ -129,8 +132,7 @@ class Publisher(DBOSConfiguredInstance):
             log.info("batch_started", batch_id=request["batch_id"], messages=request["count"])
             # Config may change between a crash and the restart; the plan must not.
             chunk_size: int = DBOS.run_step({"name": "plan_batch"}, self._current_chunk_size)
-            handles = self._fan_out(request, chunk_size)
-            summary = self._fan_in(request, chunk_size, handles)
+            summary = self._fan_out_fan_in(request, chunk_size)
             failpoint("batch.before_complete")
             log.info(
                 "batch_finished",
@@ -161,16 +163,9 @@ class Publisher(DBOSConfiguredInstance):
     def _current_chunk_size(self) -> int:
         return self.chunk_size
 
-    def _fan_out(self, request: BatchRequest, chunk_size: int) -> list[Any]:
-        queue = queues.chunk_queue()
-        handles = []
-        for chunk in plan_chunks(request, chunk_size):
-            with SetWorkflowID(chunk_workflow_id(chunk["batch_id"], chunk["index"])):
-                handles.append(queue.enqueue(self.publish_chunk, chunk))
-            failpoint("fanout.after_enqueue")
-        return handles
-
-    def _fan_in(self, request: BatchRequest, chunk_size: int, handles: list[Any]) -> BatchSummary:
+    def _fan_out_fan_in(self, request: BatchRequest, chunk_size: int) -> BatchSummary:
+        """Enqueue chunks and collect their results through a sliding window of handles, so a
+        batch of any size holds at most FAN_OUT_WINDOW handles and a summary of its failures."""
         summary = BatchSummary(
             batch_id=request["batch_id"],
             publisher=self.name,
@@ -178,28 +173,40 @@ class Publisher(DBOSConfiguredInstance):
             messages=request["count"],
             published=0,
             failed=0,
-            chunks=[],
+            chunks=0,
+            failed_chunks=[],
         )
-        for index, handle in enumerate(handles):
-            outcome = self._chunk_result(request, chunk_size, index, handle)
-            summary["chunks"].append(outcome)
-            summary["published"] += outcome["published"]
-            summary["failed"] += outcome["messages"] - outcome["published"]
-            failpoint("fanin.after_result")
+        queue = queues.chunk_queue()
+        window: deque[tuple[ChunkSpec, Any]] = deque()
+        for chunk in plan_chunks(request, chunk_size):
+            if len(window) >= FAN_OUT_WINDOW:
+                self._collect(summary, *window.popleft())
+            with SetWorkflowID(chunk_workflow_id(chunk["batch_id"], chunk["index"])):
+                window.append((chunk, queue.enqueue(self.publish_chunk, chunk)))
+            failpoint("fanout.after_enqueue")
+        while window:
+            self._collect(summary, *window.popleft())
         return summary
 
-    def _chunk_result(
-        self, request: BatchRequest, chunk_size: int, index: int, handle: Any
-    ) -> ChunkOutcome:
+    def _collect(self, summary: BatchSummary, chunk: ChunkSpec, handle: Any) -> None:
+        outcome = self._chunk_result(chunk, handle)
+        summary["chunks"] += 1
+        summary["published"] += outcome["published"]
+        summary["failed"] += outcome["messages"] - outcome["published"]
+        if outcome["error"] is not None:
+            summary["failed_chunks"].append(outcome)
+        failpoint("fanin.after_result")
+
+    def _chunk_result(self, chunk: ChunkSpec, handle: Any) -> ChunkOutcome:
         try:
             outcome: ChunkOutcome = handle.get_result()
             return outcome
         except Exception as exc:  # a chunk that failed for good is reported, not re-raised
-            log.error("chunk_failed", chunk=index, workflow_id=handle.workflow_id, error=str(exc))
+            log.error("chunk_failed", chunk=chunk["index"], error=str(exc))
             return ChunkOutcome(
-                index=index,
+                index=chunk["index"],
                 workflow_id=handle.workflow_id,
-                messages=min(chunk_size, request["count"] - index * chunk_size),
+                messages=chunk["count"],
                 published=0,
                 error=f"{type(exc).__name__}: {exc}",
             )

@@ -19,7 +19,8 @@ def test_publish_wait_then_status_shows_every_message_counted(service: ServiceRu
     done = service.cli("publish", "orders", "--count", "1000", "--batch-id", "b1", "--wait")
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
-    assert (summary["published"], summary["failed"], len(summary["chunks"])) == (1000, 0, 20)
+    assert (summary["published"], summary["failed"], summary["chunks"]) == (1000, 0, 20)
+    assert summary["failed_chunks"] == []
 
     snapshot = _status(service)
     assert snapshot["local_counters"] == [
@@ -108,3 +109,16 @@ def test_logs_are_json_with_workflow_id_and_publisher_inside_workflows(
     started = next(r for r in records if r.get("event") == "batch_started")
     assert (started["workflow_id"], started["publisher"]) == ("batch-logged", "orders")
     assert any(r.get("logger") == "dbos" for r in records), "DBOS's records use the same pipeline"
+
+
+def test_a_chunk_that_fails_for_good_is_reported_and_counts_nothing(service: ServiceRunner) -> None:
+    service.declare(chunk_size=50, chunk_concurrency=1)
+    service.start("chunk.before_commit=raise@2")
+    done = service.cli("publish", "orders", "--count", "200", "--batch-id", "partial", "--wait")
+    assert done.returncode == 1, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["published"], summary["failed"], summary["chunks"]) == (150, 50, 4)
+    (failed,) = summary["failed_chunks"]
+    assert failed["published"] == 0 and "FailpointError" in failed["error"]
+    report = service.check()
+    assert report.ok and report.ledger_rows == 150, report.violations
