@@ -6,14 +6,18 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from app import batches, failpoints, service, status
+from app.bench import runner
+from app.bench.modes import MODES
 from app.config import ConfigError, Settings
 from app.failpoints import FailpointSpecError
 from app.logs import configure_logging
 from app.runtime import OrphanedWorkError
 
+DEFAULT_BENCH_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 EXIT_BAD_INPUT = 2
 EXIT_BATCH_FAILED = 1
 
@@ -33,14 +37,71 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("--topic", default="default", help="topic (default: default)")
     publish.add_argument("--batch-id", help="idempotency key; the same id never publishes twice")
     publish.add_argument("--wait", action="store_true", help="wait and print the summary")
+    _bench_arguments(commands.add_parser("bench", help="measure publishing throughput"))
     show = commands.add_parser("status", help="counters, ledger totals and pending work")
     show.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
+def _bench_arguments(bench: argparse.ArgumentParser) -> None:
+    bench.add_argument("--messages", default="100000", help="sizes, comma-separated")
+    bench.add_argument(
+        "--per-message-messages",
+        type=int,
+        default=2000,
+        help="size for the exp7 and per-message modes (default 2000)",
+    )
+    bench.add_argument("--publishers", type=int, default=4)
+    bench.add_argument("--topics", type=int, default=2)
+    bench.add_argument("--backends", default="sqlite,postgres")
+    bench.add_argument("--modes", default=",".join(MODES))
+    bench.add_argument("--postgres-url", default=DEFAULT_BENCH_POSTGRES)
+    bench.add_argument("--json", default="bench-results/bench.json", help="where to write JSON")
+
+
+def _bench_plan(args: argparse.Namespace) -> runner.Plan:
+    backends = _choices(args.backends, ("sqlite", "postgres"), "--backends")
+    modes = _choices(args.modes, tuple(MODES), "--modes")
+    sizes = [_positive(text, "--messages") for text in args.messages.split(",")]
+    for value, what in (
+        (args.per_message_messages, "--per-message-messages"),
+        (args.publishers, "--publishers"),
+        (args.topics, "--topics"),
+    ):
+        _positive(str(value), what)
+    return runner.Plan(
+        backends=backends,
+        modes=modes,  # type: ignore[arg-type]
+        sizes=sizes,
+        per_message_size=args.per_message_messages,
+        publishers=args.publishers,
+        topics=args.topics,
+        postgres_url=args.postgres_url,
+        json_path=Path(args.json),
+    )
+
+
+def _choices(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
+    chosen = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [c for c in chosen if c not in allowed]
+    if unknown or not chosen:
+        raise ConfigError(f"{what}: choose from {', '.join(allowed)} (got {text!r})")
+    return chosen
+
+
+def _positive(text: str, what: str) -> int:
+    if not text.strip().isdigit() or int(text) <= 0:
+        raise ConfigError(f"{what} must be positive integers, not {text!r}")
+    return int(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "bench":
+            print(runner.HEADER, flush=True)
+            runner.run(_bench_plan(args))
+            return 0
         settings = Settings.from_env()
         failpoints.parse(settings.failpoints)
         return _run(args, settings)

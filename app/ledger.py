@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -16,8 +16,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from app.schema import global_counters, ledger, local_counters
 
 
-@dataclass(frozen=True)
-class LedgerEntry:
+class LedgerEntry(NamedTuple):
+    """One ledger row, in column order (so it can be streamed to COPY as it is)."""
+
     message_id: str
     batch_id: str
     position: int
@@ -32,8 +33,33 @@ def message_id(batch_id: str, position: int) -> str:
     return f"{batch_id}:{position}"
 
 
+COPY_LEDGER = sa.text(
+    "COPY ledger (message_id, batch_id, position, publisher, topic, payload, chunk_workflow_id) "
+    "FROM STDIN"
+)
+
+
 def insert_entries(conn: sa.Connection, entries: Sequence[LedgerEntry]) -> None:
-    """Insert ledger rows in one multi-row statement; a message id seen before is an error."""
+    """Insert ledger rows in the caller's transaction; a message id seen before is an error.
+
+    Postgres gets COPY (about 3x cheaper per row than a multi-row INSERT from Python); SQLite
+    gets one executemany."""
+    if conn.dialect.name == "postgresql":
+        copy_entries(conn, entries)
+    else:
+        insert_rows(conn, entries)
+
+
+def copy_entries(conn: sa.Connection, entries: Sequence[LedgerEntry]) -> None:
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as cursor, cursor.copy(str(COPY_LEDGER)) as copy:
+        for entry in entries:
+            copy.write_row(entry)
+
+
+def insert_rows(conn: sa.Connection, entries: Sequence[LedgerEntry]) -> None:
+    """Plain multi-row INSERT (the benchmark's raw ceiling uses this on every backend)."""
     conn.execute(
         ledger.insert(),
         [

@@ -54,8 +54,11 @@ def validate(settings: Settings) -> None:
         load_class(declaration)
 
 
-def build(settings: Settings) -> Runtime:
-    """Construct everything that must exist before DBOS.launch(); logging is configured first."""
+def build(settings: Settings, *, isolation: IsolationLevel | None = None) -> Runtime:
+    """Construct everything that must exist before DBOS.launch(); logging is configured first.
+
+    `isolation` overrides the chunk transaction's isolation level (the benchmark uses it to
+    measure the exp7 shape, which runs SERIALIZABLE)."""
     failpoints.arm(settings.failpoints, settings.failpoint_seed)
     DBOS(config=dbos_config(settings))
     datasource = SQLAlchemyDatasource.create(
@@ -63,7 +66,7 @@ def build(settings: Settings) -> Runtime:
         engine_kwargs=_engine_kwargs(settings),
         sessionmaker=_chunk_sessionmaker(),
     )
-    isolation = isolation_level(settings.app_db)
+    isolation = isolation or isolation_level(settings.app_db)
     publishers = {
         d.name: instantiate(d, datasource=datasource, isolation_level=isolation)
         for d in settings.publishers

@@ -37,13 +37,19 @@ def _db_url(name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def postgres_template() -> Iterator[str]:
-    """Migrate one template database per run (app tables and DBOS tables); tests copy it."""
+def postgres_server() -> str:
+    """The Postgres URL; skip when it is unreachable, except under CI=true, where that fails."""
     reason = _postgres_reachable()
     if reason is not None:
         if IN_CI:
             pytest.fail(f"CI=true requires Postgres at {POSTGRES_URL}: {reason}")
         pytest.skip(f"Postgres not reachable: {reason}")
+    return POSTGRES_URL
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_server: str) -> Iterator[str]:
+    """Migrate one template database per run (app tables and DBOS tables); tests copy it."""
     with _admin() as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}"')
         admin.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
