@@ -63,31 +63,40 @@ def validate(
     return Submission(publisher=publisher, request=request)
 
 
+class BatchConflictError(ConfigError):
+    """The batch id is taken by a different batch."""
+
+
 def submit(settings: Settings, submission: Submission) -> None:
-    """Enqueue the batch workflow; the same batch id again attaches to the first submission."""
+    """Enqueue the batch workflow from a short-lived client (the CLI)."""
     require_reachable(settings.system_db)
     if not system_tables_exist(settings.system_db):
         # The service has never run here: create DBOS's tables so the work can wait durably.
         DBOS.migrate(settings.system_db.raw)
     client = open_client(settings)
     try:
-        failpoint("batch.submit")
-        options: EnqueueOptions = {
-            "workflow_name": BATCH_WORKFLOW,
-            "queue_name": BATCH_QUEUE,
-            "class_name": PUBLISHER_CLASS_NAME,
-            "instance_name": submission.publisher,
-            "workflow_id": submission.workflow_id,
-        }
-        try:
-            client.enqueue(options, submission.request)
-        except DBOSConflictingWorkflowError:
-            raise ConfigError(
-                f"batch id {submission.request['batch_id']!r} already belongs to another publisher"
-            ) from None
-        _refuse_changed_batch(client, submission)
+        enqueue(client, submission)
     finally:
         client.destroy()
+
+
+def enqueue(client: DBOSClient, submission: Submission) -> None:
+    """Enqueue the batch workflow; the same batch id again attaches to the first submission."""
+    failpoint("batch.submit")
+    options: EnqueueOptions = {
+        "workflow_name": BATCH_WORKFLOW,
+        "queue_name": BATCH_QUEUE,
+        "class_name": PUBLISHER_CLASS_NAME,
+        "instance_name": submission.publisher,
+        "workflow_id": submission.workflow_id,
+    }
+    try:
+        client.enqueue(options, submission.request)
+    except DBOSConflictingWorkflowError:
+        raise BatchConflictError(
+            f"batch id {submission.request['batch_id']!r} already belongs to another publisher"
+        ) from None
+    _refuse_changed_batch(client, submission)
 
 
 def _refuse_changed_batch(client: DBOSClient, submission: Submission) -> None:
@@ -95,7 +104,7 @@ def _refuse_changed_batch(client: DBOSClient, submission: Submission) -> None:
     (existing,) = client.list_workflows(workflow_ids=[submission.workflow_id], load_output=False)
     args = existing.input["args"] if existing.input is not None else ()
     if not args or args[0] != submission.request:
-        raise ConfigError(
+        raise BatchConflictError(
             f"batch id {submission.request['batch_id']!r} was already submitted with a different "
             "topic, count or messages"
         )

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from app import batches, failpoints, service, status
+from app import batches, failpoints, history, service, status
 from app.bench import runner
 from app.bench.modes import MODES
 from app.config import ConfigError, Settings
@@ -18,6 +19,7 @@ from app.logs import configure_logging
 from app.runtime import OrphanedWorkError
 
 DEFAULT_BENCH_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+CLEAR_SCREEN = "\x1b[H\x1b[2J"
 EXIT_BAD_INPUT = 2
 EXIT_BATCH_FAILED = 1
 
@@ -40,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     _bench_arguments(commands.add_parser("bench", help="measure publishing throughput"))
     show = commands.add_parser("status", help="counters, ledger totals and pending work")
     show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.add_argument("--watch", action="store_true", help="redraw until Ctrl-C")
+    show.add_argument("--interval", type=float, default=2.0, help="seconds between redraws")
+    look = commands.add_parser("inspect", help="a batch's workflows and steps, replays marked")
+    look.add_argument("batch_id")
+    look.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -119,9 +126,28 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.command == "publish":
         return _publish(args, settings)
-    snapshot = status.gather(settings)
-    print(json.dumps(snapshot, indent=2) if args.json else status.render(snapshot))
-    return 0
+    if args.command == "inspect":
+        description = history.describe(settings, args.batch_id)
+        print(json.dumps(description, indent=2) if args.json else history.render(description))
+        return 0
+    return _status(args, settings)
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.interval > 0:
+        raise ConfigError(f"--interval must be positive, not {args.interval}")
+    try:
+        while True:
+            snapshot = status.gather(settings)
+            text = json.dumps(snapshot) if args.json else status.render(snapshot)
+            if args.watch and not args.json and sys.stdout.isatty():
+                text = CLEAR_SCREEN + text
+            print(text, flush=True)
+            if not args.watch:
+                return 0
+            time.sleep(args.interval)
+    except KeyboardInterrupt:  # how --watch ends
+        return 0
 
 
 def _publish(args: argparse.Namespace, settings: Settings) -> int:

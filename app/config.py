@@ -27,6 +27,7 @@ TOPIC_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
 
 MAX_POLLING_INTERVAL_SEC = 60
+MAX_PORT = 65535
 
 LogFormat = Literal["auto", "json", "console"]
 Backend = Literal["sqlite", "postgresql"]
@@ -120,6 +121,9 @@ class Settings:
     log_format: LogFormat = "auto"
     log_level: str = "INFO"
     application_version: str = "1"
+    http_host: str = "127.0.0.1"
+    http_port: int | None = None  # None: no HTTP API
+    api_token: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -136,6 +140,9 @@ class Settings:
             log_format=_log_format(env.get("APP_LOG_FORMAT", "auto")),
             log_level=_log_level(env.get("APP_LOG_LEVEL", "INFO")),
             application_version=env.get("APP_VERSION") or "1",
+            http_host=env.get("APP_HTTP_HOST") or "127.0.0.1",
+            http_port=_http_port(env.get("APP_HTTP_PORT") or "8000"),
+            api_token=env.get("APP_API_TOKEN") or None,
         )
 
     def publisher(self, name: str) -> PublisherDeclaration:
@@ -157,6 +164,15 @@ def database_urls_from_env(env: Mapping[str, str]) -> tuple[DatabaseUrl, Databas
             env.get("APP_DATABASE_URL") or DEFAULT_APP_DATABASE_URL, "APP_DATABASE_URL"
         ),
     )
+
+
+def _http_port(value: str) -> int | None:
+    if value == "off":
+        return None
+    port = _int(value, "APP_HTTP_PORT")
+    if not 0 < port <= MAX_PORT:
+        raise ConfigError(f"APP_HTTP_PORT must be 1-65535 or 'off', not '{value}'")
+    return port
 
 
 def _int(value: str, what: str) -> int:

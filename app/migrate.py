@@ -8,8 +8,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from dbos import DBOS
 
-from app.config import PROJECT_ROOT, DatabaseUrl
+from app.config import PROJECT_ROOT, DatabaseUrl, Settings
 from app.database import make_engine
 
 log = structlog.get_logger()
@@ -43,6 +44,12 @@ def ensure_database(app_db: DatabaseUrl) -> None:
                 log.info("database_created", database=app_db.safe)
     finally:
         engine.dispose()
+
+
+def upgrade_all(settings: Settings) -> None:
+    """What `dbos migrate` does: DBOS's system tables first (some views join them), then ours."""
+    DBOS.migrate(settings.system_db.raw)
+    upgrade(settings.app_db)
 
 
 def upgrade(app_db: DatabaseUrl, revision: str = "head") -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 import structlog
-from dbos import DBOS, DBOSClient, DBOSConfig
+from dbos import DBOS, DBOSClient, DBOSConfig, WorkflowStatus
 from dbos._datasource import IsolationLevel, SQLAlchemyDatasource
 from sqlalchemy import event
 from sqlalchemy.orm import sessionmaker
@@ -74,9 +74,11 @@ def build(settings: Settings, *, isolation: IsolationLevel | None = None) -> Run
     return Runtime(settings=settings, datasource=datasource, publishers=publishers)
 
 
-def launch(runtime: Runtime) -> None:
-    """Refuse orphaned work, launch DBOS (which recovers pending workflows), register queues."""
-    refuse_orphans(runtime.settings)
+def launch(runtime: Runtime) -> int:
+    """Refuse orphaned work, launch DBOS (which recovers pending workflows), register queues;
+    returns how many PENDING workflows there were to recover."""
+    active = active_workflows(runtime.settings)
+    refuse_orphans(runtime.settings, active)
     DBOS.launch()
     queues.register_queues(runtime.settings.queues)
     log.info(
@@ -85,6 +87,7 @@ def launch(runtime: Runtime) -> None:
         system_database=runtime.settings.system_db.safe,
         app_database=runtime.settings.app_db.safe,
     )
+    return sum(1 for wf in active if wf.status == "PENDING")
 
 
 def shutdown(timeout_sec: int = 10) -> None:
@@ -152,16 +155,21 @@ def open_client(settings: Settings) -> DBOSClient:
     )
 
 
-def find_orphans(settings: Settings) -> Counter[str]:
-    """Pending or enqueued publisher workflows whose publisher is not declared, per name."""
+def active_workflows(settings: Settings) -> list[WorkflowStatus]:
+    """PENDING and ENQUEUED workflows of this application (none before DBOS's tables exist)."""
     if not system_tables_exist(settings.system_db):
-        return Counter()
-    declared = {d.name for d in settings.publishers}
+        return []
     client = open_client(settings)
     try:
-        active = client.list_workflows(status=ACTIVE_STATUSES, load_input=False, load_output=False)
+        return client.list_workflows(status=ACTIVE_STATUSES, load_input=False, load_output=False)
     finally:
         client.destroy()
+
+
+def find_orphans(settings: Settings, active: list[WorkflowStatus] | None = None) -> Counter[str]:
+    """Pending or enqueued publisher workflows whose publisher is not declared, per name."""
+    declared = {d.name for d in settings.publishers}
+    active = active_workflows(settings) if active is None else active
     return Counter(
         wf.config_name
         for wf in active
@@ -171,8 +179,8 @@ def find_orphans(settings: Settings) -> Counter[str]:
     )
 
 
-def refuse_orphans(settings: Settings) -> None:
-    orphans = find_orphans(settings)
+def refuse_orphans(settings: Settings, active: list[WorkflowStatus]) -> None:
+    orphans = find_orphans(settings, active)
     if orphans:
         names = ", ".join(f"'{name}' ({count} workflows)" for name, count in orphans.items())
         raise OrphanedWorkError(

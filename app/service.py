@@ -1,18 +1,22 @@
-"""The long-running service that `dbos start` runs: migrate, launch, recover, process queues."""
+"""The long-running service that `dbos start` runs: migrate, launch, recover, serve HTTP, process
+queues, stop on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
 import signal
 import threading
+import time
 from types import FrameType
 
 import structlog
+import uvicorn
 
-from app import migrate, runtime
+from app import api, migrate, runtime, status
 from app.config import Settings
 from app.failpoints import failpoint
 
 log = structlog.get_logger()
+HTTP_START_TIMEOUT_SEC = 30
 
 
 def serve(settings: Settings) -> None:
@@ -20,15 +24,42 @@ def serve(settings: Settings) -> None:
     stop = threading.Event()
     _install_signal_handlers(stop)
     runtime.validate(settings)  # before anything is written
-    migrate.upgrade(settings.app_db)
+    migrate.upgrade_all(settings)
     rt = runtime.build(settings)
-    runtime.launch(rt)
+    collector = status.install_collector(settings)
+    collector.recovered_at_start = runtime.launch(rt)
     failpoint("service.recovery")
+    http = _start_http(settings)
     log.info("service_ready")
     stop.wait()
     log.info("service_stopping")
+    if http is not None:
+        http.should_exit = True
     runtime.shutdown()
     log.info("service_stopped")
+
+
+def _start_http(settings: Settings) -> uvicorn.Server | None:
+    if settings.http_port is None:
+        return None
+    client = runtime.open_client(settings)
+    app = api.create_app(settings, client, token=settings.api_token)
+    config = uvicorn.Config(
+        app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False
+    )
+    server = uvicorn.Server(config)
+    # Run in a thread: uvicorn leaves signals to the main thread, where ours are installed.
+    thread = threading.Thread(target=server.run, name="http", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + HTTP_START_TIMEOUT_SEC
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if not server.started:
+        raise RuntimeError(
+            f"HTTP API could not listen on {settings.http_host}:{settings.http_port}"
+        )
+    log.info("http_listening", host=settings.http_host, port=settings.http_port)
+    return server
 
 
 def _install_signal_handlers(stop: threading.Event) -> None:

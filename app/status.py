@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
-from app import invariants, ledger
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from app import failpoints, invariants, ledger
 from app.config import ConfigError, Settings
 from app.database import (
     app_tables_exist,
@@ -14,6 +18,7 @@ from app.database import (
     short_lived_engine,
     system_tables_exist,
 )
+from app.metrics import REGISTRY
 from app.queues import BATCH_QUEUE, CHUNK_QUEUE
 from app.runtime import ACTIVE_STATUSES, find_orphans, open_client
 
@@ -91,3 +96,52 @@ def render(snapshot: dict[str, Any]) -> str:
     ]
     lines += [f"  ORPHANED publisher '{n}': {c} workflows" for n, c in snapshot["orphans"].items()]
     return "\n".join(lines)
+
+
+class StateCollector(Collector):
+    """Ledger counts, queue depth, recoveries and failpoint hits, read when Prometheus scrapes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.recovered_at_start = 0
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._ledger()
+        yield from self._queues()
+        recovered = GaugeMetricFamily(
+            "publisher_recovered_workflows", "Pending workflows this process recovered at start"
+        )
+        recovered.add_metric([], self.recovered_at_start)
+        yield recovered
+        fired = CounterMetricFamily(
+            "publisher_failpoint_fired", "Failpoints fired in this process", labels=["failpoint"]
+        )
+        for name, count in sorted(failpoints.fired_counts().items()):
+            fired.add_metric([name], count)
+        yield fired
+
+    def _ledger(self) -> Iterator[Metric]:
+        published = CounterMetricFamily(
+            "publisher_messages_published",
+            "Messages in the ledger (exactly-once, from the database)",
+            labels=["publisher", "topic"],
+        )
+        with short_lived_engine(self.settings.app_db) as engine, engine.connect() as conn:
+            for row in ledger.publisher_counts(conn):
+                published.add_metric([row.publisher, row.topic], row.ledger_rows)
+        yield published
+
+    def _queues(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily(
+            "publisher_queue_depth", "Workflows waiting or running", labels=["queue", "status"]
+        )
+        for queue, counts in pending_work(self.settings).items():
+            for status, count in counts.items():
+                depth.add_metric([queue, status], count)
+        yield depth
+
+
+def install_collector(settings: Settings) -> StateCollector:
+    collector = StateCollector(settings)
+    REGISTRY.register(collector)
+    return collector

@@ -32,14 +32,16 @@ def include_object(
     return not (type_ == "table" and name in DBOS_OWNED_TABLES)
 
 
+def _options(app_db: DatabaseUrl) -> dict[str, Any]:
+    return {
+        "target_metadata": metadata,
+        "include_object": include_object,
+        "render_as_batch": app_db.backend == "sqlite",  # SQLite cannot ALTER most things
+    }
+
+
 def run_offline(app_db: DatabaseUrl) -> None:
-    context.configure(
-        url=app_db.sqlalchemy_url,
-        target_metadata=metadata,
-        include_object=include_object,
-        literal_binds=True,
-        render_as_batch=app_db.backend == "sqlite",
-    )
+    context.configure(url=app_db.sqlalchemy_url, literal_binds=True, **_options(app_db))
     with context.begin_transaction():
         context.run_migrations()
 
@@ -47,12 +49,7 @@ def run_offline(app_db: DatabaseUrl) -> None:
 def run_online(app_db: DatabaseUrl) -> None:
     ensure_database(app_db)
     with short_lived_engine(app_db) as engine, engine.connect() as conn:
-        context.configure(
-            connection=conn,
-            target_metadata=metadata,
-            include_object=include_object,
-            render_as_batch=app_db.backend == "sqlite",
-        )
+        context.configure(connection=conn, **_options(app_db))
         with context.begin_transaction():
             context.run_migrations()
 

@@ -54,8 +54,8 @@ def postgres_template(postgres_server: str) -> Iterator[str]:
         admin.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}"')
         admin.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
     url = _db_url(TEMPLATE_DB)
+    DBOS.migrate(url)  # first, as `dbos migrate` does: some views join DBOS's tables
     migrate.upgrade(DatabaseUrl.parse(url, "template"))
-    DBOS.migrate(url)
     yield TEMPLATE_DB
     with _admin() as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)')

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from dbos import DBOSClient
+from dbos import DBOSClient, WorkflowStatus
 
 from app import invariants
 from app.config import Settings
@@ -59,6 +60,15 @@ class ServiceRunner:
     starts: int = 0
     log_paths: list[Path] = field(default_factory=list)
     publishers_file: Path | None = None
+    http_port: int | None = None  # None: the service runs without its HTTP API
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def enable_http(self) -> str:
+        """Give the service a free loopback port for its HTTP API; returns the base URL."""
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.http_port = probe.getsockname()[1]
+        return f"http://127.0.0.1:{self.http_port}"
 
     def declare(
         self,
@@ -89,6 +99,8 @@ class ServiceRunner:
             "APP_PUBLISHERS_FILE": str(self.publishers_file),
             "APP_LOG_FORMAT": "json",
             "APP_FAILPOINTS": "",
+            "APP_HTTP_PORT": str(self.http_port) if self.http_port else "off",
+            **self.extra_env,
         }
         env.update(extra)
         return env
@@ -201,13 +213,24 @@ class ServiceRunner:
             client.destroy()
         raise AssertionError(f"batch {batch_id} did not finish in {timeout}s:\n{self.tail()}")
 
-    def steps(self, batch_id: str) -> dict[tuple[str, int], dict[str, Any]]:
-        """Every recorded step of a batch's workflows, keyed by (workflow id, step id)."""
+    def workflows(self, batch_id: str) -> list[WorkflowStatus]:
+        """The batch workflow and its chunk workflows."""
         client = self.client()
         try:
-            workflows = client.list_workflows(
-                workflow_id_prefix=batch_workflow_id(batch_id), load_input=False, load_output=False
+            parent = batch_workflow_id(batch_id)
+            return client.list_workflows(
+                workflow_ids=[parent], load_input=False, load_output=False
+            ) + client.list_workflows(
+                workflow_id_prefix=f"{parent}/", load_input=False, load_output=False
             )
+        finally:
+            client.destroy()
+
+    def steps(self, batch_id: str) -> dict[tuple[str, int], dict[str, Any]]:
+        """Every recorded step of a batch's workflows, keyed by (workflow id, step id)."""
+        workflows = self.workflows(batch_id)
+        client = self.client()
+        try:
             return {
                 (wf.workflow_id, step["function_id"]): dict(step)
                 for wf in workflows

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
+from dataclasses import dataclass
 
 import pytest
 import sqlalchemy as sa
@@ -37,18 +39,28 @@ def _batch_status(service: ServiceRunner, batch_id: str) -> str:
         client.destroy()
 
 
-def _crash_then_restart(
-    service: ServiceRunner, failpoints: str, batch_id: str
-) -> tuple[dict[tuple[str, int], dict[str, object]], dict[str, object]]:
+@dataclass
+class AtCrash:
+    steps: dict[tuple[str, int], dict[str, object]]
+    rows: dict[str, object]
+    statuses: dict[str, str]
+
+
+def crash_then_restart(service: ServiceRunner, failpoints: str, batch_id: str) -> AtCrash:
+    """Start with a crashing failpoint, publish TOTAL messages, snapshot, restart without it."""
     service.start(failpoints=failpoints)
     service.publish("orders", TOTAL, batch_id)
     assert service.wait_exit() == -signal.SIGKILL, service.tail()
-    steps_before, rows_before = service.steps(batch_id), _ledger_rows(service)
+    at_crash = AtCrash(
+        steps=service.steps(batch_id),
+        rows=_ledger_rows(service),
+        statuses={wf.workflow_id: wf.status for wf in service.workflows(batch_id)},
+    )
     assert _batch_status(service, batch_id) == "PENDING", "the crash must land mid-batch"
     if not failpoints.startswith("fanin."):  # the fan-in may start after the last chunk commits
-        assert len(rows_before) < TOTAL, "the crash must land before the last chunk commits"
+        assert len(at_crash.rows) < TOTAL, "the crash must land before the last chunk commits"
     service.start()
-    return steps_before, rows_before
+    return at_crash
 
 
 @pytest.mark.parametrize("point", CRASH_POINTS)
@@ -56,7 +68,7 @@ def test_sigkill_mid_batch_resumes_exactly_where_it_stopped(
     service: ServiceRunner, point: str
 ) -> None:
     service.declare(chunk_size=CHUNK, chunk_concurrency=2)
-    steps_before, rows_before = _crash_then_restart(service, f"{point}=crash@5", "crash")
+    at_crash = crash_then_restart(service, f"{point}=crash@5", "crash")
 
     summary = service.wait_batch("crash")
     assert (summary["published"], summary["failed"]) == (TOTAL, 0)
@@ -66,9 +78,9 @@ def test_sigkill_mid_batch_resumes_exactly_where_it_stopped(
 
     rows_after = _ledger_rows(service)
     # Rows committed before the crash were neither rewritten nor duplicated by the restart.
-    assert {k: rows_after[k] for k in rows_before} == rows_before
+    assert {k: rows_after[k] for k in at_crash.rows} == at_crash.rows
     steps_after = service.steps("crash")
-    completed = {k: s for k, s in steps_before.items() if s["completed_at_epoch_ms"] is not None}
+    completed = {k: s for k, s in at_crash.steps.items() if s["completed_at_epoch_ms"] is not None}
     for key, step in completed.items():
         after = steps_after[key]
         assert (after["function_name"], after["completed_at_epoch_ms"]) == (
@@ -76,6 +88,24 @@ def test_sigkill_mid_batch_resumes_exactly_where_it_stopped(
             step["completed_at_epoch_ms"],
         ), f"step {key} ran again after the restart"
     assert service.active_workflows() == []
+    _inspect_marks_exactly_the_replayed_steps(service, at_crash, completed)
+
+
+def _inspect_marks_exactly_the_replayed_steps(
+    service: ServiceRunner, at_crash: AtCrash, completed: dict[tuple[str, int], object]
+) -> None:
+    """Steps completed before the crash in workflows the restart resumed were replayed."""
+    done = service.cli("inspect", "crash", "--json")
+    assert done.returncode == 0, done.stderr
+    marked = {
+        (wf["workflow_id"], step["step_id"])
+        for wf in json.loads(done.stdout)["workflows"]
+        for step in wf["steps"]
+        if step["replayed"]
+    }
+    resumed = {wid for wid, status in at_crash.statuses.items() if status == "PENDING"}
+    assert marked == {key for key in completed if key[0] in resumed}
+    assert marked, "the batch workflow itself was resumed, so something was replayed"
 
 
 def test_invariant_check_catches_counters_bumped_outside_the_transaction(
@@ -84,7 +114,7 @@ def test_invariant_check_catches_counters_bumped_outside_the_transaction(
     broken = "app.publishers.broken:CounterOutsideTransactionPublisher"
     service.declare({"orders": broken}, chunk_size=CHUNK, chunk_concurrency=1)
     # Hit 1: the ledger transaction's commit; hit 2: the separate counter step's commit.
-    _crash_then_restart(service, "chunk.after_commit=crash@2", "broken")
+    crash_then_restart(service, "chunk.after_commit=crash@2", "broken")
 
     summary = service.wait_batch("broken")
     assert summary["published"] == TOTAL  # the ledger itself is right...

@@ -74,7 +74,7 @@ def test_plan_chunks_is_lazy() -> None:
 
 def test_workflow_ids_are_deterministic() -> None:
     assert batch_workflow_id("b-1") == batch_workflow_id("b-1") == "batch-b-1"
-    assert chunk_workflow_id("b-1", 7) == chunk_workflow_id("b-1", 7) == "batch-b-1-chunk-00007"
+    assert chunk_workflow_id("b-1", 7) == chunk_workflow_id("b-1", 7) == "batch-b-1/chunk-00007"
 
 
 def test_workflow_ids_are_distinct() -> None:

@@ -1,0 +1,159 @@
+"""The service's HTTP API: submit and follow batches, read counters, probes and metrics."""
+
+# No `from __future__ import annotations`: FastAPI must see the per-app request model itself.
+
+import secrets
+from typing import Annotated, Any, Literal
+
+import sqlalchemy as sa
+from dbos import DBOSClient
+from fastapi import Depends, FastAPI, HTTPException, Path, Request, Response, status
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field, create_model
+
+from app import batches, ledger, migrate
+from app import status as service_status
+from app.config import BATCH_ID, TOPIC_NAME, ConfigError, Settings
+from app.database import short_lived_engine
+from app.metrics import REGISTRY
+from app.publishers.base import batch_workflow_id
+
+bearer = HTTPBearer(auto_error=False)
+
+
+def batch_model(settings: Settings) -> type[BaseModel]:
+    """The request body, with the declared publisher names and the name rules in its schema."""
+    names = tuple(d.name for d in settings.publishers)
+    model: type[BaseModel] = create_model(
+        "BatchIn",
+        publisher=(Literal[names], Field(description="a declared publisher")),  # type: ignore[arg-type]
+        count=(int, Field(gt=0, le=batches.MAX_BATCH_MESSAGES)),
+        topic=(str, Field(default="default", pattern=f"^{TOPIC_NAME.pattern}$")),
+        batch_id=(
+            str | None,
+            Field(default=None, pattern=f"^{BATCH_ID.pattern}$", description="idempotency key"),
+        ),
+    )
+    return model
+
+
+class BatchAccepted(BaseModel):
+    batch_id: str
+    workflow_id: str
+    status_url: str
+
+
+class BatchState(BaseModel):
+    batch_id: str
+    workflow_id: str
+    status: str
+    published: int
+    summary: dict[str, Any] | None
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": Problem} for code in (400, 401, 404, 409, 503)
+}
+
+
+def create_app(settings: Settings, client: DBOSClient, *, token: str | None) -> FastAPI:
+    """The FastAPI app; `client` is a DBOS client on the system database, owned by the caller."""
+    app = FastAPI(title="dbos-publishers", version="1", responses=ERRORS)
+    batch_in = batch_model(settings)
+
+    def authorize(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        if token is None:
+            return
+        given = credentials.credentials if credentials is not None else ""
+        if not secrets.compare_digest(given.encode(), token.encode()):
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token")
+
+    # Declared only with a token, so the OpenAPI spec says exactly what the server requires.
+    guarded = [Depends(authorize)] if token is not None else []
+
+    @app.exception_handler(ConfigError)
+    async def refused(_request: Request, exc: ConfigError) -> JSONResponse:
+        code = 409 if isinstance(exc, batches.BatchConflictError) else 400
+        return JSONResponse({"detail": str(exc)}, status_code=code)
+
+    @app.post("/batches", status_code=202, dependencies=guarded)
+    def submit_batch(body: batch_in) -> BatchAccepted:  # type: ignore[valid-type]
+        """Submit a batch; the same batch id again returns the first submission."""
+        fields = body.model_dump()  # type: ignore[attr-defined]
+        submission = batches.validate(
+            settings,
+            fields["publisher"],
+            count=fields["count"],
+            topic=fields["topic"],
+            batch_id=fields["batch_id"],
+        )
+        batches.enqueue(client, submission)
+        batch_id = submission.request["batch_id"]
+        return BatchAccepted(
+            batch_id=batch_id,
+            workflow_id=submission.workflow_id,
+            status_url=f"/batches/{batch_id}",
+        )
+
+    @app.get("/batches/{batch_id}", dependencies=guarded)
+    def batch_state(
+        batch_id: Annotated[str, Path(pattern=f"^{BATCH_ID.pattern}$")],
+    ) -> BatchState:
+        workflow_id = batch_workflow_id(batch_id)
+        found = client.list_workflows(workflow_ids=[workflow_id], load_input=False)
+        if not found:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no batch with id {batch_id!r}")
+        with short_lived_engine(settings.app_db) as engine, engine.connect() as conn:
+            published = len(ledger.batch_positions(conn, batch_id))
+        return BatchState(
+            batch_id=batch_id,
+            workflow_id=workflow_id,
+            status=found[0].status,
+            published=published,
+            summary=found[0].output if found[0].status == "SUCCESS" else None,
+        )
+
+    @app.get("/publishers", dependencies=guarded)
+    def publishers() -> dict[str, Any]:
+        """Declared publishers, local and global counters, and whether they agree."""
+        return service_status.gather(settings)
+
+    @app.get("/healthz")
+    def liveness() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", responses={503: {"model": Problem}})
+    def readiness(response: Response) -> dict[str, bool]:
+        checks = readiness_checks(settings)
+        if not all(checks.values()):
+            response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        return checks
+
+    @app.get("/metrics", dependencies=guarded, response_class=Response)
+    def metrics() -> Response:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def readiness_checks(settings: Settings) -> dict[str, bool]:
+    """Both databases reachable and the application schema at alembic's head."""
+    checks = {"system_database": False, "app_database": False, "migrations_at_head": False}
+    for name, url in (("system_database", settings.system_db), ("app_database", settings.app_db)):
+        try:
+            with short_lived_engine(url) as engine, engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+                checks[name] = True
+                if name == "app_database":
+                    checks["migrations_at_head"] = migrate.at_head(conn, url)
+        except sa.exc.DBAPIError:
+            continue
+    return checks

@@ -1,0 +1,95 @@
+"""What happened to one batch: its workflows and their steps, read from DBOS's records.
+
+A step counts as *replayed* when it completed before its workflow was last dequeued: the latest
+execution began after a restart and took that step's result from its checkpoint.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from dbos import DBOSClient
+
+from app.config import ConfigError, Settings
+from app.database import require_reachable
+from app.publishers.base import batch_workflow_id
+from app.runtime import open_client
+
+
+def describe(settings: Settings, batch_id: str) -> dict[str, Any]:
+    require_reachable(settings.system_db)
+    client = open_client(settings)
+    try:
+        parent = batch_workflow_id(batch_id)
+        found = client.list_workflows(workflow_ids=[parent], load_input=False, load_output=False)
+        if not found:
+            raise ConfigError(f"no batch with id {batch_id!r}")
+        chunks = client.list_workflows(
+            workflow_id_prefix=f"{parent}/", load_input=False, load_output=False
+        )
+        workflows = [_workflow(client, wf) for wf in [*found, *chunks]]
+    finally:
+        client.destroy()
+    return {
+        "batch_id": batch_id,
+        "workflows": workflows,
+        "replayed_steps": sum(w["replayed_steps"] for w in workflows),
+    }
+
+
+def _workflow(client: DBOSClient, wf: Any) -> dict[str, Any]:
+    restarted_at = wf.dequeued_at if (wf.recovery_attempts or 0) > 1 else None
+    steps = [_step(s, restarted_at) for s in client.list_workflow_steps(wf.workflow_id)]
+    return {
+        "workflow_id": wf.workflow_id,
+        "name": wf.name,
+        "publisher": wf.config_name,
+        "status": wf.status,
+        "executor_id": wf.executor_id,
+        "recovery_attempts": wf.recovery_attempts,
+        "created_at": _iso(wf.created_at),
+        "last_started_at": _iso(wf.dequeued_at),
+        "completed_at": _iso(wf.completed_at),
+        "steps": steps,
+        "replayed_steps": sum(1 for s in steps if s["replayed"]),
+    }
+
+
+def _step(step: Any, restarted_at: int | None) -> dict[str, Any]:
+    completed = step["completed_at_epoch_ms"]
+    return {
+        "step_id": step["function_id"],
+        "name": step["function_name"],
+        "started_at": _iso(step["started_at_epoch_ms"]),
+        "completed_at": _iso(completed),
+        "error": None if step["error"] is None else repr(step["error"]),
+        "child_workflow_id": step["child_workflow_id"],
+        "replayed": bool(restarted_at and completed and completed < restarted_at),
+    }
+
+
+def _iso(epoch_ms: int | None) -> str | None:
+    if epoch_ms is None:
+        return None
+    return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def render(description: dict[str, Any]) -> str:
+    lines = [
+        f"Batch {description['batch_id']}: {len(description['workflows'])} workflows, "
+        f"{description['replayed_steps']} steps replayed from checkpoints after a restart"
+    ]
+    for wf in description["workflows"]:
+        lines.append(
+            f"\n{wf['workflow_id']}  {wf['status']}  executor={wf['executor_id']}  "
+            f"attempts={wf['recovery_attempts']}  last started {wf['last_started_at']}"
+        )
+        for step in wf["steps"]:
+            mark = "replayed" if step["replayed"] else "ran"
+            error = f"  error={step['error']}" if step["error"] else ""
+            lines.append(
+                f"  {step['step_id']:>4} {step['name']:<28} {mark:<8} "
+                f"completed {step['completed_at']}{error}"
+            )
+    return "\n".join(lines)
