@@ -1,0 +1,67 @@
+"""docker-compose.yml, envrc-template and dbos-config.yaml agree with each other and the README
+(there is no Docker engine here, so the compose file is checked by reading it)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _compose() -> dict[str, object]:
+    data: dict[str, object] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return data
+
+
+def test_compose_names_the_services_the_readme_names() -> None:
+    services = _compose()["services"]
+    assert isinstance(services, dict)
+    assert set(services) == {"postgres", "migrate", "service"}
+    readme = (ROOT / "README.md").read_text()
+    assert "docker compose up -d --wait postgres" in readme
+    assert "(`migrate`)" in readme and "(`service`," in readme
+
+
+def test_postgres_has_a_healthcheck_and_a_named_volume() -> None:
+    compose = _compose()
+    postgres = compose["services"]["postgres"]  # type: ignore[index]
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    volume = postgres["volumes"][0].split(":")[0]
+    assert volume in compose["volumes"]  # type: ignore[operator]
+
+
+def test_service_waits_for_a_healthy_postgres_and_a_finished_migration() -> None:
+    services = _compose()["services"]
+    assert services["migrate"]["command"] == ["dbos", "migrate"]  # type: ignore[index]
+    assert services["service"]["command"] == ["dbos", "start"]  # type: ignore[index]
+    assert services["service"]["depends_on"] == {  # type: ignore[index]
+        "postgres": {"condition": "service_healthy"},
+        "migrate": {"condition": "service_completed_successfully"},
+    }
+
+
+def test_both_database_variables_are_the_contract_everywhere() -> None:
+    compose = (ROOT / "docker-compose.yml").read_text()
+    envrc = (ROOT / "envrc-template").read_text()
+    config = yaml.safe_load((ROOT / "dbos-config.yaml").read_text())
+    for variable in ("DBOS_SYSTEM_DATABASE_URL", "APP_DATABASE_URL"):
+        assert f"{variable}:" in compose
+        assert f"export {variable}=" in envrc
+    assert config["system_database_url"] == "${DBOS_SYSTEM_DATABASE_URL}"
+    assert config["runtimeConfig"]["start"] == ["python -m app serve"]
+    assert config["database"]["migrate"] == ["alembic upgrade head"]
+
+
+def test_envrc_points_libpq_and_compose_at_the_same_database() -> None:
+    envrc = (ROOT / "envrc-template").read_text()
+    exported = dict(re.findall(r"^export (\w+)=(.*)$", envrc, re.M))
+    for variable in ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE"):
+        assert variable in exported
+    compose = _compose()["services"]["postgres"]  # type: ignore[index]
+    defaults = {k: re.sub(r"\$\{\w+:-(.*)\}", r"\1", v) for k, v in compose["environment"].items()}
+    assert exported["POSTGRES_USER"] == defaults["POSTGRES_USER"]
+    assert exported["POSTGRES_PASSWORD"] == defaults["POSTGRES_PASSWORD"]
+    assert exported["POSTGRES_DB"] == defaults["POSTGRES_DB"]
