@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import signal
 import time
 from typing import Any
 
@@ -125,3 +127,21 @@ def test_bearer_token_guards_the_api_but_not_the_probes(service: ServiceRunner) 
         assert service.active_workflows() == []
         right = {"Authorization": "Bearer t0ken"}
         assert client.post("/batches", json=body, headers=right).status_code == 202
+
+
+def test_metrics_count_recoveries_and_failpoint_hits(service: ServiceRunner) -> None:
+    base = service.enable_http()
+    service.declare(chunk_size=20, chunk_concurrency=1)
+    service.start("chunk.before_commit=crash@3")
+    service.publish("orders", 100, "recovered")
+    assert service.wait_exit() == -signal.SIGKILL
+    service.start("chunk.start=delay(1)@every")
+    service.wait_batch("recovered")
+    with httpx.Client(base_url=base, timeout=30) as client:
+        text = client.get("/metrics").text
+    recovered = re.search(r"^publisher_recovered_workflows (\d+)\.0$", text, re.M)
+    assert recovered is not None and int(recovered.group(1)) >= 2  # the batch and a chunk
+    fired = re.search(
+        r'^publisher_failpoint_fired_total\{failpoint="chunk.start"\} (\d+)', text, re.M
+    )
+    assert fired is not None and int(fired.group(1)) >= 3  # the chunks left after the crash

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 from tests.helpers import ServiceRunner
 
@@ -122,3 +126,39 @@ def test_a_chunk_that_fails_for_good_is_reported_and_counts_nothing(service: Ser
     assert failed["published"] == 0 and "FailpointError" in failed["error"]
     report = service.check()
     assert report.ok and report.ledger_rows == 150, report.violations
+
+
+def test_status_watch_redraws_until_interrupted(service: ServiceRunner) -> None:
+    service.start()
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "app", "status", "--watch", "--interval", "0.2"],
+        cwd=service.workdir,
+        env=service.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(4)
+    watcher.send_signal(signal.SIGINT)
+    out, err = watcher.communicate(timeout=30)
+    assert watcher.returncode == 0, err
+    assert out.count("Ledger rows:") >= 2
+
+
+def test_inspect_shows_every_workflow_and_no_replays_without_a_restart(
+    service: ServiceRunner,
+) -> None:
+    service.start()
+    service.publish("orders", 120, "calm")
+    service.wait_batch("calm")
+    done = service.cli("inspect", "calm", "--json")
+    assert done.returncode == 0, done.stderr
+    description = json.loads(done.stdout)
+    ids = [wf["workflow_id"] for wf in description["workflows"]]
+    assert ids == ["batch-calm", *(f"batch-calm/chunk-{i:05d}" for i in range(3))]
+    assert description["replayed_steps"] == 0
+    assert all(wf["executor_id"] == "local" for wf in description["workflows"])
+    table = service.cli("inspect", "calm")
+    assert "0 steps replayed" in table.stdout and "record_chunk" in table.stdout
+    missing = service.cli("inspect", "nope")
+    assert missing.returncode == 2 and "no batch with id 'nope'" in missing.stderr

@@ -13,7 +13,6 @@ from app.database import short_lived_engine
 from tests.helpers import ROOT, ServiceRunner
 from tests.integration.test_crash_recovery import CHUNK, TOTAL, crash_then_restart
 
-
 JOINS_DBOS = ("dbos.", "batch_workflows", "stuck_work")
 
 
