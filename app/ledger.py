@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -53,9 +54,16 @@ def insert_entries(conn: sa.Connection, entries: Sequence[LedgerEntry]) -> None:
 def copy_entries(conn: sa.Connection, entries: Sequence[LedgerEntry]) -> None:
     driver = conn.connection.driver_connection
     assert driver is not None
-    with driver.cursor() as cursor, cursor.copy(str(COPY_LEDGER)) as copy:
-        for entry in entries:
-            copy.write_row(entry)
+    try:
+        with driver.cursor() as cursor, cursor.copy(str(COPY_LEDGER)) as copy:
+            for entry in entries:
+                copy.write_row(entry)
+    except psycopg.Error as exc:
+        # Wrapped as SQLAlchemy would, so callers (and DBOS's retry of transient errors) see
+        # IntegrityError, OperationalError... exactly as for a statement run through SQLAlchemy.
+        raise sa.exc.DBAPIError.instance(
+            str(COPY_LEDGER), None, exc, psycopg.Error, dialect=conn.dialect
+        ) from exc
 
 
 def insert_rows(conn: sa.Connection, entries: Sequence[LedgerEntry]) -> None:
