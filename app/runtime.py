@@ -1,6 +1,7 @@
 """The composition root: logging, DBOS, the datasource, publisher instances, launch, queues.
 
-Nothing else in the package creates engines, DBOS objects or publisher instances.
+Nothing else creates the DBOS instance, the datasource or publisher instances (short-lived
+engines for one-off reads come from app.database).
 """
 
 from __future__ import annotations

@@ -9,7 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
+from alembic import command
 
+from app import api as api_module
+from app import migrate
+from app.config import Settings
 from tests.helpers import ServiceRunner
 
 
@@ -145,3 +149,18 @@ def test_metrics_count_recoveries_and_failpoint_hits(service: ServiceRunner) -> 
         r'^publisher_failpoint_fired_total\{failpoint="chunk.start"\} (\d+)', text, re.M
     )
     assert fired is not None and int(fired.group(1)) >= 3  # the chunks left after the crash
+
+
+def test_readiness_fails_when_migrations_lag_or_a_database_is_down(
+    service: ServiceRunner,
+) -> None:
+    settings = service.settings()
+    migrate.upgrade(settings.app_db)
+    command.downgrade(migrate.alembic_config(settings.app_db), "0001")
+    assert api_module.readiness_checks(settings) == {
+        "system_database": True,
+        "app_database": True,
+        "migrations_at_head": False,
+    }
+    down = Settings.from_env(service.env(APP_DATABASE_URL="postgresql://u:pw@127.0.0.1:1/gone"))
+    assert api_module.readiness_checks(down)["app_database"] is False
