@@ -12,7 +12,7 @@ import structlog
 import uvicorn
 
 from app import api, migrate, runtime, status
-from app.config import Settings
+from app.config import ConfigError, Settings
 from app.failpoints import failpoint
 
 log = structlog.get_logger()
@@ -55,8 +55,9 @@ def _start_http(settings: Settings) -> uvicorn.Server | None:
     while not server.started and thread.is_alive() and time.monotonic() < deadline:
         time.sleep(0.02)
     if not server.started:
-        raise RuntimeError(
-            f"HTTP API could not listen on {settings.http_host}:{settings.http_port}"
+        raise ConfigError(
+            f"the HTTP API cannot listen on {settings.http_host}:{settings.http_port} "
+            "(set APP_HTTP_PORT to a free port, or to 'off')"
         )
     log.info("http_listening", host=settings.http_host, port=settings.http_port)
     return server

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -162,3 +163,13 @@ def test_inspect_shows_every_workflow_and_no_replays_without_a_restart(
     assert "0 steps replayed" in table.stdout and "record_chunk" in table.stdout
     missing = service.cli("inspect", "nope")
     assert missing.returncode == 2 and "no batch with id 'nope'" in missing.stderr
+
+
+def test_a_taken_http_port_stops_the_service_with_one_clear_line(service: ServiceRunner) -> None:
+    service.enable_http()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", service.http_port or 0))
+        squatter.listen()
+        service.start(wait_ready=False)
+        assert service.wait_exit(timeout=60) == 2
+    assert "the HTTP API cannot listen on 127.0.0.1" in service.tail()
