@@ -87,7 +87,7 @@ def plan_chunks(request: BatchRequest, chunk_size: int) -> Iterator[ChunkSpec]:
 
 @DBOS.dbos_class(PUBLISHER_CLASS_NAME)
 class Publisher(DBOSConfiguredInstance):
-    """Subclass and override `payload` (what a message says) or `write_chunk` (what else the
+    """Subclass and override `generate` (what a message says) or `write_chunk` (what else the
     chunk transaction writes). The workflows themselves live here and keep their names."""
 
     def __init__(
@@ -109,12 +109,16 @@ class Publisher(DBOSConfiguredInstance):
 
     # ---- hooks for subclasses -------------------------------------------------------------
 
+    def generate(self, chunk: ChunkSpec, position: int) -> str:
+        """The body of message `position` of a batch given by count; must be deterministic."""
+        return f"{chunk['topic']}#{position}"
+
     def payload(self, chunk: ChunkSpec, position: int) -> str:
-        """The body of the message at `position`; must be deterministic."""
+        """The message given with the batch, if it came with a list; else a generated one."""
         messages = chunk["messages"]
         if messages is not None:
             return messages[position - chunk["start"]]
-        return f"{chunk['topic']}#{position}"
+        return self.generate(chunk, position)
 
     def write_chunk(self, entries: list[LedgerEntry]) -> int:
         """Runs inside the chunk transaction: ledger rows and both counters, atomically."""

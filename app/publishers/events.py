@@ -13,8 +13,5 @@ def event_payload(publisher: str, topic: str, batch_id: str, position: int) -> s
 class EventPublisher(Publisher):
     """Publishes JSON events; a message list given with the batch is published verbatim."""
 
-    def payload(self, chunk: ChunkSpec, position: int) -> str:
-        messages = chunk["messages"]
-        if messages is not None:
-            return messages[position - chunk["start"]]
+    def generate(self, chunk: ChunkSpec, position: int) -> str:
         return event_payload(self.name, chunk["topic"], chunk["batch_id"], position)

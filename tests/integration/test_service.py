@@ -9,6 +9,11 @@ import subprocess
 import sys
 import time
 
+import sqlalchemy as sa
+
+from app import batches
+from app.database import short_lived_engine
+from app.schema import ledger
 from tests.helpers import ServiceRunner
 
 
@@ -173,3 +178,20 @@ def test_a_taken_http_port_stops_the_service_with_one_clear_line(service: Servic
         service.start(wait_ready=False)
         assert service.wait_exit(timeout=60) == 2
     assert "the HTTP API cannot listen on 127.0.0.1" in service.tail()
+
+
+def test_a_batch_given_as_a_message_list_is_published_verbatim(service: ServiceRunner) -> None:
+    service.declare(chunk_size=2)
+    service.start()
+    settings = service.settings()
+    messages = ["first", '{"n": 2}', "third"]
+    submission = batches.validate(
+        settings, "orders", count=3, topic="listed", batch_id="verbatim", messages=messages
+    )
+    batches.submit(settings, submission)
+    assert service.wait_batch("verbatim")["published"] == 3
+    with short_lived_engine(settings.app_db) as engine, engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(ledger.c.payload).where(ledger.c.batch_id == "verbatim").order_by("position")
+        )
+        assert [payload for (payload,) in rows] == messages
