@@ -1,4 +1,4 @@
-"""`python -m app serve | publish | status`: the command-line contract other tools call."""
+"""`python -m app serve | publish | status | inspect | bench`: the command line other tools call."""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def _choices(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
 
 def _positive(text: str, what: str) -> int:
     if not text.strip().isdigit() or int(text) <= 0:
-        raise ConfigError(f"{what} must be positive integers, not {text!r}")
+        raise ConfigError(f"{what} must be a positive whole number, not {text!r}")
     return int(text)
 
 

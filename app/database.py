@@ -34,15 +34,21 @@ def short_lived_engine(url: DatabaseUrl) -> Iterator[sa.Engine]:
 
 def require_reachable(url: DatabaseUrl) -> None:
     """Connect once; raise UnreachableDatabaseError with a one-line, password-free reason."""
+    with reported(url, "cannot reach"), short_lived_engine(url) as engine, engine.connect():
+        pass
+
+
+@contextmanager
+def reported(url: DatabaseUrl, doing: str) -> Iterator[None]:
+    """Turn a driver error into one line naming the database (never its password)."""
     try:
-        with short_lived_engine(url) as engine, engine.connect():
-            pass
+        yield
     except DBAPIError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
         password = url.sqlalchemy_url.password
         if password:
             reason = reason.replace(str(password), "***")
-        raise UnreachableDatabaseError(f"cannot reach {url.safe} ({url.label}): {reason}") from None
+        raise UnreachableDatabaseError(f"{doing} {url.safe} ({url.label}): {reason}") from None
 
 
 def system_tables_exist(system_db: DatabaseUrl) -> bool:

@@ -12,13 +12,15 @@ from typing import Any
 from dbos import DBOSClient
 
 from app.config import ConfigError, Settings
-from app.database import require_reachable
+from app.database import require_reachable, system_tables_exist
 from app.publishers.base import batch_workflow_id
 from app.runtime import open_client
 
 
 def describe(settings: Settings, batch_id: str) -> dict[str, Any]:
     require_reachable(settings.system_db)
+    if not system_tables_exist(settings.system_db):
+        raise ConfigError(f"no batch with id {batch_id!r} (no work was ever submitted here)")
     client = open_client(settings)
     try:
         parent = batch_workflow_id(batch_id)

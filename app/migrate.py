@@ -11,7 +11,7 @@ from alembic.script import ScriptDirectory
 from dbos import DBOS
 
 from app.config import PROJECT_ROOT, DatabaseUrl, Settings
-from app.database import make_engine
+from app.database import make_engine, reported
 
 log = structlog.get_logger()
 
@@ -48,8 +48,10 @@ def ensure_database(app_db: DatabaseUrl) -> None:
 
 def upgrade_all(settings: Settings) -> None:
     """What `dbos migrate` does: DBOS's system tables first (some views join them), then ours."""
-    DBOS.migrate(settings.system_db.raw)
-    upgrade(settings.app_db)
+    with reported(settings.system_db, "cannot migrate"):
+        DBOS.migrate(settings.system_db.raw)
+    with reported(settings.app_db, "cannot migrate"):
+        upgrade(settings.app_db)
 
 
 def upgrade(app_db: DatabaseUrl, revision: str = "head") -> None:

@@ -56,8 +56,8 @@ def test_bench_smoke_prints_a_table_and_writes_json(
     [
         (["--modes", "turbo"], "--modes: choose from"),
         (["--backends", "oracle"], "--backends: choose from"),
-        (["--messages", "10,-5"], "--messages must be positive"),
-        (["--topics", "0"], "--topics must be positive"),
+        (["--messages", "10,-5"], "--messages must be a positive whole number, not '-5'"),
+        (["--topics", "0"], "--topics must be a positive whole number"),
     ],
 )
 def test_bench_refuses_bad_arguments(args: list[str], fragment: str) -> None:
