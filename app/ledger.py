@@ -198,8 +198,3 @@ def batch_positions(conn: sa.Connection, batch_id: str) -> list[int]:
     """The positions of a batch's messages present in the ledger, in order."""
     query = sa.select(ledger.c.position).where(ledger.c.batch_id == batch_id)
     return sorted(int(p) for (p,) in conn.execute(query))
-
-
-def chunk_published_at(conn: sa.Connection, chunk_workflow_id: str) -> list[Any]:
-    query = sa.select(ledger.c.published_at).where(ledger.c.chunk_workflow_id == chunk_workflow_id)
-    return [row[0] for row in conn.execute(query)]
