@@ -13,6 +13,8 @@ from app import ledger
 @dataclass
 class InvariantReport:
     violations: list[str] = field(default_factory=list)
+    publishers: list[ledger.CounterRow] = field(default_factory=list)  # the rows it checked
+    topics: list[ledger.TopicRow] = field(default_factory=list)
     ledger_rows: int = 0
     missing: dict[str, int] = field(default_factory=dict)
     unexpected: dict[str, int] = field(default_factory=dict)
@@ -31,15 +33,17 @@ def check(
     in the ledger exactly once and nothing else is. Duplicates cannot exist (the message id is the
     primary key); a duplicate publish shows up as a counter ahead of the ledger.
     """
-    report = InvariantReport()
-    for row in ledger.publisher_counts(conn):
+    report = InvariantReport(
+        publishers=ledger.publisher_counts(conn), topics=ledger.topic_counts(conn)
+    )
+    for row in report.publishers:
         report.ledger_rows += row.ledger_rows
         if row.local_counter != row.ledger_rows:
             report.violations.append(
                 f"local counter {row.publisher}/{row.topic} = {row.local_counter}, "
                 f"ledger has {row.ledger_rows}"
             )
-    for topic in ledger.topic_counts(conn):
+    for topic in report.topics:
         if not topic.global_counter == topic.sum_of_locals == topic.ledger_rows:
             report.violations.append(
                 f"global counter {topic.topic} = {topic.global_counter}, sum of locals = "

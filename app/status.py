@@ -7,20 +7,16 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
+from dbos import WorkflowStatus
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from app import failpoints, invariants, ledger
 from app.config import ConfigError, Settings
-from app.database import (
-    app_tables_exist,
-    require_reachable,
-    short_lived_engine,
-    system_tables_exist,
-)
+from app.database import app_tables_exist, require_reachable, short_lived_engine
 from app.metrics import REGISTRY
 from app.queues import BATCH_QUEUE, CHUNK_QUEUE
-from app.runtime import ACTIVE_STATUSES, find_orphans, open_client
+from app.runtime import ACTIVE_STATUSES, active_workflows, find_orphans
 
 
 def gather(settings: Settings) -> dict[str, Any]:
@@ -33,33 +29,25 @@ def gather(settings: Settings) -> dict[str, Any]:
             "(or start the service once)"
         )
     with short_lived_engine(settings.app_db) as engine, engine.connect() as conn:
-        publishers = ledger.publisher_counts(conn)
-        topics = ledger.topic_counts(conn)
         report = invariants.check(conn)
+    active = active_workflows(settings)  # one read serves both the work and the orphans
     return {
         "publishers": [
             {"name": d.name, "class": d.class_path, "chunk_size": d.chunk_size}
             for d in settings.publishers
         ],
-        "local_counters": [asdict(row) for row in publishers],
-        "global_counters": [asdict(row) for row in topics],
+        "local_counters": [asdict(row) for row in report.publishers],
+        "global_counters": [asdict(row) for row in report.topics],
         "ledger_rows": report.ledger_rows,
         "consistent": report.ok,
         "violations": report.violations,
-        "work": pending_work(settings),
-        "orphans": dict(find_orphans(settings)),
+        "work": pending_work(active),
+        "orphans": dict(find_orphans(settings, active)),
     }
 
 
-def pending_work(settings: Settings) -> dict[str, dict[str, int]]:
+def pending_work(active: list[WorkflowStatus]) -> dict[str, dict[str, int]]:
     """Counts of PENDING and ENQUEUED workflows per queue (publisher queues and recovery)."""
-    if not system_tables_exist(settings.system_db):
-        return {}
-    client = open_client(settings)
-    try:
-        active = client.list_workflows(status=ACTIVE_STATUSES, load_input=False, load_output=False)
-    finally:
-        client.destroy()
     counts: dict[str, Counter[str]] = {}
     for wf in active:
         queue = wf.queue_name or "(no queue)"
@@ -135,7 +123,7 @@ class StateCollector(Collector):
         depth = GaugeMetricFamily(
             "publisher_queue_depth", "Workflows waiting or running", labels=["queue", "status"]
         )
-        for queue, counts in pending_work(self.settings).items():
+        for queue, counts in pending_work(active_workflows(self.settings)).items():
             for status, count in counts.items():
                 depth.add_metric([queue, status], count)
         yield depth
