@@ -3,9 +3,12 @@
 # No `from __future__ import annotations`: FastAPI must see the per-app request model itself.
 
 import secrets
+import threading
+import time
 from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
+import uvicorn
 from dbos import DBOSClient
 from fastapi import Depends, FastAPI, HTTPException, Path, Request, Response, status
 from fastapi.responses import JSONResponse
@@ -21,6 +24,7 @@ from app.metrics import REGISTRY
 from app.publishers.base import batch_workflow_id
 
 bearer = HTTPBearer(auto_error=False)
+HTTP_START_TIMEOUT_SEC = 30
 
 
 def batch_model(settings: Settings) -> type[BaseModel]:
@@ -157,3 +161,22 @@ def readiness_checks(settings: Settings) -> dict[str, bool]:
         except sa.exc.DBAPIError:
             continue
     return checks
+
+
+def serve_in_thread(app: FastAPI, host: str, port: int) -> uvicorn.Server:
+    """Run the app with uvicorn in a daemon thread (uvicorn leaves signals to the main thread)
+    and return once it listens; a port it cannot take is one clear error."""
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
+    )
+    thread = threading.Thread(target=server.run, name="http", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + HTTP_START_TIMEOUT_SEC
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if not server.started:
+        raise ConfigError(
+            f"the HTTP API cannot listen on {host}:{port} "
+            "(set APP_HTTP_PORT to a free port, or to 'off')"
+        )
+    return server

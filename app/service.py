@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 from types import FrameType
 
 import structlog
 import uvicorn
 
 from app import api, migrate, runtime, status
-from app.config import ConfigError, Settings
+from app.config import Settings
 from app.failpoints import failpoint
 
 log = structlog.get_logger()
-HTTP_START_TIMEOUT_SEC = 30
 
 
 def serve(settings: Settings) -> None:
@@ -44,21 +42,7 @@ def _start_http(settings: Settings) -> uvicorn.Server | None:
         return None
     client = runtime.open_client(settings)
     app = api.create_app(settings, client, token=settings.api_token)
-    config = uvicorn.Config(
-        app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False
-    )
-    server = uvicorn.Server(config)
-    # Run in a thread: uvicorn leaves signals to the main thread, where ours are installed.
-    thread = threading.Thread(target=server.run, name="http", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + HTTP_START_TIMEOUT_SEC
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if not server.started:
-        raise ConfigError(
-            f"the HTTP API cannot listen on {settings.http_host}:{settings.http_port} "
-            "(set APP_HTTP_PORT to a free port, or to 'off')"
-        )
+    server = api.serve_in_thread(app, settings.http_host, settings.http_port)
     log.info("http_listening", host=settings.http_host, port=settings.http_port)
     return server
 

@@ -8,13 +8,10 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from dbos import DBOSClient
 
 from app import api, migrate
@@ -29,15 +26,9 @@ def served_api(service: ServiceRunner) -> Iterator[str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    app = api.create_app(settings, client, token=None)
-    server = uvicorn.Server(uvicorn.Config(app, port=port, log_config=None))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started and thread.is_alive():
-        time.sleep(0.02)
+    server = api.serve_in_thread(api.create_app(settings, client, token=None), "127.0.0.1", port)
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
-    thread.join(timeout=10)
     client.destroy()
 
 
