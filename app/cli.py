@@ -10,13 +10,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from app import batches, failpoints, history, service, status
+from app import batches, failpoints, history, runtime, service, status
 from app.bench import runner
 from app.bench.modes import MODES
 from app.config import ConfigError, Settings
 from app.failpoints import FailpointSpecError
 from app.logs import configure_logging
 from app.runtime import OrphanedWorkError
+from app.scenarios import runner as scenario_runner
+from app.scenarios.catalog import Scenario, catalog
+from app.scenarios.progress import Progress
+from app.scenarios.report import render
+from app.scenarios.runner import RunOptions
 
 DEFAULT_BENCH_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
@@ -47,7 +52,26 @@ def _parser() -> argparse.ArgumentParser:
     look = commands.add_parser("inspect", help="a batch's workflows and steps, replays marked")
     look.add_argument("batch_id")
     look.add_argument("--json", action="store_true", help="machine-readable output")
+    again = commands.add_parser(
+        "resume", help="resume a batch's workflows that stopped on an error"
+    )
+    again.add_argument("batch_id")
+    _scenario_arguments(commands.add_parser("scenario", help="failure-simulation scenarios"))
     return parser
+
+
+def _scenario_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    actions.add_parser("list", help="the catalog")
+    run = actions.add_parser("run", help="run one scenario, or every passing one with --all")
+    run.add_argument("name", nargs="?", help="a scenario from `scenario list`")
+    run.add_argument("--all", action="store_true", help="every scenario except broken/*")
+    run.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
+    run.add_argument("--messages", help="messages per scenario (default: its own size)")
+    run.add_argument("--seed", default="0", help="seeds the chaos schedule and pPROB triggers")
+    run.add_argument("--kills", help="chaos: how many SIGKILLs (default 20)")
+    run.add_argument("--postgres-url", default=DEFAULT_BENCH_POSTGRES)
+    run.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def _bench_arguments(bench: argparse.ArgumentParser) -> None:
@@ -109,8 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(runner.HEADER, flush=True)
             runner.run(_bench_plan(args))
             return 0
+        if args.command == "scenario":
+            return _scenario(args)
         settings = Settings.from_env()
-        failpoints.parse(settings.failpoints)
+        runtime.validate(settings)  # imports publisher classes, which may declare failpoints
         return _run(args, settings)
     except (ConfigError, FailpointSpecError, OrphanedWorkError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -126,6 +152,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.command == "publish":
         return _publish(args, settings)
+    if args.command == "resume":
+        print("\n".join(batches.resume(settings, args.batch_id)))
+        return 0
     if args.command == "inspect":
         description = history.describe(settings, args.batch_id)
         print(json.dumps(description, indent=2) if args.json else history.render(description))
@@ -166,3 +195,48 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
     summary = batches.wait(settings, submission.workflow_id)
     print(json.dumps(summary, indent=2))
     return EXIT_BATCH_FAILED if summary["failed"] else 0
+
+
+def _scenario(args: argparse.Namespace) -> int:
+    scenarios = catalog()
+    if args.action == "list":
+        for scenario in scenarios.values():
+            mark = "  (broken on purpose: fails)" if scenario.broken else ""
+            print(f"{scenario.name:<34} {scenario.summary}{mark}")
+        return 0
+    chosen = _chosen_scenarios(args, scenarios)
+    options = RunOptions(
+        backend=args.backend,
+        messages=_positive(args.messages, "--messages") if args.messages else None,
+        seed=_whole(args.seed, "--seed"),
+        kills=_positive(args.kills, "--kills") if args.kills else None,
+        postgres_url=args.postgres_url,
+    )
+    reports = []
+    for scenario in chosen:
+        report = scenario_runner.run(scenario, options, Progress())
+        reports.append(report)
+        if not args.json:
+            print(render(report) + "\n", flush=True)
+    if args.json:
+        print(json.dumps([r.to_json() for r in reports], indent=2))
+    elif len(reports) > 1:
+        passed = sum(r.ok for r in reports)
+        print(f"{passed} of {len(reports)} scenarios passed on {args.backend}")
+    return 0 if all(r.ok for r in reports) else EXIT_BATCH_FAILED
+
+
+def _chosen_scenarios(args: argparse.Namespace, scenarios: dict[str, Scenario]) -> list[Scenario]:
+    if args.all == (args.name is not None):
+        raise ConfigError("scenario run: give one scenario NAME or --all")
+    if args.all:
+        return [s for s in scenarios.values() if not s.broken]
+    if args.name not in scenarios:
+        raise ConfigError(f"unknown scenario {args.name!r} (see `python -m app scenario list`)")
+    return [scenarios[args.name]]
+
+
+def _whole(text: str, what: str) -> int:
+    if not text.strip().isdigit():
+        raise ConfigError(f"{what} must be a whole number, not {text!r}")
+    return int(text)

@@ -31,6 +31,7 @@ MAX_PORT = 65535
 
 LogFormat = Literal["auto", "json", "console"]
 Backend = Literal["sqlite", "postgresql"]
+OptionValue = str | int | float | bool
 
 
 class ConfigError(ValueError):
@@ -101,6 +102,11 @@ class PublisherDeclaration:
     name: str
     class_path: str
     chunk_size: int
+    options: tuple[tuple[str, OptionValue], ...] = ()  # pairs, so the declaration stays frozen
+
+    @property
+    def option_map(self) -> dict[str, OptionValue]:
+        return dict(self.options)
 
 
 @dataclass(frozen=True)
@@ -221,7 +227,7 @@ def load_declarations(path: Path) -> tuple[tuple[PublisherDeclaration, ...], Que
 def _declaration(entry: object, default_chunk: int) -> PublisherDeclaration:
     if not isinstance(entry, dict):
         raise ConfigError("each [[publishers]] entry must be a table")
-    _only_keys(entry, {"name", "class", "chunk_size"}, "[[publishers]]")
+    _only_keys(entry, {"name", "class", "chunk_size", "options"}, "[[publishers]]")
     name = entry.get("name")
     if not isinstance(name, str) or not PUBLISHER_NAME.fullmatch(name):
         raise ConfigError(
@@ -234,7 +240,25 @@ def _declaration(entry: object, default_chunk: int) -> PublisherDeclaration:
     chunk_size = _positive_int(
         entry.get("chunk_size", default_chunk), f"publisher '{name}' chunk_size"
     )
-    return PublisherDeclaration(name=name, class_path=class_path, chunk_size=chunk_size)
+    return PublisherDeclaration(
+        name=name,
+        class_path=class_path,
+        chunk_size=chunk_size,
+        options=_options(entry.get("options", {}), name),
+    )
+
+
+def _options(raw: object, publisher: str) -> tuple[tuple[str, OptionValue], ...]:
+    """A publisher's [publishers.options] table as sorted pairs of scalar values."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"publisher '{publisher}': options must be a table")
+    for key, value in raw.items():
+        if not isinstance(value, str | int | float | bool):
+            raise ConfigError(
+                f"publisher '{publisher}': option '{key}' must be a string, number or boolean, "
+                f"not {type(value).__name__}"
+            )
+    return tuple(sorted(raw.items()))
 
 
 def _refuse_duplicates(publishers: tuple[PublisherDeclaration, ...]) -> None:

@@ -9,6 +9,8 @@ import sqlalchemy as sa
 
 from app import ledger
 
+MISSING_IDS_SHOWN = 10
+
 
 @dataclass
 class InvariantReport:
@@ -17,6 +19,8 @@ class InvariantReport:
     topics: list[ledger.TopicRow] = field(default_factory=list)
     ledger_rows: int = 0
     missing: dict[str, int] = field(default_factory=dict)
+    missing_ids: list[str] = field(default_factory=list)  # the first MISSING_IDS_SHOWN of them
+    duplicates: dict[str, int] = field(default_factory=dict)
     unexpected: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -30,8 +34,9 @@ def check(
     """Local counter = ledger rows per (publisher, topic); global = sum of locals = ledger rows.
 
     With `expected_batches` (batch id -> message count), also: every position of every batch is
-    in the ledger exactly once and nothing else is. Duplicates cannot exist (the message id is the
-    primary key); a duplicate publish shows up as a counter ahead of the ledger.
+    in the ledger exactly once and nothing else is. Our message id (batch:position) is the primary
+    key, so a duplicate needs a publisher with other ids; a duplicate publish under the same id
+    shows up as a counter ahead of the ledger.
     """
     report = InvariantReport(
         publishers=ledger.publisher_counts(conn), topics=ledger.topic_counts(conn)
@@ -57,11 +62,17 @@ def check(
 def _check_batch(conn: sa.Connection, report: InvariantReport, batch_id: str, count: int) -> None:
     positions = ledger.batch_positions(conn, batch_id)
     present = set(positions)
-    missing = count - len(present & set(range(count)))
+    absent = sorted(set(range(count)) - present)
     unexpected = len(present - set(range(count)))
-    if missing:
-        report.missing[batch_id] = missing
-        report.violations.append(f"batch {batch_id}: {missing} of {count} messages missing")
+    duplicates = len(positions) - len(present)
+    if absent:
+        report.missing[batch_id] = len(absent)
+        room = MISSING_IDS_SHOWN - len(report.missing_ids)
+        report.missing_ids += [ledger.message_id(batch_id, p) for p in absent[: max(room, 0)]]
+        report.violations.append(f"batch {batch_id}: {len(absent)} of {count} messages missing")
+    if duplicates:
+        report.duplicates[batch_id] = duplicates
+        report.violations.append(f"batch {batch_id}: {duplicates} positions published twice")
     if unexpected:
         report.unexpected[batch_id] = unexpected
         report.violations.append(f"batch {batch_id}: {unexpected} messages outside 0..{count - 1}")

@@ -198,3 +198,7 @@ def batch_positions(conn: sa.Connection, batch_id: str) -> list[int]:
     """The positions of a batch's messages present in the ledger, in order."""
     query = sa.select(ledger.c.position).where(ledger.c.batch_id == batch_id)
     return sorted(int(p) for (p,) in conn.execute(query))
+
+
+def row_count(conn: sa.Connection) -> int:
+    return int(conn.scalar(sa.select(sa.func.count()).select_from(ledger)) or 0)

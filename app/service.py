@@ -26,8 +26,12 @@ def serve(settings: Settings) -> None:
     rt = runtime.build(settings)
     collector = status.install_collector(settings)
     collector.recovered_at_start = runtime.launch(rt)
-    failpoint("service.recovery")
-    http = _start_http(settings)
+    try:
+        failpoint("service.recovery")
+        http = _start_http(settings)
+    except BaseException:
+        runtime.shutdown()  # what was recovering stays PENDING for the next start
+        raise
     log.info("service_ready")
     stop.wait()
     log.info("service_stopping")

@@ -6,13 +6,9 @@ from __future__ import annotations
 import json
 import resource
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -31,6 +27,7 @@ from app.publishers.base import (
     chunk_workflow_id,
 )
 from app.publishers.events import event_payload
+from app.scratch import scratch_databases
 
 
 @dataclass(frozen=True)
@@ -69,28 +66,6 @@ def batches(spec: Spec) -> Iterator[tuple[str, str, BatchRequest]]:
                 publisher,
                 batch_id,
                 BatchRequest(batch_id=batch_id, topic=topic, count=count, messages=None),
-            )
-
-
-@contextmanager
-def scratch_databases(spec: Spec) -> Iterator[tuple[DatabaseUrl, DatabaseUrl]]:
-    if spec.backend == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-            yield (
-                DatabaseUrl.parse(f"sqlite:///{Path(tmp) / 'system.sqlite'}", "system"),
-                DatabaseUrl.parse(f"sqlite:///{Path(tmp) / 'app.sqlite'}", "app"),
-            )
-        return
-    admin = DatabaseUrl.parse(spec.postgres_url, "postgres")
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    url = DatabaseUrl.parse(admin.sqlalchemy_url.set(database=name).render_as_string(False), "db")
-    migrate.ensure_database(url)
-    try:
-        yield url, url
-    finally:
-        with short_lived_engine(admin) as engine, engine.connect() as conn:
-            conn.execution_options(isolation_level="AUTOCOMMIT").execute(
-                sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             )
 
 
@@ -180,7 +155,7 @@ def run_dbos(spec: Spec, settings: Settings, mode: Mode) -> tuple[Samples, float
 def measure(spec: Spec) -> Measurement:
     mode = MODES[spec.mode]  # type: ignore[index]
     configure_logging("json", "WARNING")
-    with scratch_databases(spec) as (system_db, app_db):
+    with scratch_databases(spec.backend, spec.postgres_url, "bench") as (system_db, app_db):
         migrate.upgrade(app_db)
         settings = Settings(
             system_db=system_db,

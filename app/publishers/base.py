@@ -4,7 +4,7 @@ records every chunk exactly once, counters and ledger in one datasource transact
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, TypedDict
 
 import structlog
@@ -12,6 +12,7 @@ from dbos import DBOS, DBOSConfiguredInstance, SetWorkflowID
 from dbos._datasource import DatasourceOptions, IsolationLevel, SQLAlchemyDatasource
 
 from app import ledger, metrics, queues
+from app.config import ConfigError
 from app.failpoints import TransientFailpointError, failpoint
 from app.ledger import LedgerEntry
 
@@ -97,15 +98,24 @@ class Publisher(DBOSConfiguredInstance):
         datasource: SQLAlchemyDatasource,
         chunk_size: int,
         isolation_level: IsolationLevel,
+        options: Mapping[str, object] | None = None,
     ) -> None:
         self.name = name
         self.chunk_size = chunk_size
+        self.options: dict[str, object] = dict(options or {})
         self.datasource = datasource
         self.tx_options: DatasourceOptions = {
             "name": "record_chunk",
             "isolation_level": isolation_level,
         }
         super().__init__(name)
+
+    @classmethod
+    def validate_options(cls, options: Mapping[str, object]) -> None:
+        """Refuse options this class does not take; subclasses that take some override this."""
+        if options:
+            given = ", ".join(sorted(options))
+            raise ConfigError(f"publisher class {cls.__name__} takes no options (got: {given})")
 
     # ---- hooks for subclasses -------------------------------------------------------------
 

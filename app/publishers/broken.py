@@ -3,13 +3,20 @@ catch them. Never declare these in a real service."""
 
 from __future__ import annotations
 
+import threading
+from typing import ClassVar
+
 import sqlalchemy as sa
+import structlog
 from dbos import DBOS
 
 from app import ledger
 from app.failpoints import failpoint
 from app.ledger import LedgerEntry
 from app.publishers.events import EventPublisher
+from app.publishers.webhook import WebhookPublisher
+
+log = structlog.get_logger()
 
 
 class CounterOutsideTransactionPublisher(EventPublisher):
@@ -29,4 +36,36 @@ class CounterOutsideTransactionPublisher(EventPublisher):
         engine: sa.Engine = self.datasource.engine
         with engine.begin() as conn:
             ledger.bump_counters(conn, first.publisher, first.topic, amount)
+        log.info("step_committed")  # as the datasource does, so scenarios can count commits
         failpoint("chunk.after_commit")
+
+
+class InMemoryBufferPublisher(EventPublisher):
+    """Acknowledges a chunk once it sits in an in-memory buffer and writes the buffer every
+    FLUSH_EVERY chunks (exp7 kept its counters in memory): a crash loses what was buffered,
+    and the checkpointed acknowledgements mean nothing ever re-sends it."""
+
+    FLUSH_EVERY = 4
+    _buffer: ClassVar[list[LedgerEntry]] = []
+    _chunks: ClassVar[int] = 0
+    _lock = threading.Lock()
+
+    def commit_chunk(self, entries: list[LedgerEntry]) -> int:
+        return int(DBOS.run_step({"name": "buffer_chunk"}, self._buffered, entries))
+
+    def _buffered(self, entries: list[LedgerEntry]) -> int:
+        with self._lock:
+            InMemoryBufferPublisher._buffer += entries
+            InMemoryBufferPublisher._chunks += 1
+            if self._chunks % self.FLUSH_EVERY == 0:
+                with self.datasource.engine.begin() as conn:
+                    ledger.record_chunk(conn, self._buffer)
+                InMemoryBufferPublisher._buffer = []
+        return len(entries)
+
+
+class NoIdempotencyKeyPublisher(WebhookPublisher):
+    """Sends no idempotency key, so a delivery repeated after a crash is applied twice."""
+
+    def idempotency_key(self, entry: LedgerEntry) -> str | None:
+        return None

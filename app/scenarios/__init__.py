@@ -1,0 +1,1 @@
+"""Failure-simulation scenarios: the crash lab."""

@@ -1,0 +1,166 @@
+"""The scenario catalog: every failpoint with crash and with raise, chaos, side effects, and the
+deliberately broken variants that show each check catches what it claims to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from app.failpoints import CATALOG as FAILPOINTS
+
+EVENTS = "app.publishers.events:EventPublisher"
+WEBHOOK = "app.publishers.webhook:WebhookPublisher"
+BROKEN = "app.publishers.broken"
+
+# How a faulty run ends:
+#   crash          the service SIGKILLs itself at the failpoint
+#   submit-fails   the publish client crashes or fails before enqueueing; the service is stopped
+#   startup-fails  the service dies or exits non-zero before it is ready
+#   settled        the fault is absorbed or reported; once no work is active the service stops
+#   killed         the lab SIGKILLs the service once the ledger holds `kill_at` of the messages
+Ending = Literal["crash", "submit-fails", "startup-fails", "settled", "killed"]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One run of the service with a fault injected."""
+
+    failpoints: str
+    ends: Ending
+    kill_at: float = 0.0  # fraction of the messages in the ledger, for "killed"
+    kill_delay_sec: float = 0.0  # then wait this long before the SIGKILL
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    summary: str
+    faults: tuple[Fault, ...]
+    publishers: dict[str, str] = field(default_factory=lambda: {"orders": EVENTS})
+    topics: tuple[str, ...] = ("default",)
+    messages: int = 400
+    chunk_size: int = 20
+    chunk_concurrency: int = 2
+    restart_env: dict[str, str] = field(default_factory=dict)  # the restart's deployment
+    receiver: bool = False  # publishers deliver side effects to the lab's HTTP receiver
+    chaos_kills: int = 0  # > 0: the faults are a seeded kill schedule (see chaos.py)
+    broken: bool = False  # expected to fail: run by name, never by --all
+
+
+# Which hit of a failpoint fires: far enough into a 400-message batch that work is in flight.
+NTH = {
+    "fanout.after_enqueue": 5,
+    "chunk.start": 5,
+    "chunk.before_commit": 5,
+    "chunk.after_commit": 5,
+    "fanin.after_result": 5,
+}
+# raise: permanent where the error stops a workflow that `resume` can continue; inside the chunk
+# transaction a permanent error is recorded as the step's outcome, so there it is transient and
+# the commit retries absorb it.
+RAISE_ACTION = {"chunk.before_commit": "raise-transient"}
+RAISE_ENDS: dict[str, Ending] = {
+    "batch.submit": "submit-fails",
+    "service.recovery": "startup-fails",
+}
+KILL_FIRST = Fault("", "killed", kill_at=0.3)  # pending work for the recovery failpoint
+# The publish path's own failpoints, in path order (publisher classes may declare more).
+LAB_FAILPOINTS = (
+    "batch.submit",
+    "batch.start",
+    "fanout.after_enqueue",
+    "chunk.start",
+    "chunk.before_commit",
+    "chunk.after_commit",
+    "fanin.after_result",
+    "batch.before_complete",
+    "service.recovery",
+)
+
+
+def _spec(point: str, action: str) -> str:
+    nth = NTH.get(point)
+    return f"{point}={action}@{nth}" if nth else f"{point}={action}"
+
+
+def _failpoint_scenarios(point: str) -> list[Scenario]:
+    prelude = (KILL_FIRST,) if point == "service.recovery" else ()
+    crash_ends = RAISE_ENDS.get(point, "crash")
+    raise_action = RAISE_ACTION.get(point, "raise")
+    return [
+        Scenario(
+            name=f"{point}/crash",
+            summary=f"SIGKILL at {point}: {FAILPOINTS[point]}",
+            faults=(*prelude, Fault(_spec(point, "crash"), crash_ends)),
+        ),
+        Scenario(
+            name=f"{point}/{raise_action}",
+            summary=f"{raise_action} at {point}: {FAILPOINTS[point]}",
+            faults=(*prelude, Fault(_spec(point, raise_action), RAISE_ENDS.get(point, "settled"))),
+        ),
+    ]
+
+
+def _special_scenarios() -> list[Scenario]:
+    return [
+        Scenario(
+            name="chaos",
+            summary="SIGKILL at seeded random moments, restart each time (3 publishers, 2 topics)",
+            faults=(),
+            publishers={name: EVENTS for name in ("orders", "billing", "audit")},
+            topics=("default", "priority"),
+            messages=10_200,
+            chunk_size=50,
+            chunk_concurrency=4,
+            chaos_kills=20,
+        ),
+        Scenario(
+            name="effects/idempotent",
+            summary="side effects over HTTP with an idempotency key, SIGKILL after a delivery",
+            faults=(Fault("effect.after_send=crash@5", "crash"),),
+            publishers={"orders": WEBHOOK},
+            receiver=True,
+        ),
+    ]
+
+
+def _broken_scenarios() -> list[Scenario]:
+    return [
+        Scenario(
+            name="broken/counter-outside-tx",
+            summary="counters bumped in a plain step after the ledger transaction",
+            faults=(Fault("chunk.after_commit=crash@2", "crash"),),
+            publishers={"orders": f"{BROKEN}:CounterOutsideTransactionPublisher"},
+            chunk_concurrency=1,
+            broken=True,
+        ),
+        Scenario(
+            name="broken/in-memory-buffer",
+            summary="chunks acknowledged from an in-memory buffer that is written every 4 chunks",
+            faults=(Fault("chunk.start=crash@6", "crash"),),
+            publishers={"orders": f"{BROKEN}:InMemoryBufferPublisher"},
+            chunk_concurrency=1,
+            broken=True,
+        ),
+        Scenario(
+            name="broken/no-idempotency-key",
+            summary="side effects over HTTP without an idempotency key, SIGKILL after a delivery",
+            faults=(Fault("effect.after_send=crash@5", "crash"),),
+            publishers={"orders": f"{BROKEN}:NoIdempotencyKeyPublisher"},
+            receiver=True,
+            broken=True,
+        ),
+        Scenario(
+            name="broken/version-change",
+            summary="the restart runs a new application version (DBOS's default after any edit)",
+            faults=(Fault(_spec("chunk.start", "crash"), "crash"),),
+            restart_env={"APP_VERSION": "2"},
+            broken=True,
+        ),
+    ]
+
+
+def catalog() -> dict[str, Scenario]:
+    scenarios = [s for point in LAB_FAILPOINTS for s in _failpoint_scenarios(point)]
+    scenarios += _special_scenarios() + _broken_scenarios()
+    return {s.name: s for s in scenarios}

@@ -1,0 +1,154 @@
+"""What a scenario found, as data (for --json) and as text people read."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class FaultRun:
+    """One faulty run of the service and how it ended."""
+
+    run: int
+    failpoints: str
+    ended: str  # e.g. "SIGKILL by failpoint", "SIGKILL by the lab at 3120 ledger rows"
+    ledger_rows: int  # when it ended
+    fired: list[dict[str, Any]] = field(default_factory=list)  # failpoint, action, workflow, step
+
+
+@dataclass
+class StepRef:
+    workflow_id: str
+    step_id: int
+    name: str
+    seconds_after_restart: float
+
+
+@dataclass
+class Effects:
+    attempts: int
+    effects: int
+    deduplicated: int
+
+
+@dataclass
+class ScenarioReport:
+    scenario: str
+    summary: str
+    backend: str
+    seed: int
+    messages: int
+    batches: int
+    fault_runs: list[FaultRun] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)  # workflows resumed after an error
+    first_resumed_step: StepRef | None = None
+    steps_checkpointed: int = 0
+    steps_reexecuted: list[str] = field(default_factory=list)  # "workflow#step", ran after commit
+    ledger_rows: int = 0
+    duplicates: int = 0
+    missing: int = 0
+    missing_ids: list[str] = field(default_factory=list)
+    counters: list[dict[str, Any]] = field(default_factory=list)
+    stranded: list[str] = field(default_factory=list)  # PENDING/ENQUEUED at the end
+    unfinished: dict[str, str] = field(default_factory=dict)  # batch id -> final status
+    effects: Effects | None = None
+    restart_seconds: float | None = None  # restart to first resumed step
+    total_seconds: float = 0.0
+    violations: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+def _mark(ok: bool) -> str:
+    return "ok" if ok else "VIOLATED"
+
+
+def _fault_lines(report: ScenarioReport) -> list[str]:
+    lines = []
+    for run in report.fault_runs:
+        spec = run.failpoints or "(no failpoint)"
+        lines.append(f"  run {run.run}: {spec} -> {run.ended}; ledger rows then: {run.ledger_rows}")
+        for fired in run.fired:
+            where = fired.get("workflow_id") or "the client (before any workflow)"
+            step = f", step {fired['step_id']}" if fired.get("step_id") is not None else ""
+            lines.append(f"    fired {fired['failpoint']} ({fired['action']}) in {where}{step}")
+    return lines
+
+
+def _resume_lines(report: ScenarioReport) -> list[str]:
+    first = report.first_resumed_step
+    lines = []
+    if report.resumed:
+        lines.append(f"  resumed after an error: {', '.join(report.resumed)}")
+    if first is None:
+        lines.append("  first step after the restart: none (nothing was left to resume)")
+    else:
+        lines.append(
+            f"  first step after the restart: {first.workflow_id} step {first.step_id} "
+            f"({first.name}), {first.seconds_after_restart:.2f} s after the restart"
+        )
+    reexecuted = report.steps_reexecuted
+    lines.append(
+        f"  steps re-executed after they had committed: {len(reexecuted)} of "
+        f"{report.steps_checkpointed} checkpointed  [{_mark(not reexecuted)}]"
+        + (f"  {', '.join(reexecuted[:5])}" if reexecuted else "")
+    )
+    return lines
+
+
+def _ledger_lines(report: ScenarioReport) -> list[str]:
+    lines = [
+        f"  ledger rows: {report.ledger_rows} for {report.messages} messages  "
+        f"duplicates: {report.duplicates}  missing: {report.missing}  "
+        f"[{_mark(report.ledger_rows == report.messages and not report.missing)}]"
+    ]
+    if report.missing_ids:
+        lines.append(f"  missing message ids: {', '.join(report.missing_ids)}")
+    for row in report.counters:
+        lines.append(
+            f"  {row['kind']} counter {row['key']}: {row['value']}, expected "
+            f"{row['expected']}  [{_mark(row['value'] == row['expected'])}]"
+        )
+    return lines
+
+
+def _work_lines(report: ScenarioReport) -> list[str]:
+    stranded = report.stranded
+    lines = [
+        f"  left PENDING/ENQUEUED: {len(stranded)}  [{_mark(not stranded)}]"
+        + (f"  {', '.join(stranded[:5])}" if stranded else "")
+    ]
+    for batch_id, status in report.unfinished.items():
+        lines.append(f"  batch {batch_id} ended {status}  [VIOLATED]")
+    if report.effects is not None:
+        e = report.effects
+        lines.append(
+            f"  side effects: {e.attempts} delivery attempts, {e.effects} applied, "
+            f"{e.deduplicated} deduplicated by key, for {report.messages} messages  "
+            f"[{_mark(e.effects == report.messages)}]"
+        )
+    return lines
+
+
+def render(report: ScenarioReport) -> str:
+    restart = "-" if report.restart_seconds is None else f"{report.restart_seconds:.2f} s"
+    lines = [
+        f"scenario {report.scenario}: {report.summary}",
+        f"  backend {report.backend}, {report.messages} messages in {report.batches} batches, "
+        f"seed {report.seed}",
+        *_fault_lines(report),
+        *_resume_lines(report),
+        *_ledger_lines(report),
+        *_work_lines(report),
+        f"  restart to first resumed step: {restart}   total: {report.total_seconds:.1f} s",
+    ]
+    if report.violations:
+        lines += [f"  violation: {v}" for v in report.violations]
+    lines.append(f"  RESULT: {'PASS' if report.ok else 'FAIL'}")
+    return "\n".join(lines)
