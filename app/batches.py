@@ -119,29 +119,3 @@ def wait(settings: Settings, workflow_id: str) -> BatchSummary:
         return summary
     finally:
         client.destroy()
-
-
-def resume(settings: Settings, batch_id: str) -> list[str]:
-    """Resume a batch's workflows that stopped on an error, chunks first; returns their ids.
-
-    Each continues from its last checkpoint: completed steps are not run again."""
-    require_reachable(settings.system_db)
-    if not system_tables_exist(settings.system_db):
-        raise ConfigError(f"no batch with id {batch_id!r} (no work was ever submitted here)")
-    client = open_client(settings)
-    try:
-        parent = batch_workflow_id(batch_id)
-        if not client.list_workflows(workflow_ids=[parent], load_input=False, load_output=False):
-            raise ConfigError(f"no batch with id {batch_id!r}")
-        failed = client.list_workflows(
-            workflow_id_prefix=f"{parent}/", status=["ERROR"], load_input=False, load_output=False
-        )
-        failed += client.list_workflows(
-            workflow_ids=[parent], status=["ERROR"], load_input=False, load_output=False
-        )
-        ids = [wf.workflow_id for wf in failed]
-        if ids:
-            client.resume_workflows(ids)
-        return ids
-    finally:
-        client.destroy()

@@ -52,10 +52,6 @@ def _parser() -> argparse.ArgumentParser:
     look = commands.add_parser("inspect", help="a batch's workflows and steps, replays marked")
     look.add_argument("batch_id")
     look.add_argument("--json", action="store_true", help="machine-readable output")
-    again = commands.add_parser(
-        "resume", help="resume a batch's workflows that stopped on an error"
-    )
-    again.add_argument("batch_id")
     _scenario_arguments(commands.add_parser("scenario", help="failure-simulation scenarios"))
     return parser
 
@@ -152,9 +148,6 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.command == "publish":
         return _publish(args, settings)
-    if args.command == "resume":
-        print("\n".join(batches.resume(settings, args.batch_id)))
-        return 0
     if args.command == "inspect":
         description = history.describe(settings, args.batch_id)
         print(json.dumps(description, indent=2) if args.json else history.render(description))

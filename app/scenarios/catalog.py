@@ -19,6 +19,12 @@ BROKEN = "app.publishers.broken"
 #   settled        the fault is absorbed or reported; once no work is active the service stops
 #   killed         the lab SIGKILLs the service once the ledger holds `kill_at` of the messages
 Ending = Literal["crash", "submit-fails", "startup-fails", "settled", "killed"]
+# What the restart must reach:
+#   complete   every message published exactly once
+#   contained  a permanent error stopped part of the work: every message is published exactly
+#              once or belongs to a workflow that ended in ERROR (so it is reported), never lost
+#              silently, never half-written
+Outcome = Literal["complete", "contained"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,7 @@ class Scenario:
     restart_env: dict[str, str] = field(default_factory=dict)  # the restart's deployment
     receiver: bool = False  # publishers deliver side effects to the lab's HTTP receiver
     chaos_kills: int = 0  # > 0: the faults are a seeded kill schedule (see chaos.py)
+    outcome: Outcome = "complete"
     broken: bool = False  # expected to fail: run by name, never by --all
 
 
@@ -55,10 +62,11 @@ NTH = {
     "chunk.after_commit": 5,
     "fanin.after_result": 5,
 }
-# raise: permanent where the error stops a workflow that `resume` can continue; inside the chunk
-# transaction a permanent error is recorded as the step's outcome, so there it is transient and
-# the commit retries absorb it.
+# raise: a permanent error ends its workflow in ERROR, which DBOS never runs again; the scenario
+# then checks the failure is contained (see Outcome). Inside the chunk transaction the error is
+# transient and the commit retries absorb it; after the commit DBOS replays the recorded result.
 RAISE_ACTION = {"chunk.before_commit": "raise-transient"}
+ABSORBED = {"chunk.before_commit", "chunk.after_commit"}
 RAISE_ENDS: dict[str, Ending] = {
     "batch.submit": "submit-fails",
     "service.recovery": "startup-fails",
@@ -83,6 +91,13 @@ def _spec(point: str, action: str) -> str:
     return f"{point}={action}@{nth}" if nth else f"{point}={action}"
 
 
+def _raise_outcome(point: str) -> Outcome:
+    # Client and start-up errors stop nothing durable: the retry or restart completes the work.
+    if point in ABSORBED or point in RAISE_ENDS:
+        return "complete"
+    return "contained"
+
+
 def _failpoint_scenarios(point: str) -> list[Scenario]:
     prelude = (KILL_FIRST,) if point == "service.recovery" else ()
     crash_ends = RAISE_ENDS.get(point, "crash")
@@ -97,6 +112,7 @@ def _failpoint_scenarios(point: str) -> list[Scenario]:
             name=f"{point}/{raise_action}",
             summary=f"{raise_action} at {point}: {FAILPOINTS[point]}",
             faults=(*prelude, Fault(_spec(point, raise_action), RAISE_ENDS.get(point, "settled"))),
+            outcome=_raise_outcome(point),
         ),
     ]
 

@@ -318,6 +318,22 @@ class ServiceHarness:
         finally:
             client.destroy()
 
+    def batch_outcome(self, batch_id: str) -> tuple[str | None, dict[str, Any] | None]:
+        """A batch workflow's status and, once it succeeded, its summary."""
+        client = self.client()
+        try:
+            found = client.list_workflows(workflow_ids=[batch_workflow_id(batch_id)])
+        finally:
+            client.destroy()
+        if not found:
+            return None, None
+        return found[0].status, found[0].output if found[0].status == "SUCCESS" else None
+
+    def positions(self, batch_id: str) -> list[int]:
+        """The positions of a batch's messages in the ledger, repeats included."""
+        with short_lived_engine(self.settings().app_db) as engine, engine.connect() as conn:
+            return ledger.batch_positions(conn, batch_id)
+
     def ledger_rows(self) -> int:
         with short_lived_engine(self.settings().app_db) as engine, engine.connect() as conn:
             return ledger.row_count(conn)

@@ -41,7 +41,8 @@ class ScenarioReport:
     messages: int
     batches: int
     fault_runs: list[FaultRun] = field(default_factory=list)
-    resumed: list[str] = field(default_factory=list)  # workflows resumed after an error
+    outcome: str = "complete"  # or "contained": a permanent error stopped part of the work
+    reported_failed: int = 0  # contained: messages of workflows that ended in ERROR
     first_resumed_step: StepRef | None = None
     steps_checkpointed: int = 0
     steps_reexecuted: list[str] = field(default_factory=list)  # "workflow#step", ran after commit
@@ -75,7 +76,7 @@ def _fault_lines(report: ScenarioReport) -> list[str]:
         spec = run.failpoints or "(no failpoint)"
         lines.append(f"  run {run.run}: {spec} -> {run.ended}; ledger rows then: {run.ledger_rows}")
         for fired in run.fired:
-            where = fired.get("workflow_id") or "the client (before any workflow)"
+            where = fired.get("workflow_id") or f"the {fired.get('process')}, outside any workflow"
             step = f", step {fired['step_id']}" if fired.get("step_id") is not None else ""
             lines.append(f"    fired {fired['failpoint']} ({fired['action']}) in {where}{step}")
     return lines
@@ -84,10 +85,8 @@ def _fault_lines(report: ScenarioReport) -> list[str]:
 def _resume_lines(report: ScenarioReport) -> list[str]:
     first = report.first_resumed_step
     lines = []
-    if report.resumed:
-        lines.append(f"  resumed after an error: {', '.join(report.resumed)}")
     if first is None:
-        lines.append("  first step after the restart: none (nothing was left to resume)")
+        lines.append("  first step after the restart: none (no step was left to run)")
     else:
         lines.append(
             f"  first step after the restart: {first.workflow_id} step {first.step_id} "
@@ -103,11 +102,18 @@ def _resume_lines(report: ScenarioReport) -> list[str]:
 
 
 def _ledger_lines(report: ScenarioReport) -> list[str]:
-    lines = [
-        f"  ledger rows: {report.ledger_rows} for {report.messages} messages  "
+    expected = report.messages - report.reported_failed
+    lines = []
+    if report.outcome == "contained":
+        lines.append(
+            f"  permanent error contained: {report.reported_failed} messages reported failed "
+            "(their workflow ended in ERROR), the rest must be published exactly once"
+        )
+    lines.append(
+        f"  ledger rows: {report.ledger_rows}, expected {expected}  "
         f"duplicates: {report.duplicates}  missing: {report.missing}  "
-        f"[{_mark(report.ledger_rows == report.messages and not report.missing)}]"
-    ]
+        f"[{_mark(report.ledger_rows == expected and not report.missing)}]"
+    )
     if report.missing_ids:
         lines.append(f"  missing message ids: {', '.join(report.missing_ids)}")
     for row in report.counters:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.publishers.base import batch_workflow_id
+from app.publishers.base import batch_workflow_id, chunk_workflow_id
 from app.scenarios import chaos
 from app.scenarios.catalog import Fault, Scenario
 from app.scenarios.harness import (
@@ -113,6 +113,7 @@ class Lab:
             seed=self.options.seed,
             messages=sum(b.count for b in self.batches),
             batches=len(self.batches),
+            outcome=self.scenario.outcome,
         )
         endpoint = {"endpoint": self.receiver.url} if self.receiver else None
         self.harness.declare(
@@ -168,7 +169,7 @@ class Lab:
                 return self._kill_at(fault)
 
     def _fault_run(self, fault: Fault, ended: str, fired: list[dict[str, Any]]) -> None:
-        fired += _fired(self.harness.records())
+        fired += _fired(self.harness.records(), "service")
         run = FaultRun(
             run=self.harness.starts,
             failpoints=fault.failpoints,
@@ -239,7 +240,7 @@ class Lab:
                 APP_FAILPOINTS=failpoints,
             )
             if done.returncode != 0:
-                fired += _fired(json_records(done.stdout + done.stderr)) or [
+                fired += _fired(json_records(done.stdout + done.stderr), "publish client") or [
                     {"failpoint": "?", "action": f"publish exited {done.returncode}"}
                 ]
         self.submitted = not fired
@@ -257,18 +258,9 @@ class Lab:
             self.collect(restarted_at)
             return
         self.submit()  # the client's retry: the same batch ids, so nothing is published twice
-        for batch in self.batches:
-            self.report.resumed += self._resume(batch.batch_id)
         self._wait_done()
         self.collect(restarted_at)
         self.harness.stop()
-
-    def _resume(self, batch_id: str) -> list[str]:
-        done = self.harness.cli("resume", batch_id)
-        if done.returncode != 0:
-            self.report.violations.append(f"resume {batch_id} failed: {done.stderr.strip()}")
-            return []
-        return [line for line in done.stdout.split() if line]
 
     def _wait_done(self) -> None:
         deadline = time.monotonic() + FINISH_TIMEOUT_SEC
@@ -277,7 +269,7 @@ class Lab:
         while time.monotonic() < deadline:
             statuses = self._batch_statuses()
             active = self._active()
-            if all(s == "SUCCESS" for s in statuses.values()) and not active:
+            if all(s in self._finished for s in statuses.values()) and not active:
                 return
             rows = self._ledger_rows()
             self.progress.update(
@@ -300,41 +292,84 @@ class Lab:
         if report.stranded:
             report.violations.append(f"{len(report.stranded)} workflows left PENDING or ENQUEUED")
         statuses = self._batch_statuses()
-        report.unfinished = {b: s for b, s in statuses.items() if s != "SUCCESS"}
+        report.unfinished = {b: s for b, s in statuses.items() if s not in self._finished}
         for batch_id, status in report.unfinished.items():
             report.violations.append(f"batch {batch_id} ended {status}")
         self._collect_steps(restarted_at)
         self._collect_effects()
 
+    @property
+    def _finished(self) -> set[str]:
+        # A contained failure ends its batch in ERROR on purpose: reported, not stranded.
+        return {"SUCCESS", "ERROR"} if self.scenario.outcome == "contained" else {"SUCCESS"}
+
     def _collect_ledger(self) -> None:
-        check = self.harness.check({b.batch_id: b.count for b in self.batches})
         report = self.report
+        complete = self.scenario.outcome == "complete"
+        check = self.harness.check(
+            {b.batch_id: b.count for b in self.batches} if complete else None
+        )
         report.ledger_rows = check.ledger_rows
         report.duplicates = sum(check.duplicates.values())
         report.missing = sum(check.missing.values())
         report.missing_ids = check.missing_ids
         report.violations += check.violations
-        expected_local = Counter({(b.publisher, b.topic): b.count for b in self.batches})
-        expected_global: Counter[str] = Counter()
+        published = {b.batch_id: b.count for b in self.batches}
+        if not complete:
+            published = self._collect_contained()
+        local: Counter[str] = Counter()
+        topic: Counter[str] = Counter()
         for b in self.batches:
-            expected_global[b.topic] += b.count
+            local[f"{b.publisher}/{b.topic}"] += published[b.batch_id]
+            topic[b.topic] += published[b.batch_id]
         report.counters = [
-            {
-                "kind": "local",
-                "key": f"{row.publisher}/{row.topic}",
-                "value": row.local_counter,
-                "expected": expected_local[(row.publisher, row.topic)],
-            }
+            _counter("local", f"{row.publisher}/{row.topic}", row.local_counter, local)
             for row in check.publishers
-        ] + [
-            {
-                "kind": "global",
-                "key": row.topic,
-                "value": row.global_counter,
-                "expected": expected_global[row.topic],
-            }
-            for row in check.topics
-        ]
+        ] + [_counter("global", row.topic, row.global_counter, topic) for row in check.topics]
+
+    def _collect_contained(self) -> dict[str, int]:
+        """After a permanent error: the ledger holds exactly the messages of the chunks that
+        succeeded; every other message belongs to a failure the batch reports. Returns how many
+        messages of each batch must be published."""
+        published = {}
+        statuses: dict[str, str] = {
+            wf.workflow_id: wf.status
+            for wf in self.harness.workflows(*(b.batch_id for b in self.batches))
+        }
+        for batch in self.batches:
+            succeeded = self._succeeded_positions(batch, statuses)
+            published[batch.batch_id] = len(succeeded)
+            present = self.harness.positions(batch.batch_id)
+            lost = sorted(succeeded - set(present))
+            extra = sorted(set(present) - succeeded)
+            self.report.missing += len(lost)
+            self.report.missing_ids += [f"{batch.batch_id}:{p}" for p in lost[:10]]
+            self.report.duplicates += len(present) - len(set(present))
+            self.report.reported_failed += batch.count - len(succeeded)
+            if lost or extra:
+                self.report.violations.append(
+                    f"batch {batch.batch_id}: {len(lost)} messages of succeeded chunks missing, "
+                    f"{len(extra)} of failed chunks half-written"
+                )
+            if len(succeeded) < batch.count and not self._reports_failure(batch.batch_id):
+                self.report.violations.append(
+                    f"batch {batch.batch_id}: {batch.count - len(succeeded)} messages unpublished "
+                    "but the batch reports no failure"
+                )
+        return published
+
+    def _succeeded_positions(self, batch: Batch, statuses: dict[str, str]) -> set[int]:
+        size = self.scenario.chunk_size
+        return {
+            position
+            for index, start in enumerate(range(0, batch.count, size))
+            if statuses.get(chunk_workflow_id(batch.batch_id, index)) == "SUCCESS"
+            for position in range(start, min(start + size, batch.count))
+        }
+
+    def _reports_failure(self, batch_id: str) -> bool:
+        status, summary = self.harness.batch_outcome(batch_id)
+        return status == "ERROR" or bool(summary and summary["failed"])
 
     def _collect_steps(self, restarted_at: float) -> None:
         commits = Counter(
@@ -415,9 +450,14 @@ _EXPECTED_ENDING: dict[str, tuple[str, ...]] = {
 }
 
 
-def _fired(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _counter(kind: str, key: str, value: int, expected: Counter[str]) -> dict[str, Any]:
+    return {"kind": kind, "key": key, "value": value, "expected": expected[key]}
+
+
+def _fired(records: list[dict[str, Any]], process: str) -> list[dict[str, Any]]:
     return [
         {
+            "process": process,
             "failpoint": r.get("failpoint"),
             "action": r.get("action"),
             "workflow_id": r.get("workflow_id"),
