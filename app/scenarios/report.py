@@ -94,8 +94,8 @@ def _resume_lines(report: ScenarioReport) -> list[str]:
         )
     reexecuted = report.steps_reexecuted
     lines.append(
-        f"  steps re-executed after they had committed: {len(reexecuted)} of "
-        f"{report.steps_checkpointed} checkpointed  [{_mark(not reexecuted)}]"
+        f"  steps that ran again after they had committed: {len(reexecuted)} of "
+        f"{report.steps_checkpointed} committed  [{_mark(not reexecuted)}]"
         + (f"  {', '.join(reexecuted[:5])}" if reexecuted else "")
     )
     return lines
