@@ -112,3 +112,35 @@ def test_help_lists_the_three_commands() -> None:
     assert done.returncode == 0
     for command in ("serve", "publish", "status"):
         assert command in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["scenario", "run"], "give one scenario NAME or --all"),
+        (["scenario", "run", "chaos", "--all"], "give one scenario NAME or --all"),
+        (["scenario", "run", "nope"], "unknown scenario 'nope'"),
+        (["scenario", "run", "chaos", "--messages", "0"], "--messages must be a positive"),
+        (["scenario", "run", "chaos", "--seed", "x"], "--seed must be a whole number"),
+        (["scenario", "run", "chaos", "--kills", "-2"], "--kills must be a positive"),
+        (["scenario", "run", "chaos", "--backend", "mysql"], "invalid choice: 'mysql'"),
+        (
+            [
+                "scenario",
+                "run",
+                "chaos",
+                "--backend",
+                "postgres",
+                "--postgres-url",
+                "postgresql://lab:s3cret@127.0.0.1:1/postgres",
+            ],
+            "127.0.0.1:1",
+        ),
+    ],
+)
+def test_bad_scenario_input_is_refused_in_one_line(
+    runner: ServiceRunner, args: list[str], fragment: str
+) -> None:
+    done = runner.cli(*args)
+    _refused(done, fragment)
+    assert "s3cret" not in done.stderr

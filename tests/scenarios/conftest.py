@@ -40,4 +40,3 @@ def scenario_backend(backend: Backend, request: pytest.FixtureRequest) -> Backen
     if backend == "postgres":
         request.getfixturevalue("postgres_server")
     return backend
-
