@@ -198,6 +198,7 @@ def _scenario(args: argparse.Namespace) -> int:
             print(f"{scenario.name:<34} {scenario.summary}{mark}")
         return 0
     chosen = _chosen_scenarios(args, scenarios)
+    configure_logging("json", "WARNING")  # stdout carries the reports
     options = RunOptions(
         backend=args.backend,
         messages=_positive(args.messages, "--messages") if args.messages else None,
