@@ -77,8 +77,12 @@ def run(scenario: Scenario, options: RunOptions, progress: Progress) -> Scenario
         lab = Lab(scenario, options, harness, receiver, progress)
         try:
             report = lab.run()
+        except HarnessError as exc:  # the lab itself could not go on: a failed scenario
+            report = lab.report
+            report.violations.append(f"the lab stopped: {str(exc).splitlines()[0]}")
         finally:
             harness.kill()
+            progress.clear()
     report.total_seconds = round(time.monotonic() - started, 2)
     return report
 
@@ -244,7 +248,9 @@ class Lab:
             self.report.violations.append(f"the restart without faults failed: {first_line}")
             self.collect(restarted_at)
             return
-        self.submit()  # the client's retry: the same batch ids, so nothing is published twice
+        # The client's retry: the same batch ids, so nothing is published twice.
+        for failed in self.submit():
+            self.report.violations.append(f"re-submitting after the restart failed: {failed}")
         self._wait_done()
         self.collect(restarted_at)
         self.harness.stop()
