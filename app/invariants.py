@@ -59,6 +59,12 @@ def check(
     return report
 
 
+def more_missing_ids(shown: list[str], batch_id: str, absent: list[int]) -> list[str]:
+    """Message ids of absent positions to add to `shown`, which stays at most MISSING_IDS_SHOWN."""
+    room = max(MISSING_IDS_SHOWN - len(shown), 0)
+    return [ledger.message_id(batch_id, p) for p in absent[:room]]
+
+
 def _check_batch(conn: sa.Connection, report: InvariantReport, batch_id: str, count: int) -> None:
     positions = ledger.batch_positions(conn, batch_id)
     present = set(positions)
@@ -67,8 +73,7 @@ def _check_batch(conn: sa.Connection, report: InvariantReport, batch_id: str, co
     duplicates = len(positions) - len(present)
     if absent:
         report.missing[batch_id] = len(absent)
-        room = MISSING_IDS_SHOWN - len(report.missing_ids)
-        report.missing_ids += [ledger.message_id(batch_id, p) for p in absent[: max(room, 0)]]
+        report.missing_ids += more_missing_ids(report.missing_ids, batch_id, absent)
         report.violations.append(f"batch {batch_id}: {len(absent)} of {count} messages missing")
     if duplicates:
         report.duplicates[batch_id] = duplicates

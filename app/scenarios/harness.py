@@ -18,7 +18,7 @@ from typing import Any, Literal
 from dbos import DBOSClient, WorkflowHandle, WorkflowStatus
 
 from app import invariants, ledger
-from app.config import PROJECT_ROOT, Settings
+from app.config import PROJECT_ROOT, DatabaseUrl, Settings
 from app.database import short_lived_engine
 from app.publishers.base import batch_workflow_id
 
@@ -147,6 +147,11 @@ class ServiceHarness:
     def settings(self) -> Settings:
         return Settings.from_env(self.env())
 
+    @property
+    def app_db(self) -> DatabaseUrl:
+        # Straight from the URL: the lab polls it, and Settings would re-read the publishers file.
+        return DatabaseUrl.parse(self.databases.app_url, "app")
+
     # ---- the service process --------------------------------------------------------------
 
     def start(
@@ -247,10 +252,6 @@ class ServiceHarness:
     def client(self) -> DBOSClient:
         return DBOSClient(system_database_url=self.databases.system_url)
 
-    def batch_status(self, batch_id: str) -> str | None:
-        found = self.workflow_statuses([batch_workflow_id(batch_id)])
-        return found[0].status if found else None
-
     def workflow_statuses(self, workflow_ids: list[str]) -> list[WorkflowStatus]:
         client = self.client()
         try:
@@ -331,13 +332,13 @@ class ServiceHarness:
 
     def positions(self, batch_id: str) -> list[int]:
         """The positions of a batch's messages in the ledger, repeats included."""
-        with short_lived_engine(self.settings().app_db) as engine, engine.connect() as conn:
+        with short_lived_engine(self.app_db) as engine, engine.connect() as conn:
             return ledger.batch_positions(conn, batch_id)
 
     def ledger_rows(self) -> int:
-        with short_lived_engine(self.settings().app_db) as engine, engine.connect() as conn:
+        with short_lived_engine(self.app_db) as engine, engine.connect() as conn:
             return ledger.row_count(conn)
 
     def check(self, expected: dict[str, int] | None = None) -> invariants.InvariantReport:
-        with short_lived_engine(self.settings().app_db) as engine, engine.connect() as conn:
+        with short_lived_engine(self.app_db) as engine, engine.connect() as conn:
             return invariants.check(conn, expected)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import subprocess
 import tempfile
 import time
 from collections import Counter
@@ -14,7 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.publishers.base import batch_workflow_id, chunk_workflow_id
+from app.invariants import more_missing_ids
+from app.publishers.base import (
+    BatchRequest,
+    batch_workflow_id,
+    chunk_workflow_id,
+    plan_chunks,
+)
 from app.scenarios import chaos
 from app.scenarios.catalog import Fault, Scenario
 from app.scenarios.harness import (
@@ -142,7 +149,6 @@ class Lab:
             self.faulty_run(fault)
         self.progress.update(f"{self.scenario.name}: restarted without faults")
         self.clean_run()
-        self.progress.clear()
         return self.report
 
     # ---- faulty runs ----------------------------------------------------------------------
@@ -189,7 +195,7 @@ class Lab:
     def _wait_exit(self) -> str:
         try:
             code = self.harness.wait_exit(timeout=FAULT_TIMEOUT_SEC)
-        except TimeoutError:
+        except subprocess.TimeoutExpired:
             self.harness.kill()
             return f"still running after {FAULT_TIMEOUT_SEC} s (the lab killed it)"
         return self._ended(code)
@@ -336,7 +342,9 @@ class Lab:
             lost = sorted(succeeded - set(present))
             extra = sorted(set(present) - succeeded)
             self.report.missing += len(lost)
-            self.report.missing_ids += [f"{batch.batch_id}:{p}" for p in lost[:10]]
+            self.report.missing_ids += more_missing_ids(
+                self.report.missing_ids, batch.batch_id, lost
+            )
             self.report.duplicates += len(present) - len(set(present))
             self.report.reported_failed += batch.count - len(succeeded)
             if lost or extra:
@@ -352,12 +360,14 @@ class Lab:
         return published
 
     def _succeeded_positions(self, batch: Batch, statuses: dict[str, str]) -> set[int]:
-        size = self.scenario.chunk_size
+        request = BatchRequest(
+            batch_id=batch.batch_id, topic=batch.topic, count=batch.count, messages=None
+        )
         return {
             position
-            for index, start in enumerate(range(0, batch.count, size))
-            if statuses.get(chunk_workflow_id(batch.batch_id, index)) == "SUCCESS"
-            for position in range(start, min(start + size, batch.count))
+            for chunk in plan_chunks(request, self.scenario.chunk_size)
+            if statuses.get(chunk_workflow_id(batch.batch_id, chunk["index"])) == "SUCCESS"
+            for position in range(chunk["start"], chunk["start"] + chunk["count"])
         }
 
     def _reports_failure(self, batch_id: str) -> bool:
