@@ -16,10 +16,17 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, create_model
 
-from app import batches, ledger, migrate
+from app import batches, dbos_gateway, fleet, ledger, migrate
 from app import status as service_status
-from app.config import BATCH_ID, TOPIC_NAME, ConfigError, Settings
+from app.config import BATCH_ID, TOPIC_NAME, Settings
 from app.database import short_lived_engine
+from app.errors import (
+    AppError,
+    BadInputError,
+    ConflictError,
+    StateError,
+    UnreachableDatabaseError,
+)
 from app.metrics import REGISTRY
 from app.publishers.base import batch_workflow_id
 
@@ -83,10 +90,9 @@ def create_app(settings: Settings, client: DBOSClient, *, token: str | None) -> 
     # Declared only with a token, so the OpenAPI spec says exactly what the server requires.
     guarded = [Depends(authorize)] if token is not None else []
 
-    @app.exception_handler(ConfigError)
-    async def refused(_request: Request, exc: ConfigError) -> JSONResponse:
-        code = 409 if isinstance(exc, batches.BatchConflictError) else 400
-        return JSONResponse({"detail": str(exc)}, status_code=code)
+    @app.exception_handler(AppError)
+    async def refused(_request: Request, exc: AppError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=http_status(exc))
 
     @app.post("/batches", status_code=202, dependencies=guarded)
     def submit_batch(body: batch_in) -> BatchAccepted:  # type: ignore[valid-type]
@@ -112,11 +118,11 @@ def create_app(settings: Settings, client: DBOSClient, *, token: str | None) -> 
         batch_id: Annotated[str, Path(pattern=f"^{BATCH_ID.pattern}$")],
     ) -> BatchState:
         workflow_id = batch_workflow_id(batch_id)
-        found = client.list_workflows(workflow_ids=[workflow_id], load_input=False)
+        found = dbos_gateway.workflows(client, [workflow_id], with_output=True)
         if not found:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no batch with id {batch_id!r}")
         with short_lived_engine(settings.app_db) as engine, engine.connect() as conn:
-            published = len(ledger.batch_positions(conn, batch_id))
+            published = ledger.batch_published(conn, batch_id)
         return BatchState(
             batch_id=batch_id,
             workflow_id=workflow_id,
@@ -128,7 +134,12 @@ def create_app(settings: Settings, client: DBOSClient, *, token: str | None) -> 
     @app.get("/publishers", dependencies=guarded)
     def publishers() -> dict[str, Any]:
         """Declared publishers, local and global counters, and whether they agree."""
-        return service_status.gather(settings)
+        return service_status.gather(settings).to_json()
+
+    @app.get("/workers", dependencies=guarded)
+    def workers() -> dict[str, Any]:
+        """Worker leases, in-flight work, takeovers, and work stranded under another version."""
+        return fleet.gather(settings).to_json()
 
     @app.get("/healthz")
     def liveness() -> dict[str, str]:
@@ -146,6 +157,15 @@ def create_app(settings: Settings, client: DBOSClient, *, token: str | None) -> 
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def http_status(exc: AppError) -> int:
+    """The HTTP status of an error the product raised on purpose."""
+    if isinstance(exc, ConflictError | StateError):
+        return status.HTTP_409_CONFLICT
+    if isinstance(exc, UnreachableDatabaseError):
+        return status.HTTP_503_SERVICE_UNAVAILABLE
+    return status.HTTP_400_BAD_REQUEST
 
 
 def readiness_checks(settings: Settings) -> dict[str, bool]:
@@ -175,7 +195,7 @@ def serve_in_thread(app: FastAPI, host: str, port: int) -> uvicorn.Server:
     while not server.started and thread.is_alive() and time.monotonic() < deadline:
         time.sleep(0.02)
     if not server.started:
-        raise ConfigError(
+        raise BadInputError(
             f"the HTTP API cannot listen on {host}:{port} "
             "(set APP_HTTP_PORT to a free port, or to 'off')"
         )

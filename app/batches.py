@@ -6,10 +6,11 @@ import uuid
 from dataclasses import dataclass
 
 from dbos import DBOS, DBOSClient, EnqueueOptions
-from dbos._error import DBOSConflictingWorkflowError
 
+from app import dbos_gateway
 from app.config import BATCH_ID, TOPIC_NAME, ConfigError, Settings
 from app.database import require_reachable, system_tables_exist
+from app.errors import ConflictError
 from app.failpoints import failpoint
 from app.publishers.base import (
     BATCH_WORKFLOW,
@@ -19,7 +20,6 @@ from app.publishers.base import (
     batch_workflow_id,
 )
 from app.queues import BATCH_QUEUE
-from app.runtime import open_client
 
 MAX_BATCH_MESSAGES = 100_000_000
 
@@ -63,7 +63,7 @@ def validate(
     return Submission(publisher=publisher, request=request)
 
 
-class BatchConflictError(ConfigError):
+class BatchConflictError(ConflictError):
     """The batch id is taken by a different batch."""
 
 
@@ -73,11 +73,8 @@ def submit(settings: Settings, submission: Submission) -> None:
     if not system_tables_exist(settings.system_db):
         # The service has never run here: create DBOS's tables so the work can wait durably.
         DBOS.migrate(settings.system_db.raw)
-    client = open_client(settings)
-    try:
+    with dbos_gateway.client(settings.system_db) as client:
         enqueue(client, submission)
-    finally:
-        client.destroy()
 
 
 def enqueue(client: DBOSClient, submission: Submission) -> None:
@@ -91,8 +88,8 @@ def enqueue(client: DBOSClient, submission: Submission) -> None:
         "workflow_id": submission.workflow_id,
     }
     try:
-        client.enqueue(options, submission.request)
-    except DBOSConflictingWorkflowError:
+        dbos_gateway.enqueue(client, options, submission.request)
+    except dbos_gateway.WorkflowConflictError:
         raise BatchConflictError(
             f"batch id {submission.request['batch_id']!r} already belongs to another publisher"
         ) from None
@@ -101,8 +98,7 @@ def enqueue(client: DBOSClient, submission: Submission) -> None:
 
 def _refuse_changed_batch(client: DBOSClient, submission: Submission) -> None:
     """A batch id is an idempotency key: reusing it for a different batch is a mistake."""
-    (existing,) = client.list_workflows(workflow_ids=[submission.workflow_id], load_output=False)
-    args = existing.input["args"] if existing.input is not None else ()
+    args = dbos_gateway.workflow_input(client, submission.workflow_id) or ()
     if not args or args[0] != submission.request:
         raise BatchConflictError(
             f"batch id {submission.request['batch_id']!r} was already submitted with a different "
@@ -111,11 +107,6 @@ def _refuse_changed_batch(client: DBOSClient, submission: Submission) -> None:
 
 
 def wait(settings: Settings, workflow_id: str) -> BatchSummary:
-    client = open_client(settings)
-    try:
-        summary: BatchSummary = client.retrieve_workflow(workflow_id).get_result(
-            polling_interval_sec=0.2
-        )
+    with dbos_gateway.client(settings.system_db) as client:
+        summary: BatchSummary = dbos_gateway.wait_result(client, workflow_id)
         return summary
-    finally:
-        client.destroy()

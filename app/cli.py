@@ -10,13 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from app import batches, failpoints, history, runtime, service, status
+from app import batches, failpoints, fleet, history, runtime, service, status
 from app.bench import runner
 from app.bench.modes import MODES
 from app.config import ConfigError, Settings
-from app.failpoints import FailpointSpecError
+from app.database import require_reachable
+from app.errors import AppError
 from app.logs import configure_logging
-from app.runtime import OrphanedWorkError
 from app.scenarios import runner as scenario_runner
 from app.scenarios.catalog import Scenario, catalog
 from app.scenarios.progress import Progress
@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.add_argument("--watch", action="store_true", help="redraw until Ctrl-C")
     show.add_argument("--interval", type=float, default=2.0, help="seconds between redraws")
+    crew = commands.add_parser("workers", help="worker leases, in-flight work and takeovers")
+    crew.add_argument("--json", action="store_true", help="machine-readable output")
     look = commands.add_parser("inspect", help="a batch's workflows and steps, replays marked")
     look.add_argument("batch_id")
     look.add_argument("--json", action="store_true", help="machine-readable output")
@@ -66,6 +68,9 @@ def _scenario_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--messages", help="messages per scenario (default: its own size)")
     run.add_argument("--seed", default="0", help="seeds the chaos schedule and pPROB triggers")
     run.add_argument("--kills", help="chaos: how many SIGKILLs (default 20)")
+    run.add_argument(
+        "--workers", help="chaos: that many workers, killed at random (Postgres; default 1)"
+    )
     run.add_argument("--postgres-url", default=DEFAULT_BENCH_POSTGRES)
     run.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -126,28 +131,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "bench":
+            configure_logging("json", "WARNING")
+            plan = _bench_plan(args)  # refused before anything is printed
             print(runner.HEADER, flush=True)
-            runner.run(_bench_plan(args))
+            runner.run(plan)
             return 0
         if args.command == "scenario":
+            configure_logging("json", "WARNING")
             return _scenario(args)
         settings = Settings.from_env()
-        runtime.validate(settings)  # imports publisher classes, which may declare failpoints
-        return _run(args, settings)
-    except (ConfigError, FailpointSpecError, OrphanedWorkError) as exc:
+        # Imports publisher classes (which may declare failpoints), once for the whole command.
+        blueprint = runtime.validate(settings)
+        return _run(args, blueprint)
+    except AppError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 
-def _run(args: argparse.Namespace, settings: Settings) -> int:
-    configure_logging(
-        settings.log_format, settings.log_level if args.command == "serve" else "WARNING"
-    )
+def _run(args: argparse.Namespace, blueprint: runtime.Blueprint) -> int:
+    settings = blueprint.settings
     if args.command == "serve":
-        service.serve(settings)
+        # The service's output is its log: stdout, at the configured level.
+        configure_logging(settings.log_format, settings.log_level, sys.stdout)
+        service.serve(blueprint)
         return 0
+    configure_logging(settings.log_format, "WARNING")
     if args.command == "publish":
         return _publish(args, settings)
+    if args.command == "workers":
+        require_reachable(settings.app_db)
+        snapshot = fleet.gather(settings)
+        print(json.dumps(snapshot.to_json(), indent=2) if args.json else fleet.render(snapshot))
+        return 0
     if args.command == "inspect":
         description = history.describe(settings, args.batch_id)
         print(json.dumps(description, indent=2) if args.json else history.render(description))
@@ -161,7 +176,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     try:
         while True:
             snapshot = status.gather(settings)
-            text = json.dumps(snapshot) if args.json else status.render(snapshot)
+            text = json.dumps(snapshot.to_json()) if args.json else status.render(snapshot)
             if args.watch and not args.json and sys.stdout.isatty():
                 text = CLEAR_SCREEN + text
             print(text, flush=True)
@@ -198,14 +213,15 @@ def _scenario(args: argparse.Namespace) -> int:
             print(f"{scenario.name:<34} {scenario.summary}{mark}")
         return 0
     chosen = _chosen_scenarios(args, scenarios)
-    configure_logging("json", "WARNING")  # stdout carries the reports
     options = RunOptions(
         backend=args.backend,
         messages=_positive(args.messages, "--messages") if args.messages else None,
         seed=_whole(args.seed, "--seed"),
         kills=_positive(args.kills, "--kills") if args.kills else None,
         postgres_url=args.postgres_url,
+        workers=_positive(args.workers, "--workers") if args.workers else None,
     )
+    _refuse_sqlite_fleet(chosen, options)
     reports = []
     for scenario in chosen:
         report = scenario_runner.run(scenario, options, Progress())
@@ -223,11 +239,30 @@ def _scenario(args: argparse.Namespace) -> int:
 def _chosen_scenarios(args: argparse.Namespace, scenarios: dict[str, Scenario]) -> list[Scenario]:
     if args.all == (args.name is not None):
         raise ConfigError("scenario run: give one scenario NAME or --all")
-    if args.all:
-        return [s for s in scenarios.values() if not s.broken]
+    if args.all:  # multi-worker scenarios need Postgres: --all on SQLite leaves them out
+        return [
+            s
+            for s in scenarios.values()
+            if not s.broken and not (s.postgres_only and args.backend == "sqlite")
+        ]
     if args.name not in scenarios:
         raise ConfigError(f"unknown scenario {args.name!r} (see `python -m app scenario list`)")
     return [scenarios[args.name]]
+
+
+def _refuse_sqlite_fleet(chosen: list[Scenario], options: RunOptions) -> None:
+    if options.workers and any(not (s.chaos_kills or s.takeover) for s in chosen):
+        raise ConfigError("--workers applies to chaos and takeover/* scenarios only")
+    if options.backend != "sqlite":
+        return
+    if options.workers and options.workers > 1:
+        raise ConfigError("--workers above 1 needs --backend postgres (SQLite takes one worker)")
+    for scenario in chosen:
+        if scenario.postgres_only:
+            raise ConfigError(
+                f"scenario {scenario.name} runs several workers: use --backend postgres "
+                "(SQLite takes one worker)"
+            )
 
 
 def _whole(text: str, what: str) -> int:

@@ -8,10 +8,13 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, cast, get_args
+from types import MappingProxyType
+from typing import Literal, TypeAlias, cast, get_args
 
 import sqlalchemy as sa
 from sqlalchemy.exc import ArgumentError
+
+from app.errors import BadInputError
 
 APP_NAME = "dbos-publishers"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -25,16 +28,24 @@ DEFAULT_PUBLISHERS_FILE = PROJECT_ROOT / "publishers.toml"
 PUBLISHER_NAME = re.compile(r"[a-z][a-z0-9_-]{0,39}")
 TOPIC_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
+NUMBER = re.compile(r"[0-9]+(\.[0-9]+)?")
+EXECUTOR_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
 MAX_POLLING_INTERVAL_SEC = 60
 MAX_PORT = 65535
+MAX_LEASE_SEC = 3600
 
 LogFormat = Literal["auto", "json", "console"]
 Backend = Literal["sqlite", "postgresql"]
-OptionValue = str | int | float | bool
+# A [publishers.options] value as TOML gives it: scalars, arrays and tables, nested.
+OptionValue: TypeAlias = "str | int | float | bool | list[OptionValue] | dict[str, OptionValue]"
+# The same, stored frozen in a declaration: arrays as tuples, tables as read-only mappings.
+FrozenOption: TypeAlias = (
+    "str | int | float | bool | tuple[FrozenOption, ...] | Mapping[str, FrozenOption]"
+)
 
 
-class ConfigError(ValueError):
+class ConfigError(BadInputError):
     """A setting is missing or malformed; the message names it."""
 
 
@@ -102,11 +113,15 @@ class PublisherDeclaration:
     name: str
     class_path: str
     chunk_size: int
-    options: tuple[tuple[str, OptionValue], ...] = ()  # pairs, so the declaration stays frozen
+    # Read-only all the way down; not hashed (a mapping is not hashable).
+    options: Mapping[str, FrozenOption] = field(
+        default_factory=lambda: MappingProxyType({}), hash=False
+    )
 
     @property
     def option_map(self) -> dict[str, OptionValue]:
-        return dict(self.options)
+        """The options as plain dicts and lists, a fresh copy for each caller."""
+        return {key: _thaw(value) for key, value in self.options.items()}
 
 
 @dataclass(frozen=True)
@@ -114,6 +129,14 @@ class QueueSettings:
     chunk_concurrency: int = 8
     batch_concurrency: int = 4
     polling_interval_sec: float = 0.2
+
+
+@dataclass(frozen=True)
+class LeaseSettings:
+    """How often a worker heartbeats, and how long after its last one its lease expires."""
+
+    heartbeat_sec: float = 2.0
+    ttl_sec: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -130,11 +153,14 @@ class Settings:
     http_host: str = "127.0.0.1"
     http_port: int | None = None  # None: no HTTP API
     api_token: str | None = None
+    executor_id: str | None = None  # None: derived from host and process at start
+    leases: LeaseSettings = field(default_factory=LeaseSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
         publishers_file = Path(env.get("APP_PUBLISHERS_FILE") or DEFAULT_PUBLISHERS_FILE)
         publishers, queues = load_declarations(publishers_file)
+        leases = _lease_settings(load_worker_table(publishers_file), env)
         system_db, app_db = database_urls_from_env(env)
         return cls(
             system_db=system_db,
@@ -149,6 +175,8 @@ class Settings:
             http_host=env.get("APP_HTTP_HOST") or "127.0.0.1",
             http_port=_http_port(env.get("APP_HTTP_PORT") or "8000"),
             api_token=env.get("APP_API_TOKEN") or None,
+            executor_id=_executor_id(env.get("APP_EXECUTOR_ID", "")),
+            leases=leases,
         )
 
     def publisher(self, name: str) -> PublisherDeclaration:
@@ -170,6 +198,51 @@ def database_urls_from_env(env: Mapping[str, str]) -> tuple[DatabaseUrl, Databas
             env.get("APP_DATABASE_URL") or DEFAULT_APP_DATABASE_URL, "APP_DATABASE_URL"
         ),
     )
+
+
+def _executor_id(value: str) -> str | None:
+    if not value:
+        return None
+    if not EXECUTOR_ID.fullmatch(value):
+        raise ConfigError(
+            f"APP_EXECUTOR_ID {value!r} is invalid (letter or digit first, then letters, digits, "
+            ". _ : -; at most 128 characters)"
+        )
+    return value
+
+
+def _lease_settings(table: Mapping[str, object], env: Mapping[str, str]) -> LeaseSettings:
+    """[workers] heartbeat_sec / lease_ttl_sec, overridden by APP_HEARTBEAT_SEC and
+    APP_LEASE_TTL_SEC; the TTL must cover at least two heartbeats."""
+    base = LeaseSettings()
+    heartbeat = _seconds(
+        env.get("APP_HEARTBEAT_SEC") or table.get("heartbeat_sec", base.heartbeat_sec),
+        "heartbeat_sec (APP_HEARTBEAT_SEC)",
+    )
+    ttl = _seconds(
+        env.get("APP_LEASE_TTL_SEC") or table.get("lease_ttl_sec", base.ttl_sec),
+        "lease_ttl_sec (APP_LEASE_TTL_SEC)",
+    )
+    if ttl < 2 * heartbeat:
+        raise ConfigError(
+            f"lease_ttl_sec ({ttl:g}) must be at least twice heartbeat_sec ({heartbeat:g})"
+        )
+    return LeaseSettings(heartbeat_sec=heartbeat, ttl_sec=ttl)
+
+
+def _seconds(value: object, what: str) -> float:
+    """A positive number of seconds, at most MAX_LEASE_SEC, from TOML or the environment."""
+    if isinstance(value, str) and NUMBER.fullmatch(value):  # no spaces, no "nan" or "inf"
+        value = float(value)
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not 0 < value <= MAX_LEASE_SEC
+    ):
+        raise ConfigError(
+            f"{what} must be a number of seconds in (0, {MAX_LEASE_SEC}], not {value!r}"
+        )
+    return float(value)
 
 
 def _http_port(value: str) -> int | None:
@@ -202,15 +275,34 @@ def _log_level(value: str) -> str:
     return level
 
 
-def load_declarations(path: Path) -> tuple[tuple[PublisherDeclaration, ...], QueueSettings]:
-    """Read publisher declarations and queue tuning from a TOML file, refusing anything odd."""
+def _read_toml(path: Path) -> dict[str, object]:
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"publishers file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"publishers file {path} is a directory") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"publishers file {path} is not UTF-8 text") from None
+    except PermissionError:
+        raise ConfigError(f"publishers file {path} cannot be read (permission denied)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"publishers file {path} is not valid TOML: {exc}") from None
-    _only_keys(data, {"defaults", "queues", "publishers"}, str(path))
+
+
+def load_worker_table(path: Path) -> Mapping[str, object]:
+    """The [workers] table of the publishers file (lease tuning); empty when absent."""
+    table = _read_toml(path).get("workers", {})
+    if not isinstance(table, dict):
+        raise ConfigError("[workers] must be a table")
+    _only_keys(table, {"heartbeat_sec", "lease_ttl_sec"}, "[workers]")
+    return table
+
+
+def load_declarations(path: Path) -> tuple[tuple[PublisherDeclaration, ...], QueueSettings]:
+    """Read publisher declarations and queue tuning from a TOML file, refusing anything odd."""
+    data = _read_toml(path)
+    _only_keys(data, {"defaults", "queues", "workers", "publishers"}, str(path))
     defaults = data.get("defaults", {})
     if not isinstance(defaults, dict):
         raise ConfigError("[defaults] must be a table")
@@ -248,17 +340,37 @@ def _declaration(entry: object, default_chunk: int) -> PublisherDeclaration:
     )
 
 
-def _options(raw: object, publisher: str) -> tuple[tuple[str, OptionValue], ...]:
-    """A publisher's [publishers.options] table as sorted pairs of scalar values."""
+def _options(raw: object, publisher: str) -> Mapping[str, FrozenOption]:
+    """A publisher's [publishers.options] table, frozen; nested arrays and tables are kept for
+    the class's options model to check, anything TOML has beyond JSON's types is refused."""
     if not isinstance(raw, dict):
         raise ConfigError(f"publisher '{publisher}': options must be a table")
-    for key, value in raw.items():
-        if not isinstance(value, str | int | float | bool):
-            raise ConfigError(
-                f"publisher '{publisher}': option '{key}' must be a string, number or boolean, "
-                f"not {type(value).__name__}"
-            )
-    return tuple(sorted(raw.items()))
+    return MappingProxyType(
+        {key: _freeze(value, key, publisher) for key, value in sorted(raw.items())}
+    )
+
+
+def _freeze(value: object, where: str, publisher: str) -> FrozenOption:
+    if isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, list):
+        return tuple(_freeze(item, f"{where}[{i}]", publisher) for i, item in enumerate(value))
+    if isinstance(value, dict):
+        return MappingProxyType(
+            {key: _freeze(item, f"{where}.{key}", publisher) for key, item in value.items()}
+        )
+    raise ConfigError(
+        f"publisher '{publisher}': option '{where}' must be a string, number, boolean, array or "
+        f"table, not {type(value).__name__}"
+    )
+
+
+def _thaw(value: FrozenOption) -> OptionValue:
+    if isinstance(value, tuple):
+        return [_thaw(item) for item in value]
+    if isinstance(value, Mapping):
+        return {key: _thaw(item) for key, item in value.items()}
+    return value
 
 
 def _refuse_duplicates(publishers: tuple[PublisherDeclaration, ...]) -> None:

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
-from app.config import ConfigError, DatabaseUrl
+from app.config import DatabaseUrl
+from app.errors import UnreachableDatabaseError
 
 CONNECT_TIMEOUT_SEC = 5
-
-
-class UnreachableDatabaseError(ConfigError):
-    """The database cannot be reached; the message names host and database, never the password."""
 
 
 def make_engine(url: DatabaseUrl, **kwargs: object) -> sa.Engine:
@@ -33,30 +33,81 @@ def short_lived_engine(url: DatabaseUrl) -> Iterator[sa.Engine]:
 
 
 def require_reachable(url: DatabaseUrl) -> None:
-    """Connect once; raise UnreachableDatabaseError with a one-line, password-free reason."""
+    """Connect once; raise UnreachableDatabaseError with a one-line, password-free reason.
+
+    A SQLite file that does not exist yet is reachable if its folder is, and is not created
+    here: a check that writes nothing leaves nothing behind when the command then fails."""
+    if sqlite_file_missing(url):
+        folder = Path(str(url.sqlalchemy_url.database)).parent
+        if not folder.is_dir():
+            raise UnreachableDatabaseError(
+                f"cannot reach {url.safe} ({url.label}): no folder {folder}"
+            )
+        return
     with reported(url, "cannot reach"), short_lived_engine(url) as engine, engine.connect():
         pass
 
 
+def sqlite_file_missing(url: DatabaseUrl) -> bool:
+    return url.backend == "sqlite" and not Path(str(url.sqlalchemy_url.database)).exists()
+
+
 @contextmanager
-def reported(url: DatabaseUrl, doing: str) -> Iterator[None]:
-    """Turn a driver error into one line naming the database (never its password)."""
+def reported(url: DatabaseUrl, doing: str, *, connection_only: bool = False) -> Iterator[None]:
+    """Turn a driver error into one line naming the database (never its password); with
+    `connection_only`, only a failed connection (see `connection_failure`), others pass through."""
     try:
         yield
     except DBAPIError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-        password = url.sqlalchemy_url.password
-        if password:
-            reason = reason.replace(str(password), "***")
+        if connection_only and connection_failure(exc) is None:
+            raise
+        reason = driver_reason(exc, url)
         raise UnreachableDatabaseError(f"{doing} {url.safe} ({url.label}): {reason}") from None
 
 
+def driver_reason(exc: DBAPIError, url: DatabaseUrl | None = None) -> str:
+    """The first line of the driver's message, with `url`'s password masked."""
+    text = str(exc.orig).strip() if exc.orig is not None else ""
+    reason = text.splitlines()[0] if text else type(exc).__name__
+    password = url.sqlalchemy_url.password if url is not None else None
+    return reason.replace(str(password), "***") if password else reason
+
+
 def system_tables_exist(system_db: DatabaseUrl) -> bool:
+    if sqlite_file_missing(system_db):
+        return False
     schema = None if system_db.backend == "sqlite" else "dbos"
     with short_lived_engine(system_db) as engine:
         return sa.inspect(engine).has_table("workflow_status", schema=schema)
 
 
 def app_tables_exist(app_db: DatabaseUrl) -> bool:
+    if sqlite_file_missing(app_db):
+        return False
     with short_lived_engine(app_db) as engine:
         return sa.inspect(engine).has_table("ledger")
+
+
+# SQLSTATE classes of a connection that failed or was refused: 08 connection exception,
+# 53 insufficient resources ("too many clients"), 57 operator intervention (shutdown, restart).
+CONNECTION_SQLSTATE_CLASSES = ("08", "53", "57")
+SQLITE_UNAVAILABLE = ("unable to open database file", "database is locked", "disk I/O error")
+
+
+def connection_failure(exc: BaseException) -> str | None:
+    """One line saying why the database could not be used, when the cause is the connection
+    (server down, refused, too many clients, shutting down); None for any other error (a table
+    that does not exist yet, a constraint, a bug)."""
+    if isinstance(exc, UnreachableDatabaseError):
+        return str(exc)
+    if not isinstance(exc, DBAPIError) or exc.orig is None:
+        return None
+    reason = driver_reason(exc)
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if isinstance(exc.orig, psycopg.Error):
+        if sqlstate is None or sqlstate[:2] in CONNECTION_SQLSTATE_CLASSES:
+            return reason
+        return None
+    if isinstance(exc.orig, sqlite3.Error) and any(s in reason for s in SQLITE_UNAVAILABLE):
+        return reason
+    return None

@@ -26,12 +26,14 @@ from typing import Literal, assert_never
 
 import structlog
 
+from app.errors import BadInputError
+
 log = structlog.get_logger()
 
 ActionKind = Literal["crash", "raise", "raise-transient", "delay", "hang"]
 
 
-class FailpointSpecError(ValueError):
+class FailpointSpecError(BadInputError):
     """APP_FAILPOINTS could not be parsed; the message says which entry and why."""
 
 

@@ -9,30 +9,23 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from dbos import DBOSClient
+from dbos import DBOSClient, StepInfo, WorkflowStatus
 
+from app import dbos_gateway
 from app.config import ConfigError, Settings
 from app.database import require_reachable, system_tables_exist
 from app.publishers.base import batch_workflow_id
-from app.runtime import open_client
 
 
 def describe(settings: Settings, batch_id: str) -> dict[str, Any]:
     require_reachable(settings.system_db)
     if not system_tables_exist(settings.system_db):
         raise ConfigError(f"no batch with id {batch_id!r} (no work was ever submitted here)")
-    client = open_client(settings)
-    try:
-        parent = batch_workflow_id(batch_id)
-        found = client.list_workflows(workflow_ids=[parent], load_input=False, load_output=False)
-        if not found:
-            raise ConfigError(f"no batch with id {batch_id!r}")
-        chunks = client.list_workflows(
-            workflow_id_prefix=f"{parent}/", load_input=False, load_output=False
-        )
-        workflows = [_workflow(client, wf) for wf in [*found, *chunks]]
-    finally:
-        client.destroy()
+    with dbos_gateway.client(settings.system_db) as client:
+        family = dbos_gateway.workflow_family(client, batch_workflow_id(batch_id))
+        workflows = [_workflow(client, wf) for wf in family]
+    if not workflows:
+        raise ConfigError(f"no batch with id {batch_id!r}")
     return {
         "batch_id": batch_id,
         "workflows": workflows,
@@ -40,9 +33,9 @@ def describe(settings: Settings, batch_id: str) -> dict[str, Any]:
     }
 
 
-def _workflow(client: DBOSClient, wf: Any) -> dict[str, Any]:
+def _workflow(client: DBOSClient, wf: WorkflowStatus) -> dict[str, Any]:
     restarted_at = wf.dequeued_at if (wf.recovery_attempts or 0) > 1 else None
-    steps = [_step(s, restarted_at) for s in client.list_workflow_steps(wf.workflow_id)]
+    steps = [_step(s, restarted_at) for s in dbos_gateway.steps(client, wf.workflow_id)]
     return {
         "workflow_id": wf.workflow_id,
         "name": wf.name,
@@ -58,7 +51,7 @@ def _workflow(client: DBOSClient, wf: Any) -> dict[str, Any]:
     }
 
 
-def _step(step: Any, restarted_at: int | None) -> dict[str, Any]:
+def _step(step: StepInfo, restarted_at: int | None) -> dict[str, Any]:
     completed = step["completed_at_epoch_ms"]
     return {
         "step_id": step["function_id"],

@@ -14,7 +14,7 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from app.schema import global_counters, ledger, local_counters
+from app.schema import global_counters, ledger, local_counters, publisher_counters, topic_counters
 
 
 class LedgerEntry(NamedTuple):
@@ -132,66 +132,37 @@ class TopicRow:
 
 
 def publisher_counts(conn: sa.Connection) -> list[CounterRow]:
-    """Local counters beside ledger row counts, for every (publisher, topic) either side knows."""
-    counted = (
-        sa.select(ledger.c.publisher, ledger.c.topic, sa.func.count().label("n"))
-        .group_by(ledger.c.publisher, ledger.c.topic)
-        .subquery()
+    """Local counters beside ledger row counts, for every (publisher, topic) either side knows
+    (the `publisher_counters` view)."""
+    v = publisher_counters
+    query = sa.select(v.c.publisher, v.c.topic, v.c.local_counter, v.c.ledger_rows).order_by(
+        v.c.publisher, v.c.topic
     )
-    keys = sa.union(
-        sa.select(local_counters.c.publisher, local_counters.c.topic),
-        sa.select(counted.c.publisher, counted.c.topic),
-    ).subquery()
-    query = (
-        sa.select(
-            keys.c.publisher,
-            keys.c.topic,
-            sa.func.coalesce(local_counters.c.value, 0),
-            sa.func.coalesce(counted.c.n, 0),
-        )
-        .select_from(keys)
-        .outerjoin(
-            local_counters,
-            (local_counters.c.publisher == keys.c.publisher)
-            & (local_counters.c.topic == keys.c.topic),
-        )
-        .outerjoin(
-            counted, (counted.c.publisher == keys.c.publisher) & (counted.c.topic == keys.c.topic)
-        )
-        .order_by(keys.c.publisher, keys.c.topic)
-    )
-    return [CounterRow(p, t, int(v), int(n)) for p, t, v, n in conn.execute(query)]
+    return [CounterRow(p, t, int(c), int(n)) for p, t, c, n in conn.execute(query)]
 
 
 def topic_counts(conn: sa.Connection) -> list[TopicRow]:
-    """Global counters beside the sum of local counters and the ledger rows, per topic."""
-    locals_ = (
-        sa.select(local_counters.c.topic, sa.func.sum(local_counters.c.value).label("s"))
-        .group_by(local_counters.c.topic)
-        .subquery()
-    )
-    counted = (
-        sa.select(ledger.c.topic, sa.func.count().label("n")).group_by(ledger.c.topic).subquery()
-    )
-    keys = sa.union(
-        sa.select(global_counters.c.topic),
-        sa.select(locals_.c.topic),
-        sa.select(counted.c.topic),
-    ).subquery()
-    query = (
-        sa.select(
-            keys.c.topic,
-            sa.func.coalesce(global_counters.c.value, 0),
-            sa.func.coalesce(locals_.c.s, 0),
-            sa.func.coalesce(counted.c.n, 0),
-        )
-        .select_from(keys)
-        .outerjoin(global_counters, global_counters.c.topic == keys.c.topic)
-        .outerjoin(locals_, locals_.c.topic == keys.c.topic)
-        .outerjoin(counted, counted.c.topic == keys.c.topic)
-        .order_by(keys.c.topic)
+    """Global counters beside the sum of local counters and the ledger rows, per topic (the
+    `topic_counters` view)."""
+    v = topic_counters
+    query = sa.select(v.c.topic, v.c.global_counter, v.c.sum_of_locals, v.c.ledger_rows).order_by(
+        v.c.topic
     )
     return [TopicRow(t, int(g), int(s), int(n)) for t, g, s, n in conn.execute(query)]
+
+
+def local_counter_values(conn: sa.Connection) -> list[tuple[str, str, int]]:
+    """(publisher, topic, value) of every local counter: cheap, no ledger scan."""
+    query = sa.select(
+        local_counters.c.publisher, local_counters.c.topic, local_counters.c.value
+    ).order_by(local_counters.c.publisher, local_counters.c.topic)
+    return [(p, t, int(v)) for p, t, v in conn.execute(query)]
+
+
+def batch_published(conn: sa.Connection, batch_id: str) -> int:
+    """How many of a batch's messages are in the ledger (an index count, no rows fetched)."""
+    query = sa.select(sa.func.count()).select_from(ledger).where(ledger.c.batch_id == batch_id)
+    return int(conn.scalar(query) or 0)
 
 
 def batch_positions(conn: sa.Connection, batch_id: str) -> list[int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 from dbos import DBOS
@@ -27,8 +27,12 @@ def add_workflow_context(
     return event_dict
 
 
-def configure_logging(log_format: LogFormat, level: str) -> None:
-    """Install structlog and route stdlib loggers through it; call before DBOS(config=...)."""
+def configure_logging(log_format: LogFormat, level: str, stream: TextIO | None = None) -> None:
+    """Install structlog and route stdlib loggers through it; call before DBOS(config=...).
+
+    Logs go to `stream`, stderr unless given: stdout carries a command's data, and only the
+    service itself (whose output is its log) passes stdout."""
+    stream = stream if stream is not None else sys.stderr
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -46,13 +50,13 @@ def configure_logging(log_format: LogFormat, level: str) -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                *_renderers(log_format),
+                *_renderers(log_format, stream),
             ],
         )
     )
@@ -66,8 +70,8 @@ def configure_logging(log_format: LogFormat, level: str) -> None:
     dbos_logger.setLevel(level)
 
 
-def _renderers(log_format: LogFormat) -> list[Processor]:
-    use_console = log_format == "console" or (log_format == "auto" and sys.stdout.isatty())
+def _renderers(log_format: LogFormat, stream: TextIO) -> list[Processor]:
+    use_console = log_format == "console" or (log_format == "auto" and stream.isatty())
     if use_console:
         return [structlog.dev.ConsoleRenderer()]
     return [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]

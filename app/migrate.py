@@ -11,7 +11,7 @@ from alembic.script import ScriptDirectory
 from dbos import DBOS
 
 from app.config import PROJECT_ROOT, DatabaseUrl, Settings
-from app.database import make_engine, reported
+from app.database import make_engine, reported, require_reachable
 
 log = structlog.get_logger()
 
@@ -40,14 +40,19 @@ def ensure_database(app_db: DatabaseUrl) -> None:
                 sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": url.database}
             )
             if not exists:
-                conn.execute(sa.text(f'CREATE DATABASE "{url.database}"'))
+                # Quoted as an identifier: a name is data, never SQL (even `x" TEMPLATE "y`).
+                name = conn.dialect.identifier_preparer.quote_identifier(str(url.database))
+                conn.execute(sa.text(f"CREATE DATABASE {name}"))
                 log.info("database_created", database=app_db.safe)
     finally:
         engine.dispose()
 
 
 def upgrade_all(settings: Settings) -> None:
-    """What `dbos migrate` does: DBOS's system tables first (some views join them), then ours."""
+    """What `dbos migrate` does: DBOS's system tables first (some views join them), then ours;
+    neither is touched unless both can be reached."""
+    require_reachable(settings.system_db)
+    require_reachable(settings.app_db)
     with reported(settings.system_db, "cannot migrate"):
         DBOS.migrate(settings.system_db.raw)
     with reported(settings.app_db, "cannot migrate"):

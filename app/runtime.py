@@ -1,34 +1,39 @@
-"""The composition root: logging, DBOS, the datasource, publisher instances, launch, queues.
+"""The composition root: DBOS, the datasource, publisher instances, launch, queues, shutdown.
 
-Nothing else creates the DBOS instance, the datasource or publisher instances (short-lived
-engines for one-off reads come from app.database).
+Nothing else creates the DBOS instance, the datasource or publisher instances. Validation
+happens once, in `validate`, which returns the blueprint `build` assembles.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 import structlog
-from dbos import DBOS, DBOSClient, DBOSConfig, WorkflowStatus
-from dbos._datasource import IsolationLevel, SQLAlchemyDatasource
+from dbos import DBOS, DBOSConfig, SQLAlchemyDatasource
 from sqlalchemy import event
 from sqlalchemy.orm import sessionmaker
 
-from app import failpoints, queues
+from app import dbos_gateway, failpoints, queues, work
 from app.config import APP_NAME, ConfigError, DatabaseUrl, PublisherDeclaration, Settings
-from app.database import system_tables_exist
-from app.publishers.base import BATCH_WORKFLOW, PUBLISHER_CLASS_NAME, Publisher
+from app.dbos_gateway import IsolationLevel
+from app.publishers.base import Publisher
 
 log = structlog.get_logger()
 
-ACTIVE_STATUSES = ["PENDING", "ENQUEUED"]
+# Connections beyond the queues' concurrency: queue polling, recovery, notifications.
+SYSTEM_POOL_SPARE = 4
+LOCAL_EXECUTOR = "local"  # DBOS's default: for processes that are not workers (bench, tests)
 
 
-class OrphanedWorkError(RuntimeError):
-    """Pending work names a publisher that is no longer declared."""
+@dataclass(frozen=True)
+class Blueprint:
+    """Settings whose publisher classes imported and took their options, and whose failpoint
+    spec parsed: everything `build` needs, checked without touching a database."""
+
+    settings: Settings
+    classes: dict[str, type[Publisher]]
 
 
 @dataclass
@@ -36,25 +41,20 @@ class Runtime:
     settings: Settings
     datasource: SQLAlchemyDatasource
     publishers: dict[str, Publisher]
+    executor_id: str = LOCAL_EXECUTOR
+    recovered_at_start: int = 0
+    opened: list[Publisher] = field(default_factory=list)
 
 
-def dbos_config(settings: Settings) -> DBOSConfig:
-    return {
-        "name": APP_NAME,
-        "system_database_url": settings.system_db.raw,
-        # Fixed, so a restart after an unrelated code edit still recovers pending work.
-        "application_version": settings.application_version,
-        "log_level": settings.log_level,
-    }
-
-
-def validate(settings: Settings) -> None:
+def validate(settings: Settings) -> Blueprint:
     """Refuse bad failpoint specs, unimportable publisher classes and options a class does not
     take, without touching a database."""
     # Classes first: importing one may declare failpoints that the spec names.
+    classes = {d.name: load_class(d) for d in settings.publishers}
     for declaration in settings.publishers:
-        validate_options(load_class(declaration), declaration)
+        validate_options(classes[declaration.name], declaration)
     failpoints.parse(settings.failpoints)
+    return Blueprint(settings=settings, classes=classes)
 
 
 def validate_options(cls: type[Publisher], declaration: PublisherDeclaration) -> None:
@@ -64,14 +64,37 @@ def validate_options(cls: type[Publisher], declaration: PublisherDeclaration) ->
         raise ConfigError(f"publisher '{declaration.name}': {exc}") from None
 
 
-def build(settings: Settings, *, isolation: IsolationLevel | None = None) -> Runtime:
-    """Construct everything that must exist before DBOS.launch(); logging is configured first.
+def dbos_config(settings: Settings, executor_id: str = LOCAL_EXECUTOR) -> DBOSConfig:
+    return {
+        "name": APP_NAME,
+        "system_database_url": settings.system_db.raw,
+        "executor_id": executor_id,
+        # Fixed, so a restart after an unrelated code edit still recovers pending work.
+        "application_version": settings.application_version,
+        "log_level": settings.log_level,
+        "sys_db_pool_size": system_pool_size(settings),
+    }
+
+
+def system_pool_size(settings: Settings) -> int:
+    """DBOS's system-database pool: one connection per workflow this process runs at once,
+    plus a few for polling and recovery (DBOS's default is 20 whatever the concurrency)."""
+    return settings.queues.chunk_concurrency + settings.queues.batch_concurrency + SYSTEM_POOL_SPARE
+
+
+def build(
+    blueprint: Blueprint,
+    *,
+    isolation: IsolationLevel | None = None,
+    executor_id: str = LOCAL_EXECUTOR,
+) -> Runtime:
+    """Construct everything that must exist before DBOS.launch() and open the publishers.
 
     `isolation` overrides the chunk transaction's isolation level (the benchmark uses it to
     measure the exp7 shape, which runs SERIALIZABLE)."""
-    validate(settings)  # imports the publisher classes before arming failpoints they declare
+    settings = blueprint.settings
     failpoints.arm(settings.failpoints, settings.failpoint_seed)
-    DBOS(config=dbos_config(settings))
+    DBOS(config=dbos_config(settings, executor_id))
     datasource = SQLAlchemyDatasource.create(
         settings.app_db.raw,
         engine_kwargs=_engine_kwargs(settings),
@@ -79,30 +102,50 @@ def build(settings: Settings, *, isolation: IsolationLevel | None = None) -> Run
     )
     isolation = isolation or isolation_level(settings.app_db)
     publishers = {
-        d.name: instantiate(d, datasource=datasource, isolation_level=isolation)
+        d.name: blueprint.classes[d.name](
+            d.name,
+            datasource=datasource,
+            chunk_size=d.chunk_size,
+            isolation_level=isolation,
+            options=d.option_map,
+        )
         for d in settings.publishers
     }
-    return Runtime(settings=settings, datasource=datasource, publishers=publishers)
+    rt = Runtime(
+        settings=settings, datasource=datasource, publishers=publishers, executor_id=executor_id
+    )
+    for publisher in publishers.values():  # before launch: recovery may deliver at once
+        publisher.open()
+        rt.opened.append(publisher)
+    return rt
 
 
-def launch(runtime: Runtime) -> int:
-    """Refuse orphaned work, launch DBOS (which recovers pending workflows), register queues;
-    returns how many PENDING workflows there were to recover."""
-    active = active_workflows(runtime.settings)
-    refuse_orphans(runtime.settings, active)
+def launch(rt: Runtime) -> int:
+    """Refuse orphaned work, launch DBOS (which recovers this executor's pending workflows),
+    register queues; returns how many PENDING workflows of this executor it recovers."""
+    active = dbos_gateway.active_workflows_at(rt.settings.system_db)
+    work.refuse_orphans(rt.settings, active)
     DBOS.launch()
-    queues.register_queues(runtime.settings.queues)
+    queues.register_queues(rt.settings.queues)
+    rt.recovered_at_start = sum(
+        1 for wf in active if wf.status == "PENDING" and wf.executor_id == rt.executor_id
+    )
     log.info(
         "service_launched",
-        publishers=sorted(runtime.publishers),
-        system_database=runtime.settings.system_db.safe,
-        app_database=runtime.settings.app_db.safe,
+        publishers=sorted(rt.publishers),
+        system_database=rt.settings.system_db.safe,
+        app_database=rt.settings.app_db.safe,
+        recovering=rt.recovered_at_start,
     )
-    return sum(1 for wf in active if wf.status == "PENDING")
+    return rt.recovered_at_start
 
 
-def shutdown(timeout_sec: int = 10) -> None:
+def shutdown(rt: Runtime, timeout_sec: int = 10) -> None:
+    """Stop DBOS (what is in flight stays PENDING for the next start), then close publishers."""
     DBOS.destroy(workflow_completion_timeout_sec=timeout_sec)
+    while rt.opened:
+        rt.opened.pop().close()
+    dbos_gateway.forget_instances()  # so this process could build a runtime again
 
 
 def isolation_level(app_db: DatabaseUrl) -> IsolationLevel:
@@ -110,22 +153,6 @@ def isolation_level(app_db: DatabaseUrl) -> IsolationLevel:
     # the row lock instead of aborting each other, and the ledger's primary key still refuses
     # any duplicate message id.
     return "SERIALIZABLE" if app_db.backend == "sqlite" else "READ COMMITTED"
-
-
-def instantiate(
-    declaration: PublisherDeclaration,
-    *,
-    datasource: SQLAlchemyDatasource,
-    isolation_level: IsolationLevel,
-) -> Publisher:
-    cls = load_class(declaration)
-    return cls(
-        declaration.name,
-        datasource=datasource,
-        chunk_size=declaration.chunk_size,
-        isolation_level=isolation_level,
-        options=declaration.option_map,
-    )
 
 
 def load_class(declaration: PublisherDeclaration) -> type[Publisher]:
@@ -146,7 +173,12 @@ def load_class(declaration: PublisherDeclaration) -> type[Publisher]:
 def _engine_kwargs(settings: Settings) -> dict[str, object]:
     if settings.app_db.backend == "sqlite":
         return {}
-    return {"pool_size": settings.queues.chunk_concurrency + 2, "pool_pre_ping": True}
+    # A hard bound (no overflow): one connection per chunk transaction at once, plus two.
+    return {
+        "pool_size": settings.queues.chunk_concurrency + 2,
+        "max_overflow": 0,
+        "pool_pre_ping": True,
+    }
 
 
 def _chunk_sessionmaker() -> sessionmaker[sa.orm.Session]:
@@ -161,47 +193,3 @@ def _after_chunk_commit(_session: sa.orm.Session) -> None:
     log.info("step_committed")
     # Fires after COMMIT and before DBOS checkpoints the step: the window exactly-once must cover.
     failpoints.failpoint("chunk.after_commit")
-
-
-def open_client(settings: Settings) -> DBOSClient:
-    """A DBOS client on the system database, for processes that submit or inspect work."""
-    return DBOSClient(
-        system_database_url=settings.system_db.raw,
-        application_name=APP_NAME,
-        retry_connection_errors=False,
-    )
-
-
-def active_workflows(settings: Settings) -> list[WorkflowStatus]:
-    """PENDING and ENQUEUED workflows of this application (none before DBOS's tables exist)."""
-    if not system_tables_exist(settings.system_db):
-        return []
-    client = open_client(settings)
-    try:
-        return client.list_workflows(status=ACTIVE_STATUSES, load_input=False, load_output=False)
-    finally:
-        client.destroy()
-
-
-def find_orphans(settings: Settings, active: list[WorkflowStatus] | None = None) -> Counter[str]:
-    """Pending or enqueued publisher workflows whose publisher is not declared, per name."""
-    declared = {d.name for d in settings.publishers}
-    active = active_workflows(settings) if active is None else active
-    return Counter(
-        wf.config_name
-        for wf in active
-        if wf.class_name == PUBLISHER_CLASS_NAME
-        and wf.config_name is not None
-        and wf.config_name not in declared
-    )
-
-
-def refuse_orphans(settings: Settings, active: list[WorkflowStatus]) -> None:
-    orphans = find_orphans(settings, active)
-    if orphans:
-        names = ", ".join(f"'{name}' ({count} workflows)" for name, count in orphans.items())
-        raise OrphanedWorkError(
-            f"pending work needs publishers that are not declared: {names}; declare them again "
-            f"in the publishers file, or cancel their {BATCH_WORKFLOW} workflows with "
-            "`dbos workflow cancel`"
-        )

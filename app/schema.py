@@ -47,3 +47,65 @@ global_counters = sa.Table(
     sa.Column("value", sa.BigInteger, nullable=False),
     sa.CheckConstraint("value >= 0", name="non_negative"),
 )
+
+# One row per worker process that ever ran against this database: its lease (a heartbeat that
+# expires) and how it ended. Times are epoch seconds from the database's clock, so workers on
+# machines with skewed clocks still agree on who has expired.
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("worker_id", sa.String(32), primary_key=True),
+    sa.Column("executor_id", sa.String(128), nullable=False),
+    sa.Column("app_version", sa.String(64), nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("process_token", sa.String(128), nullable=False),  # boot id + pid + start time
+    sa.Column("started_at", sa.Double, nullable=False),
+    sa.Column("heartbeat_at", sa.Double, nullable=False),
+    sa.Column("lease_ttl_sec", sa.Double, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("taken_over_by", sa.String(32), nullable=True),
+    sa.Column("taken_over_at", sa.Double, nullable=True),
+    sa.CheckConstraint("state IN ('alive', 'stopped', 'dead', 'taken_over')", name="state"),
+    sa.Index(None, "executor_id"),
+)
+
+# One row per takeover: which worker claimed whose work, and how many workflows it recovered.
+takeovers = sa.Table(
+    "takeovers",
+    metadata,
+    sa.Column("takeover_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("worker_id", sa.String(32), nullable=False),
+    sa.Column("executor_id", sa.String(128), nullable=False),
+    sa.Column("by_worker_id", sa.String(32), nullable=False),
+    sa.Column("by_executor_id", sa.String(128), nullable=False),
+    sa.Column("reason", sa.String(16), nullable=False),  # expired | stopped | exited
+    sa.Column("lease_expired_at", sa.Double, nullable=False),
+    sa.Column("claimed_at", sa.Double, nullable=False),
+    sa.Column("workflows", sa.Integer, nullable=True),  # set once recovery has run
+)
+
+# The counter views (created by migration 0002), described here so queries read them by name:
+# the view definitions are the one place the counters' agreement with the ledger is written.
+# A MetaData of their own, so alembic's autogenerate never tries to create them as tables.
+views = sa.MetaData()
+
+publisher_counters = sa.Table(
+    "publisher_counters",
+    views,
+    sa.Column("publisher", sa.String(40)),
+    sa.Column("topic", sa.String(64)),
+    sa.Column("local_counter", sa.BigInteger),
+    sa.Column("ledger_rows", sa.BigInteger),
+    sa.Column("consistent", sa.Boolean),
+)
+
+topic_counters = sa.Table(
+    "topic_counters",
+    views,
+    sa.Column("topic", sa.String(64)),
+    sa.Column("global_counter", sa.BigInteger),
+    sa.Column("sum_of_locals", sa.BigInteger),
+    sa.Column("ledger_rows", sa.BigInteger),
+    sa.Column("consistent", sa.Boolean),
+)

@@ -3,52 +3,86 @@ queues, stop on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import threading
+from contextlib import ExitStack
 from types import FrameType
+from typing import NoReturn
 
 import structlog
-import uvicorn
 
-from app import api, migrate, runtime, status
-from app.config import Settings
+from app import api, dbos_gateway, migrate, runtime, status, workers
+from app.errors import AppError
 from app.failpoints import failpoint
 
 log = structlog.get_logger()
 
 
-def serve(settings: Settings) -> None:
+def serve(blueprint: runtime.Blueprint) -> None:
     """Run until SIGTERM or SIGINT; in-flight work is recovered by the next start."""
+    settings = blueprint.settings
     stop = threading.Event()
     _install_signal_handlers(stop)
-    runtime.validate(settings)  # before anything is written
     migrate.upgrade_all(settings)
-    rt = runtime.build(settings)
-    collector = status.install_collector(settings)
-    collector.recovered_at_start = runtime.launch(rt)
+    worker = workers.Worker(settings, workers.identity(settings))
+    claims = worker.join()  # refuses to run beside a live twin; claims workers that are gone
     try:
-        failpoint("service.recovery")
-        http = _start_http(settings)
+        rt = runtime.build(blueprint, executor_id=worker.me.executor_id)
     except BaseException:
-        runtime.shutdown()  # what was recovering stays PENDING for the next start
+        worker.leave()
         raise
-    log.info("service_ready")
-    stop.wait()
-    log.info("service_stopping")
-    if http is not None:
-        http.should_exit = True
-    runtime.shutdown()
+    collector = status.install_collector(settings)
+    with ExitStack() as resources:
+        try:
+            collector.recovered_at_start = runtime.launch(rt) + worker.recover(claims)
+            worker.start_heartbeat()
+            failpoint("service.recovery")
+            _start_http(blueprint, resources)
+        except AppError:  # one clear line and exit 2, from the command line
+            _stop(rt, worker)  # what was recovering stays PENDING for the next worker
+            raise
+        except BaseException:
+            log.exception("service_start_failed")
+            _stop(rt, worker)
+            _exit_now(1)
+        log.info("service_ready", executor_id=worker.me.executor_id)
+        stop.wait()
+        log.info("service_stopping")
+    _stop(rt, worker)
     log.info("service_stopped")
+    _exit_now(0)
 
 
-def _start_http(settings: Settings) -> uvicorn.Server | None:
+def _exit_now(code: int) -> NoReturn:
+    """Leave without joining DBOS's workflow threads: DBOS.destroy() stops dispatching but
+    leaves running workflows' threads behind, and the interpreter's exit would wait for them
+    (forever, for a batch polling chunks no queue runs any more). Everything they did is
+    checkpointed or will be recovered, so there is nothing to wait for."""
+    logging.shutdown()
+    os._exit(code)
+
+
+def _stop(rt: runtime.Runtime, worker: workers.Worker) -> None:
+    """DBOS first (in-flight work stays PENDING), then the lease: marked stopped, so another
+    worker takes the unfinished work over at once."""
+    try:
+        runtime.shutdown(rt)
+    finally:
+        worker.leave()
+
+
+def _start_http(blueprint: runtime.Blueprint, resources: ExitStack) -> None:
+    """Serve the HTTP API until `resources` closes (the client it reads with closes after it)."""
+    settings = blueprint.settings
     if settings.http_port is None:
-        return None
-    client = runtime.open_client(settings)
+        return
+    client = resources.enter_context(dbos_gateway.client(settings.system_db))
     app = api.create_app(settings, client, token=settings.api_token)
     server = api.serve_in_thread(app, settings.http_host, settings.http_port)
+    resources.callback(setattr, server, "should_exit", True)
     log.info("http_listening", host=settings.http_host, port=settings.http_port)
-    return server
 
 
 def _install_signal_handlers(stop: threading.Event) -> None:

@@ -2,25 +2,54 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from dbos import WorkflowStatus
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from app import failpoints, invariants, ledger
+from app import dbos_gateway, failpoints, fleet, invariants, ledger, work
 from app.config import ConfigError, Settings
 from app.database import app_tables_exist, require_reachable, short_lived_engine
 from app.metrics import REGISTRY
-from app.queues import BATCH_QUEUE, CHUNK_QUEUE
-from app.runtime import ACTIVE_STATUSES, active_workflows, find_orphans
 
 
-def gather(settings: Settings) -> dict[str, Any]:
-    """A JSON-ready snapshot: publishers, counters, ledger totals, invariants and pending work."""
+@dataclass(frozen=True)
+class PublisherInfo:
+    name: str
+    class_path: str
+    chunk_size: int
+
+
+@dataclass(frozen=True)
+class StatusSnapshot:
+    """Publishers, counters beside the ledger, whether the invariants hold, and work to do."""
+
+    publishers: list[PublisherInfo]
+    local_counters: list[ledger.CounterRow]
+    global_counters: list[ledger.TopicRow]
+    ledger_rows: int
+    consistent: bool
+    violations: list[str]
+    work: dict[str, dict[str, int]]
+    orphans: dict[str, int]
+    fleet: fleet.FleetSnapshot
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        fleet_data = data.pop("fleet")
+        data["workers"], data["stranded"] = fleet_data["workers"], fleet_data["stranded"]
+        data["publishers"] = [
+            {"name": p.name, "class": p.class_path, "chunk_size": p.chunk_size}
+            for p in self.publishers
+        ]
+        return data
+
+
+def gather(settings: Settings) -> StatusSnapshot:
+    """Read both databases: counters, ledger totals, invariants and pending work."""
     require_reachable(settings.app_db)
     require_reachable(settings.system_db)
     if not app_tables_exist(settings.app_db):
@@ -30,35 +59,26 @@ def gather(settings: Settings) -> dict[str, Any]:
         )
     with short_lived_engine(settings.app_db) as engine, engine.connect() as conn:
         report = invariants.check(conn)
-    active = active_workflows(settings)  # one read serves both the work and the orphans
-    return {
-        "publishers": [
-            {"name": d.name, "class": d.class_path, "chunk_size": d.chunk_size}
-            for d in settings.publishers
-        ],
-        "local_counters": [asdict(row) for row in report.publishers],
-        "global_counters": [asdict(row) for row in report.topics],
-        "ledger_rows": report.ledger_rows,
-        "consistent": report.ok,
-        "violations": report.violations,
-        "work": pending_work(active),
-        "orphans": dict(find_orphans(settings, active)),
-    }
+    active = dbos_gateway.active_workflows_at(settings.system_db)  # work and orphans alike
+    return StatusSnapshot(
+        publishers=[PublisherInfo(d.name, d.class_path, d.chunk_size) for d in settings.publishers],
+        local_counters=report.publishers,
+        global_counters=report.topics,
+        ledger_rows=report.ledger_rows,
+        consistent=report.ok,
+        violations=report.violations,
+        work=work.pending_work(active),
+        orphans=dict(work.find_orphans(settings, active)),
+        fleet=fleet.gather(settings, active),
+    )
 
 
-def pending_work(active: list[WorkflowStatus]) -> dict[str, dict[str, int]]:
-    """Counts of PENDING and ENQUEUED workflows per queue (publisher queues and recovery)."""
-    counts: dict[str, Counter[str]] = {}
-    for wf in active:
-        queue = wf.queue_name or "(no queue)"
-        counts.setdefault(queue, Counter())[wf.status] += 1
-    for queue in (BATCH_QUEUE, CHUNK_QUEUE):
-        counts.setdefault(queue, Counter())
-    return {queue: {s: c[s] for s in ACTIVE_STATUSES} for queue, c in sorted(counts.items())}
-
-
-def render(snapshot: dict[str, Any]) -> str:
+def render(status: StatusSnapshot) -> str:
     """The snapshot as aligned text tables for a terminal."""
+    return "\n".join([_render_counters(status.to_json()), "", fleet.render(status.fleet)])
+
+
+def _render_counters(snapshot: dict[str, Any]) -> str:
     lines = ["Publishers:"]
     lines += [
         f"  {p['name']:<16} {p['class']}  chunk_size={p['chunk_size']}"
@@ -87,7 +107,8 @@ def render(snapshot: dict[str, Any]) -> str:
 
 
 class StateCollector(Collector):
-    """Ledger counts, queue depth, recoveries and failpoint hits, read when Prometheus scrapes."""
+    """Counters, queue depth, workers, takeovers, recoveries and failpoint hits, read when
+    Prometheus scrapes."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -95,7 +116,9 @@ class StateCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from self._ledger()
-        yield from self._queues()
+        active = dbos_gateway.active_workflows_at(self.settings.system_db)
+        yield from self._queues(active)
+        yield from self._workers(fleet.gather(self.settings, active))
         recovered = GaugeMetricFamily(
             "publisher_recovered_workflows", "Pending workflows this process recovered at start"
         )
@@ -111,22 +134,44 @@ class StateCollector(Collector):
     def _ledger(self) -> Iterator[Metric]:
         published = CounterMetricFamily(
             "publisher_messages_published",
-            "Messages in the ledger (exactly-once, from the database)",
+            "Messages published, from the local counters (they commit with the ledger rows)",
             labels=["publisher", "topic"],
         )
         with short_lived_engine(self.settings.app_db) as engine, engine.connect() as conn:
-            for row in ledger.publisher_counts(conn):
-                published.add_metric([row.publisher, row.topic], row.ledger_rows)
+            for publisher, topic, value in ledger.local_counter_values(conn):
+                published.add_metric([publisher, topic], value)
         yield published
 
-    def _queues(self) -> Iterator[Metric]:
+    def _queues(self, active: list[WorkflowStatus]) -> Iterator[Metric]:
         depth = GaugeMetricFamily(
             "publisher_queue_depth", "Workflows waiting or running", labels=["queue", "status"]
         )
-        for queue, counts in pending_work(active_workflows(self.settings)).items():
+        for queue, counts in work.pending_work(active).items():
             for status, count in counts.items():
                 depth.add_metric([queue, status], count)
         yield depth
+
+    def _workers(self, snapshot: fleet.FleetSnapshot) -> Iterator[Metric]:
+        workers = GaugeMetricFamily(
+            "publisher_workers", "Workers on this database by lease state", labels=["state"]
+        )
+        for state, count in snapshot.counts().items():
+            workers.add_metric([state], count)
+        yield workers
+        takeovers = CounterMetricFamily(
+            "publisher_takeovers", "Workers whose unfinished work another worker took over"
+        )
+        takeovers.add_metric([], snapshot.takeovers_total)
+        yield takeovers
+        seconds = GaugeMetricFamily(
+            "publisher_takeover_seconds",
+            "The latest takeover: seconds from the lost worker's lease expiry to the claim "
+            "(negative: claimed before expiry, the process seen gone or stopped)",
+        )
+        if snapshot.takeovers:
+            last = snapshot.takeovers[-1]
+            seconds.add_metric([], last["claimed_at"] - last["lease_expired_at"])
+        yield seconds
 
 
 def install_collector(settings: Settings) -> StateCollector:

@@ -1,8 +1,11 @@
-"""Fixtures: a real SQLite file or a fresh Postgres database per test, and a service subprocess."""
+"""Fixtures: a real SQLite file or a fresh Postgres database per test, a service subprocess, and
+the CLI in this process; the order parallel workers take the tests in."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,11 +16,16 @@ from dbos import DBOS
 
 from app import migrate
 from app.config import DatabaseUrl
-from tests.helpers import Backend, Databases, ServiceRunner
+from tests.helpers import Backend, Databases, InProcessCli, ServiceRunner, harness_env
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() == "true"
-TEMPLATE_DB = f"pubtest_template_{os.getpid()}"
+# Every database a test process creates carries its pid: each xdist worker (a process of its own)
+# has its own template, and databases left by a process that died are found and dropped.
+DB_PREFIX = f"pubtest_{os.getpid()}_"
+TEMPLATE_DB = f"{DB_PREFIX}template"
+OWNER_PID = re.compile(r"pubtest_(?:template_)?(\d+)(?:_|$)")
+MAX_PID = 4_194_304  # the kernel's ceiling (pid_max)
 
 
 def _postgres_reachable() -> str | None:
@@ -36,6 +44,32 @@ def _db_url(name: str) -> str:
     return POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
 
 
+def _process_gone(pid: int) -> bool:
+    if pid > MAX_PID:  # not a pid: some other naming
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _drop_orphaned_databases(admin: psycopg.Connection[tuple[object, ...]]) -> None:
+    """Drop test databases whose process is gone (a worker killed mid-run cannot clean up) and
+    that nobody is connected to."""
+    idle = admin.execute(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'pubtest%'"
+        " AND datname NOT IN (SELECT datname FROM pg_stat_activity WHERE datname IS NOT NULL)"
+    ).fetchall()
+    for (name,) in idle:
+        owner = OWNER_PID.match(str(name))
+        if owner and _process_gone(int(owner.group(1))):
+            with contextlib.suppress(psycopg.Error):  # another worker may be dropping it too
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> str:
     """The Postgres URL; skip when it is unreachable, except under CI=true, where that fails."""
@@ -49,8 +83,9 @@ def postgres_server() -> str:
 
 @pytest.fixture(scope="session")
 def postgres_template(postgres_server: str) -> Iterator[str]:
-    """Migrate one template database per run (app tables and DBOS tables); tests copy it."""
+    """Migrate one template database per test process (app tables and DBOS tables)."""
     with _admin() as admin:
+        _drop_orphaned_databases(admin)
         admin.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}"')
         admin.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
     url = _db_url(TEMPLATE_DB)
@@ -79,7 +114,7 @@ def databases(
         )
         return
     template = request.getfixturevalue("postgres_template")
-    name = f"pubtest_{uuid.uuid4().hex[:12]}"
+    name = f"{DB_PREFIX}{uuid.uuid4().hex[:12]}"
     with _admin() as admin:
         admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     url = _db_url(name)
@@ -93,3 +128,57 @@ def service(databases: Databases, tmp_path: Path) -> Iterator[ServiceRunner]:
     runner = ServiceRunner(databases=databases, workdir=tmp_path)
     yield runner
     runner.kill()
+
+
+@pytest.fixture
+def sqlite_runner(tmp_path: Path) -> ServiceRunner:
+    """A harness on SQLite files in tmp_path (not created yet), with `orders` declared."""
+    databases = Databases(
+        backend="sqlite",
+        system_url=f"sqlite:///{tmp_path / 'system.sqlite'}",
+        app_url=f"sqlite:///{tmp_path / 'app.sqlite'}",
+    )
+    runner = ServiceRunner(databases=databases, workdir=tmp_path)
+    runner.declare()
+    return runner
+
+
+@pytest.fixture
+def cli(
+    sqlite_runner: ServiceRunner, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> InProcessCli:
+    """The CLI in this process, with the environment the harness gives its CLI subprocesses;
+    output is captured at the file descriptors, as a parent process would see it."""
+    return InProcessCli(capture=capfd, cwd=tmp_path, env=harness_env(sqlite_runner))
+
+
+# ---- the order tests are handed to parallel workers ------------------------------------------
+
+
+# 25-45 s each with 4 workers: chaos (twenty SIGKILLs), fleets of workers, version change (waits
+# out the stall), the benchmark.
+LONGEST = ("chaos", "takeover", "version-change", "test_bench.py")
+
+
+def _expected_cost(item: pytest.Item) -> int:
+    """A coarse rank of how long a test runs: among the longest, a scenario, a service, neither."""
+    if item.get_closest_marker("slow") is None:
+        return 0
+    if any(word in item.nodeid for word in LONGEST):
+        return 3
+    return 2 if item.nodeid.startswith("tests/scenarios/") else 1
+
+
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Longest first, so no worker starts a long test when the others are done.
+
+    Under `--dist load --maxschedchunk 1` each worker is first handed two consecutive tests and
+    runs them in order; the quickest tests go second, so no long test waits behind another."""
+    items.sort(key=_expected_cost, reverse=True)
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers < 2 or len(items) < 4 * workers:
+        return
+    head, quickest = items[:workers], items[-workers:]
+    rest = items[workers:-workers]
+    items[:] = [x for pair in zip(head, quickest, strict=True) for x in pair] + rest

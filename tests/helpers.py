@@ -1,13 +1,106 @@
 """Test helpers: the scenario harness (the real service in a subprocess, the real CLI, reads of
-both databases), under the names the tests use."""
+both databases) under the names the tests use, and the CLI run in this process."""
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import structlog
+from dbos import DBOS
+
+from app import cli, dbos_gateway
 from app.config import PROJECT_ROOT
 from app.scenarios.harness import Databases, ScenarioBackend, ServiceHarness
 
 Backend = ScenarioBackend
 ROOT = PROJECT_ROOT
 ServiceRunner = ServiceHarness
+# What `serve` replaces with its own handlers; restored after each in-process run.
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-__all__ = ["ROOT", "Backend", "Databases", "ServiceRunner"]
+
+@dataclass(frozen=True)
+class CliRun:
+    """What a command did: its exit code and everything it wrote."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@contextmanager
+def process_state_restored() -> Iterator[None]:
+    """Logging, structlog, signal handlers and the DBOS instance as they were before.
+
+    `cli.main` sets these up once per process, as a command does; a test process runs many."""
+    root, dbos_logger = logging.getLogger(), logging.getLogger("dbos")
+    root_state = (root.handlers[:], root.level)
+    dbos_state = (dbos_logger.handlers[:], dbos_logger.level, dbos_logger.propagate)
+    structlog_config = structlog.get_config()
+    handlers = {signum: signal.getsignal(signum) for signum in HANDLED_SIGNALS}
+    dbos_before = dbos_gateway.current_instance()
+    try:
+        yield
+    finally:
+        root.handlers[:], level = root_state
+        root.setLevel(level)
+        dbos_logger.handlers[:], level, dbos_logger.propagate = dbos_state
+        dbos_logger.setLevel(level)
+        structlog.configure(**structlog_config)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        if dbos_gateway.current_instance() is not dbos_before:  # a command constructed DBOS here
+            DBOS.destroy(destroy_registry=False)
+
+
+@dataclass(frozen=True)
+class InProcessCli:
+    """`python -m app ARGS` as `app.cli.main(ARGS)` in this process: no interpreter start-up.
+
+    `main` may be another command line's entry point (alembic's)."""
+
+    capture: pytest.CaptureFixture[str]  # capfd: what a parent process would read
+    cwd: Path
+    env: Mapping[str, str]  # set for every run, on top of this process's environment
+    main: Callable[[Sequence[str]], int | None] = cli.main
+
+    def __call__(self, *args: str, **env: str) -> CliRun:
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in {**self.env, **env}.items():
+                patch.setenv(name, value)
+            patch.chdir(self.cwd)
+            self.capture.readouterr()  # drop anything written before
+            with process_state_restored():
+                returncode = self._exit_code(list(args))
+            out, err = self.capture.readouterr()
+        return CliRun(returncode, out, err)
+
+    def _exit_code(self, argv: list[str]) -> int:
+        try:
+            return self.main(argv) or 0
+        except SystemExit as exc:  # argparse: bad arguments exit 2, --help exits 0
+            return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+
+
+def harness_env(runner: ServiceHarness) -> dict[str, str]:
+    """The variables the harness gives its CLI subprocesses beyond this process's own."""
+    return {k: v for k, v in runner.env().items() if os.environ.get(k) != v}
+
+
+__all__ = [
+    "ROOT",
+    "Backend",
+    "CliRun",
+    "Databases",
+    "InProcessCli",
+    "ServiceRunner",
+    "harness_env",
+    "process_state_restored",
+]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from dbos._datasource import IsolationLevel
+from app.dbos_gateway import IsolationLevel
 
 ModeName = Literal["raw", "exp7", "per-message", "batched"]
 

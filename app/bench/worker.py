@@ -126,7 +126,7 @@ def run_raw(spec: Spec, settings: Settings, mode: Mode) -> tuple[Samples, float]
 
 
 def run_dbos(spec: Spec, settings: Settings, mode: Mode) -> tuple[Samples, float]:
-    rt = runtime.build(settings, isolation=mode.isolation)
+    rt = runtime.build(runtime.validate(settings), isolation=mode.isolation)
     runtime.launch(rt)
     # Measure a running service: DBOS notices newly registered queues once a second and only
     # then starts their workers, a one-off cost of every start-up that is not throughput.
@@ -148,7 +148,7 @@ def run_dbos(spec: Spec, settings: Settings, mode: Mode) -> tuple[Samples, float
             workflow_id_prefix="batch-bench-", name="publish_chunk", load_input=False
         )
     ]
-    runtime.shutdown()
+    runtime.shutdown(rt)
     return samples, seconds
 
 

@@ -1,20 +1,34 @@
 """The Publisher base class: a DBOS configured instance that fans a batch out to a queue and
-records every chunk exactly once, counters and ledger in one datasource transaction."""
+records every chunk exactly once, counters and ledger in one datasource transaction.
+
+The seam for subclasses: typed `Options` (validated at start), `open`/`close` (once per process),
+`deliver` (a side effect outside the database, its own retried step before the transaction),
+`generate` (message bodies) and `write_chunk` (more rows in the chunk transaction).
+"""
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator, Mapping
-from typing import Any, TypedDict
+from typing import Any, ClassVar, TypedDict
 
+import pydantic
 import structlog
-from dbos import DBOS, DBOSConfiguredInstance, SetWorkflowID
-from dbos._datasource import DatasourceOptions, IsolationLevel, SQLAlchemyDatasource
+from dbos import DBOS, DBOSConfiguredInstance, SetWorkflowID, SQLAlchemyDatasource, StepOptions
+from dbos import error as dbos_error
 
-from app import ledger, metrics, queues
+from app import failpoints, ledger, metrics, queues
 from app.config import ConfigError
-from app.failpoints import TransientFailpointError, failpoint
+from app.dbos_gateway import DatasourceOptions, IsolationLevel
+from app.failpoints import FailpointError, TransientFailpointError, failpoint
 from app.ledger import LedgerEntry
+from app.publishers.options import (
+    DeliveryOptions,
+    PublisherNotOpenError,
+    PublisherOptions,
+    RetryPolicy,
+    describe_invalid,
+)
 
 log = structlog.get_logger()
 
@@ -22,9 +36,14 @@ log = structlog.get_logger()
 PUBLISHER_CLASS_NAME = "Publisher"
 BATCH_WORKFLOW = "publish_batch"
 CHUNK_WORKFLOW = "publish_chunk"
+DELIVERY_STEP = "deliver"
 TRANSIENT_ATTEMPTS = 5
 FAN_OUT_WINDOW = 512  # chunk handles a batch workflow holds at once
 RESULT_POLL_SEC = 0.05  # DBOS polls a child's status once a second by default
+
+failpoints.declare(
+    "effect.after_send", "after a side effect was delivered, before its step is checkpointed"
+)
 
 
 class BatchRequest(TypedDict):
@@ -88,8 +107,12 @@ def plan_chunks(request: BatchRequest, chunk_size: int) -> Iterator[ChunkSpec]:
 
 @DBOS.dbos_class(PUBLISHER_CLASS_NAME)
 class Publisher(DBOSConfiguredInstance):
-    """Subclass and override `generate` (what a message says) or `write_chunk` (what else the
-    chunk transaction writes). The workflows themselves live here and keep their names."""
+    """Subclass and override the hooks below; the workflows themselves live here and keep their
+    registered names, so every subclass is recovered the same way."""
+
+    Options: ClassVar[type[PublisherOptions]] = PublisherOptions
+    # The `deliver` step's retries; a DeliveryOptions `delivery_retry` option overrides it.
+    delivery_retry: ClassVar[RetryPolicy] = RetryPolicy()
 
     def __init__(
         self,
@@ -102,7 +125,7 @@ class Publisher(DBOSConfiguredInstance):
     ) -> None:
         self.name = name
         self.chunk_size = chunk_size
-        self.options: dict[str, object] = dict(options or {})
+        self.options: PublisherOptions = type(self).validate_options(options or {})
         self.datasource = datasource
         self.tx_options: DatasourceOptions = {
             "name": "record_chunk",
@@ -111,13 +134,47 @@ class Publisher(DBOSConfiguredInstance):
         super().__init__(name)
 
     @classmethod
-    def validate_options(cls, options: Mapping[str, object]) -> None:
-        """Refuse options this class does not take; subclasses that take some override this."""
-        if options:
-            given = ", ".join(sorted(options))
-            raise ConfigError(f"publisher class {cls.__name__} takes no options (got: {given})")
+    def validate_options(cls, options: Mapping[str, object]) -> PublisherOptions:
+        """The options as this class's `Options` model, or a one-line ConfigError naming the
+        first bad one."""
+        if options and not cls.Options.model_fields:
+            raise ConfigError(
+                f"{cls.__name__} takes no options (got: {', '.join(sorted(options))})"
+            )
+        try:
+            return cls.Options.model_validate(dict(options))
+        except pydantic.ValidationError as exc:
+            raise ConfigError(describe_invalid(cls.__name__, cls.Options, exc)) from None
 
     # ---- hooks for subclasses -------------------------------------------------------------
+
+    def open(self) -> None:
+        """Open clients this publisher needs; called once per process, before DBOS.launch()."""
+
+    def close(self) -> None:
+        """Close what `open` opened; called once at shutdown, after DBOS stopped running work."""
+
+    def deliver(self, chunk: ChunkSpec, entries: list[LedgerEntry]) -> None:
+        """Send the chunk's messages to a system outside the database (nothing by default).
+
+        Runs as its own DBOS step before the chunk transaction, retried by `delivery_retry`, and
+        only for classes that override it. At least once: a crash after a delivery and before
+        its step is checkpointed delivers again, so let the receiver deduplicate by message id.
+        """
+
+    @property
+    def delivery_policy(self) -> RetryPolicy:
+        """The `deliver` step's retries: the `delivery_retry` option, else the class's."""
+        if isinstance(self.options, DeliveryOptions) and self.options.delivery_retry is not None:
+            return self.options.delivery_retry
+        return self.delivery_retry
+
+    def should_retry_delivery(self, error: BaseException) -> bool:
+        """Whether a failed `deliver` is worth another attempt; not for a permanent failpoint
+        error or a publisher that was never opened."""
+        if isinstance(error, TransientFailpointError):
+            return True
+        return not isinstance(error, FailpointError | PublisherNotOpenError)
 
     def generate(self, chunk: ChunkSpec, position: int) -> str:
         """The body of message `position` of a batch given by count; must be deterministic."""
@@ -165,6 +222,9 @@ class Publisher(DBOSConfiguredInstance):
             workflow_id = chunk_workflow_id(chunk["batch_id"], chunk["index"])
             entries = self._entries(chunk, workflow_id)
             with metrics.CHUNK_SECONDS.labels(self.name).time():  # timing only, never control flow
+                if self._delivers():
+                    # Outside the commit retries: a retried commit must not deliver again.
+                    DBOS.run_step(self._delivery_step(), self._delivery, chunk, entries)
                 published = self._commit_with_retries(entries)
             log.debug("chunk_published", batch_id=chunk["batch_id"], chunk=chunk["index"])
             return ChunkOutcome(
@@ -179,6 +239,25 @@ class Publisher(DBOSConfiguredInstance):
 
     def _current_chunk_size(self) -> int:
         return self.chunk_size
+
+    def _delivers(self) -> bool:
+        return type(self).deliver is not Publisher.deliver
+
+    def _delivery_step(self) -> StepOptions:
+        policy = self.delivery_policy
+        return {
+            "name": DELIVERY_STEP,
+            "retries_allowed": True,
+            "max_attempts": policy.max_attempts,
+            "interval_seconds": policy.interval_seconds,
+            "backoff_rate": policy.backoff_rate,
+            "should_retry": self.should_retry_delivery,
+        }
+
+    def _delivery(self, chunk: ChunkSpec, entries: list[LedgerEntry]) -> int:
+        self.deliver(chunk, entries)
+        failpoint("effect.after_send")
+        return len(entries)  # a step's recorded output; None would not replay
 
     def _fan_out_fan_in(self, request: BatchRequest, chunk_size: int) -> BatchSummary:
         """Enqueue chunks and collect their results through a sliding window of handles, so a
@@ -225,7 +304,7 @@ class Publisher(DBOSConfiguredInstance):
                 workflow_id=handle.workflow_id,
                 messages=chunk["count"],
                 published=0,
-                error=f"{type(exc).__name__}: {exc}",
+                error=_failure(exc),
             )
 
     def _entries(self, chunk: ChunkSpec, workflow_id: str) -> list[LedgerEntry]:
@@ -257,3 +336,12 @@ class Publisher(DBOSConfiguredInstance):
         published = self.write_chunk(entries)
         failpoint("chunk.before_commit")
         return published
+
+
+def _failure(exc: Exception) -> str:
+    """How a chunk failed; for a delivery that ran out of attempts, also why the last one did."""
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, dbos_error.DBOSMaxStepRetriesExceeded) and exc.errors:
+        last = exc.errors[-1]
+        text += f" (last: {type(last).__name__}: {last})"
+    return text

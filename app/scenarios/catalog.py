@@ -4,7 +4,7 @@ deliberately broken variants that show each check catches what it claims to."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from app.failpoints import CATALOG as FAILPOINTS
 
@@ -25,6 +25,12 @@ Ending = Literal["crash", "submit-fails", "startup-fails", "settled", "killed"]
 #              once or belongs to a workflow that ended in ERROR (so it is reported), never lost
 #              silently, never half-written
 Outcome = Literal["complete", "contained"]
+# Multi-worker scenarios (Postgres only): what happens to the workers while the batches run.
+#   sigkill   one worker is SIGKILLed mid-batch and never restarted: the others take over
+#   zombie    one worker is SIGSTOPped past its lease, taken over, then SIGCONTed: it must stop
+#   rolling   each worker in turn gets SIGTERM and starts again (a new executor id)
+#   chaos     seeded SIGKILLs of random workers, some restarted, some not
+TakeoverKind = Literal["sigkill", "zombie", "rolling", "chaos"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,13 @@ class Scenario:
     chaos_kills: int = 0  # > 0: the faults are a seeded kill schedule (see chaos.py)
     outcome: Outcome = "complete"
     broken: bool = False  # expected to fail: run by name, never by --all
+    workers: int = 1  # > 1: that many workers share one Postgres database
+    takeover: TakeoverKind | None = None
+    serve: tuple[str, ...] = ()  # the workers' command instead of `python -m app serve`
+
+    @property
+    def postgres_only(self) -> bool:
+        return self.workers > 1
 
 
 # Which hit of a failpoint fires: far enough into a 400-message batch that work is in flight.
@@ -140,8 +153,60 @@ def _special_scenarios() -> list[Scenario]:
     ]
 
 
+def _fleet(name: str, summary: str, kind: TakeoverKind, workers: int, **extra: Any) -> Scenario:
+    """A multi-worker scenario: two publishers' batches shared by `workers` workers."""
+    base: dict[str, Any] = {
+        "publishers": {n: EVENTS for n in ("orders", "billing")},
+        "messages": 4000,
+    }
+    return Scenario(
+        name=name, summary=summary, faults=(), workers=workers, takeover=kind, **{**base, **extra}
+    )
+
+
+def _takeover_scenarios() -> list[Scenario]:
+    return [
+        _fleet(
+            "takeover/sigkill",
+            "3 workers; one SIGKILLed mid-batch and never restarted: the others finish its work",
+            "sigkill",
+            3,
+        ),
+        _fleet(
+            "takeover/zombie",
+            "a worker SIGSTOPped past its lease is taken over, then SIGCONTed: it must stop",
+            "zombie",
+            2,
+        ),
+        _fleet(
+            "takeover/rolling-restart",
+            "each of 3 workers in turn: SIGTERM, then started again (a new executor id)",
+            "rolling",
+            3,
+        ),
+        _fleet(
+            "takeover/chaos",
+            "seeded SIGKILLs of random workers of 3, some restarted, some not",
+            "chaos",
+            3,
+            chaos_kills=6,
+            publishers={name: EVENTS for name in ("orders", "billing", "audit")},
+            topics=("default", "priority"),
+            messages=6000,
+        ),
+    ]
+
+
 def _broken_scenarios() -> list[Scenario]:
     return [
+        _fleet(
+            "broken/takeover-without-claim",
+            "workers take a gone worker over without the guarded claim",
+            "sigkill",
+            3,
+            serve=("-m", "app.scenarios.unclaimed"),
+            broken=True,
+        ),
         Scenario(
             name="broken/counter-outside-tx",
             summary="counters bumped in a plain step after the ledger transaction",
@@ -178,5 +243,24 @@ def _broken_scenarios() -> list[Scenario]:
 
 def catalog() -> dict[str, Scenario]:
     scenarios = [s for point in LAB_FAILPOINTS for s in _failpoint_scenarios(point)]
-    scenarios += _special_scenarios() + _broken_scenarios()
+    scenarios += _special_scenarios() + _takeover_scenarios() + _broken_scenarios()
     return {s.name: s for s in scenarios}
+
+
+@dataclass(frozen=True)
+class Batch:
+    publisher: str
+    topic: str
+    batch_id: str
+    count: int
+
+
+def plan_batches(scenario: Scenario, messages: int) -> list[Batch]:
+    """One batch per (publisher, topic), the messages split as evenly as they go."""
+    pairs = [(p, t) for p in scenario.publishers for t in scenario.topics]
+    base, extra = divmod(messages, len(pairs))
+    return [
+        Batch(p, t, f"{p}-{t}", base + (1 if k < extra else 0))
+        for k, (p, t) in enumerate(pairs)
+        if base + (1 if k < extra else 0)
+    ]

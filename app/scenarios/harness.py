@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from dbos import DBOSClient, WorkflowHandle, WorkflowStatus
+from dbos import WorkflowStatus
 
-from app import invariants, ledger
+from app import dbos_gateway, invariants, ledger
 from app.config import PROJECT_ROOT, DatabaseUrl, Settings
 from app.database import short_lived_engine
+from app.errors import AppError
 from app.publishers.base import batch_workflow_id
 
 ScenarioBackend = Literal["sqlite", "postgres"]
@@ -28,11 +29,10 @@ EXIT_TIMEOUT_SEC = 180
 EVENT_PUBLISHER = "app.publishers.events:EventPublisher"
 VENV_BIN = Path(sys.executable).parent
 SERVE = [sys.executable, "-m", "app", "serve"]
-ACTIVE = ["PENDING", "ENQUEUED"]
 StepKey = tuple[str, int]
 
 
-class HarnessError(RuntimeError):
+class HarnessError(AppError):
     """The service or the CLI did not do what the harness waited for; the message says what."""
 
 
@@ -100,6 +100,7 @@ class ServiceHarness:
     publishers_file: Path | None = None
     http_port: int | None = None  # None: the service runs without its HTTP API
     extra_env: dict[str, str] = field(default_factory=dict)
+    serve_args: tuple[str, ...] = ()  # python arguments instead of `-m app serve` (lab variants)
 
     def enable_http(self) -> str:
         """Give the service a free loopback port for its HTTP API; returns the base URL."""
@@ -152,6 +153,10 @@ class ServiceHarness:
         # Straight from the URL: the lab polls it, and Settings would re-read the publishers file.
         return DatabaseUrl.parse(self.databases.app_url, "app")
 
+    @property
+    def system_db(self) -> DatabaseUrl:
+        return DatabaseUrl.parse(self.databases.system_url, "system")
+
     # ---- the service process --------------------------------------------------------------
 
     def start(
@@ -166,7 +171,8 @@ class ServiceHarness:
         self.starts += 1
         log_path = self.workdir / f"serve-{self.starts}.log"
         self.log_paths.append(log_path)
-        command = [str(VENV_BIN / "dbos"), "start"] if via_dbos_start else SERVE
+        serve = [sys.executable, *self.serve_args] if self.serve_args else SERVE
+        command = [str(VENV_BIN / "dbos"), "start"] if via_dbos_start else serve
         full_env = self.env(APP_FAILPOINTS=failpoints, **(env or {}))
         full_env["PATH"] = f"{VENV_BIN}:{full_env.get('PATH', '')}"  # `python` in dbos-config
         self.started_at.append(time.time())
@@ -222,6 +228,21 @@ class ServiceHarness:
     def all_records(self) -> list[dict[str, Any]]:
         return [r for start in range(1, self.starts + 1) for r in self.records(start)]
 
+    def unreachable_reason(self) -> str | None:
+        """The service's own one-line error, when its last start failed on an unreachable
+        database ("error: cannot reach ..." / "error: cannot migrate ...")."""
+        for line in reversed(self.tail().splitlines()):
+            if line.startswith("error: cannot "):
+                return line.removeprefix("error: ")
+        return None
+
+    def executor_id(self) -> str | None:
+        """The executor id the latest start announced (None before it was ready)."""
+        for record in self.records():
+            if record.get("event") == "service_ready":
+                return str(record.get("executor_id"))
+        return None
+
     def tail(self, lines: int = 40) -> str:
         if not self.log_paths:
             return ""
@@ -249,83 +270,53 @@ class ServiceHarness:
 
     # ---- reading state --------------------------------------------------------------------
 
-    def client(self) -> DBOSClient:
-        return DBOSClient(system_database_url=self.databases.system_url)
-
     def workflow_statuses(self, workflow_ids: list[str]) -> list[WorkflowStatus]:
-        client = self.client()
-        try:
-            return client.list_workflows(
-                workflow_ids=workflow_ids, load_input=False, load_output=False
-            )
-        finally:
-            client.destroy()
+        with dbos_gateway.client(self.system_db) as client:
+            return dbos_gateway.workflows(client, workflow_ids)
 
     def wait_batch(self, batch_id: str, timeout: float = EXIT_TIMEOUT_SEC) -> dict[str, Any]:
         """Wait for a batch workflow to succeed and return its summary."""
-        client = self.client()
-        try:
-            handle: WorkflowHandle[dict[str, Any]] = client.retrieve_workflow(
-                batch_workflow_id(batch_id)
+        with dbos_gateway.client(self.system_db) as client:
+            final = dbos_gateway.wait_until_terminal(
+                client, batch_workflow_id(batch_id), timeout_sec=timeout
             )
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                status = handle.get_status().status
-                if status == "SUCCESS":
-                    summary: dict[str, Any] = handle.get_result()
-                    return summary
-                if status not in ACTIVE:
-                    raise HarnessError(f"batch {batch_id} ended {status}:\n{self.tail()}")
-                time.sleep(0.2)
-        finally:
-            client.destroy()
-        raise HarnessError(f"batch {batch_id} did not finish in {timeout}s:\n{self.tail()}")
+        if final is None:
+            raise HarnessError(f"batch {batch_id} did not finish in {timeout}s:\n{self.tail()}")
+        if final.status != "SUCCESS":
+            raise HarnessError(f"batch {batch_id} ended {final.status}:\n{self.tail()}")
+        summary: dict[str, Any] = final.output or {}
+        return summary
 
     def workflows(self, *batch_ids: str) -> list[WorkflowStatus]:
         """The batch workflows and their chunk workflows."""
-        client = self.client()
-        try:
-            found: list[WorkflowStatus] = []
-            for batch_id in batch_ids:
-                parent = batch_workflow_id(batch_id)
-                found += client.list_workflows(
-                    workflow_ids=[parent], load_input=False, load_output=False
-                )
-                found += client.list_workflows(
-                    workflow_id_prefix=f"{parent}/", load_input=False, load_output=False
-                )
-            return found
-        finally:
-            client.destroy()
+        with dbos_gateway.client(self.system_db) as client:
+            return [
+                wf
+                for batch_id in batch_ids
+                for wf in dbos_gateway.workflow_family(client, batch_workflow_id(batch_id))
+            ]
 
     def steps(self, *batch_ids: str) -> dict[StepKey, dict[str, Any]]:
         """Every recorded step of the batches' workflows, keyed by (workflow id, step id)."""
         workflows = self.workflows(*batch_ids)
-        client = self.client()
-        try:
+        with dbos_gateway.client(self.system_db) as client:
             return {
                 (wf.workflow_id, step["function_id"]): dict(step)
                 for wf in workflows
-                for step in client.list_workflow_steps(wf.workflow_id)
+                for step in dbos_gateway.steps(client, wf.workflow_id)
             }
-        finally:
-            client.destroy()
+
+    def active_workflow_statuses(self) -> list[WorkflowStatus]:
+        with dbos_gateway.client(self.system_db) as client:
+            return dbos_gateway.active_workflows(client)
 
     def active_workflows(self) -> list[str]:
-        client = self.client()
-        try:
-            active = client.list_workflows(status=ACTIVE, load_input=False, load_output=False)
-            return [wf.workflow_id for wf in active]
-        finally:
-            client.destroy()
+        return [wf.workflow_id for wf in self.active_workflow_statuses()]
 
     def batch_outcome(self, batch_id: str) -> tuple[str | None, dict[str, Any] | None]:
         """A batch workflow's status and, once it succeeded, its summary."""
-        client = self.client()
-        try:
-            found = client.list_workflows(workflow_ids=[batch_workflow_id(batch_id)])
-        finally:
-            client.destroy()
+        with dbos_gateway.client(self.system_db) as client:
+            found = dbos_gateway.workflows(client, [batch_workflow_id(batch_id)], with_output=True)
         if not found:
             return None, None
         return found[0].status, found[0].output if found[0].status == "SUCCESS" else None

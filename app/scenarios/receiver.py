@@ -15,11 +15,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import cast
 
+from app.errors import BadInputError
+
 PATH = "/deliveries"
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
-class MalformedDeliveryError(ValueError):
+class MalformedDeliveryError(BadInputError):
     """A request body that is not a valid delivery; the message says why."""
 
 

@@ -56,6 +56,13 @@ class ScenarioReport:
     effects: Effects | None = None
     restart_seconds: float | None = None  # restart to first resumed step
     total_seconds: float = 0.0
+    workers: int = 1
+    takeovers: list[dict[str, Any]] = field(default_factory=list)  # who took whom over, why
+    kill_to_claim_sec: float | None = None  # multi-worker: the fault to the survivor's claim
+    kill_to_resumed_sec: float | None = None  # ... to the first step of a taken-over workflow
+    # Database outages the lab met while polling (not invariant violations: the lab waited them
+    # out; one that outlasts OUTAGE_LIMIT_SEC also stops the scenario with a violation).
+    infrastructure: list[str] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
 
     @property
@@ -142,6 +149,24 @@ def _work_lines(report: ScenarioReport) -> list[str]:
     return lines
 
 
+def _takeover_lines(report: ScenarioReport) -> list[str]:
+    if report.workers == 1:
+        return []
+    lines = [f"  workers: {report.workers}; takeovers: {len(report.takeovers)}"]
+    lines += [
+        f"    {t['by_executor_id']} took over {t['executor_id']} ({t['reason']}), "
+        f"{t['workflows']} workflows"
+        for t in report.takeovers
+    ]
+    if report.kill_to_claim_sec is not None:
+        resumed = report.kill_to_resumed_sec
+        lines.append(
+            f"  fault to claim: {report.kill_to_claim_sec:.2f} s; to the first resumed step of a "
+            f"taken-over workflow: {'-' if resumed is None else f'{resumed:.2f} s'}"
+        )
+    return lines
+
+
 def render(report: ScenarioReport) -> str:
     restart = "-" if report.restart_seconds is None else f"{report.restart_seconds:.2f} s"
     lines = [
@@ -154,6 +179,8 @@ def render(report: ScenarioReport) -> str:
         *_work_lines(report),
         f"  restart to first resumed step: {restart}   total: {report.total_seconds:.1f} s",
     ]
+    lines += _takeover_lines(report)
+    lines += [f"  infrastructure: {event}" for event in report.infrastructure]
     if report.violations:
         lines += [f"  violation: {v}" for v in report.violations]
     lines.append(f"  RESULT: {'PASS' if report.ok else 'FAIL'}")

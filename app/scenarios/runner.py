@@ -9,21 +9,20 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.invariants import more_missing_ids
+from dbos import WorkflowStatus
+
+from app.dbos_gateway import TERMINAL_STATUSES
+from app.errors import UnreachableDatabaseError
 from app.publishers.base import (
-    BatchRequest,
     batch_workflow_id,
-    chunk_workflow_id,
-    plan_chunks,
 )
-from app.scenarios import chaos
-from app.scenarios.catalog import Fault, Scenario
+from app.scenarios import chaos, takeover
+from app.scenarios.catalog import Batch, Fault, Scenario, plan_batches
 from app.scenarios.harness import (
     Databases,
     HarnessError,
@@ -31,16 +30,18 @@ from app.scenarios.harness import (
     ServiceHarness,
     json_records,
 )
+from app.scenarios.outages import Outages
 from app.scenarios.progress import Progress
 from app.scenarios.receiver import Receiver
-from app.scenarios.report import Effects, FaultRun, ScenarioReport, StepRef
+from app.scenarios.report import FaultRun, ScenarioReport
+from app.scenarios.verdict import Verdict
 from app.scratch import scratch_databases
 
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
-TERMINAL = {"SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"}
 FAULT_TIMEOUT_SEC = 120  # a planned fault that has not shown itself by then never will
 FINISH_TIMEOUT_SEC = 600
 POLL_SEC = 0.02
+EXIT_BAD_INPUT = 2  # the CLI's exit code for bad input and unreachable databases
 
 
 @dataclass(frozen=True)
@@ -49,27 +50,9 @@ class RunOptions:
     messages: int | None = None  # None: the scenario's own size
     seed: int = 0
     kills: int | None = None  # chaos only; None: the scenario's own count
+    workers: int | None = None  # None: the scenario's own count (1 but for takeover/*)
     postgres_url: str = DEFAULT_POSTGRES
     stall_sec: float = 20.0  # no progress for this long after the restart: work is stranded
-
-
-@dataclass(frozen=True)
-class Batch:
-    publisher: str
-    topic: str
-    batch_id: str
-    count: int
-
-
-def plan_batches(scenario: Scenario, messages: int) -> list[Batch]:
-    """One batch per (publisher, topic), the messages split as evenly as they go."""
-    pairs = [(p, t) for p in scenario.publishers for t in scenario.topics]
-    base, extra = divmod(messages, len(pairs))
-    return [
-        Batch(p, t, f"{p}-{t}", base + (1 if k < extra else 0))
-        for k, (p, t) in enumerate(pairs)
-        if base + (1 if k < extra else 0)
-    ]
 
 
 def run(scenario: Scenario, options: RunOptions, progress: Progress) -> ScenarioReport:
@@ -84,12 +67,19 @@ def run(scenario: Scenario, options: RunOptions, progress: Progress) -> Scenario
         lab = Lab(scenario, options, harness, receiver, progress)
         try:
             report = lab.run()
-        except HarnessError as exc:  # the lab itself could not go on: a failed scenario
+        except (HarnessError, UnreachableDatabaseError) as exc:  # the lab could not go on
             report = lab.report
             report.violations.append(f"the lab stopped: {str(exc).splitlines()[0]}")
+        except Exception as exc:  # a lab bug: reported with its cause, never a bare traceback
+            report = lab.report
+            cause = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            report.violations.append(f"the lab failed: {type(exc).__name__}: {cause}")
         finally:
-            harness.kill()
+            for worker in lab.crew:
+                worker.kill()
             progress.clear()
+            lab.outages.recovered()  # an outage still on at the end is reported too
+            lab.report.infrastructure = lab.outages.events
     report.total_seconds = round(time.monotonic() - started, 2)
     return report
 
@@ -104,7 +94,7 @@ def _receiver(scenario: Scenario) -> Iterator[Receiver | None]:
 
 
 @dataclass
-class Lab:
+class Lab(Verdict):
     scenario: Scenario
     options: RunOptions
     harness: ServiceHarness
@@ -113,6 +103,11 @@ class Lab:
     batches: list[Batch] = field(default_factory=list)
     submitted: bool = False
     report: ScenarioReport = field(init=False)
+    outages: Outages = field(default_factory=Outages)
+    crew: list[ServiceHarness] = field(default_factory=list)  # every worker; [0] is `harness`
+    victims: list[tuple[str, float, set[str]]] = field(
+        default_factory=list
+    )  # executor, when, its work
 
     def __post_init__(self) -> None:
         messages = self.options.messages or self.scenario.messages
@@ -134,6 +129,24 @@ class Lab:
             options={name: endpoint for name in self.scenario.publishers} if endpoint else None,
         )
         self.harness.extra_env["APP_FAILPOINT_SEED"] = str(self.options.seed)
+        self.report.workers = self.options.workers or self.scenario.workers
+        self.crew = [self.harness]
+        if self.report.workers > 1:
+            self.harness.extra_env.update(takeover.LAB_LEASES)
+            self.crew += [self._teammate(n) for n in range(1, self.report.workers)]
+        self.harness.serve_args = self.scenario.serve
+
+    def _teammate(self, number: int) -> ServiceHarness:
+        """Another worker on the same databases and publishers file, with its own logs."""
+        workdir = self.harness.workdir / f"worker-{number}"
+        workdir.mkdir()
+        return ServiceHarness(
+            databases=self.harness.databases,
+            workdir=workdir,
+            publishers_file=self.harness.publishers_file,
+            extra_env=self.harness.extra_env,
+            serve_args=self.scenario.serve,
+        )
 
     def faults(self) -> tuple[Fault, ...]:
         if not self.scenario.chaos_kills:
@@ -143,6 +156,9 @@ class Lab:
         )
 
     def run(self) -> ScenarioReport:
+        if self.report.workers > 1:
+            takeover.run(self)
+            return self.report
         faults = self.faults()
         for number, fault in enumerate(faults, start=1):
             self.progress.update(f"{self.scenario.name}: fault run {number}/{len(faults)}")
@@ -181,7 +197,7 @@ class Lab:
             run=self.harness.starts,
             failpoints=fault.failpoints,
             ended=ended,
-            ledger_rows=self._ledger_rows(),
+            ledger_rows=self.ledger_rows(),
             fired=fired,
         )
         self.report.fault_runs.append(run)
@@ -210,17 +226,17 @@ class Lab:
         deadline = time.monotonic() + FAULT_TIMEOUT_SEC
         while time.monotonic() < deadline and self.harness.running():
             statuses = self._batch_statuses()
-            if all(s in TERMINAL for s in statuses.values()) and not self._active():
+            if all(s in TERMINAL_STATUSES for s in statuses.values()) and not self._active():
                 return
             time.sleep(0.1)
 
     def _kill_at(self, fault: Fault) -> str:
         target = int(fault.kill_at * self.report.messages)
         deadline = time.monotonic() + FAULT_TIMEOUT_SEC
-        rows = self._ledger_rows()
+        rows = self.ledger_rows()
         while rows < target and self.harness.running() and time.monotonic() < deadline:
             time.sleep(POLL_SEC)
-            rows = self._ledger_rows()
+            rows = self.ledger_rows()
         if not self.harness.running():
             return self._ended()
         time.sleep(fault.kill_delay_sec)
@@ -231,11 +247,7 @@ class Lab:
         """Publish every batch through the CLI; returns failpoint records of failed publishes."""
         fired: list[dict[str, Any]] = []
         for batch in self.batches:
-            done = self.harness.cli(
-                *("publish", batch.publisher, "--count", str(batch.count)),
-                *("--topic", batch.topic, "--batch-id", batch.batch_id),
-                APP_FAILPOINTS=failpoints,
-            )
+            done = self._publish(batch, failpoints)
             if done.returncode != 0:
                 fired += _fired(json_records(done.stdout + done.stderr), "publish client") or [
                     {"failpoint": "?", "action": f"publish exited {done.returncode}"}
@@ -243,12 +255,27 @@ class Lab:
         self.submitted = not fired
         return fired
 
+    def _publish(self, batch: Batch, failpoints: str) -> subprocess.CompletedProcess[str]:
+        """`publish` through the CLI, again while it says the database is unreachable (the
+        client's retry; the batch id makes a repeat harmless)."""
+        while True:
+            done = self.harness.cli(
+                *("publish", batch.publisher, "--count", str(batch.count)),
+                *("--topic", batch.topic, "--batch-id", batch.batch_id),
+                APP_FAILPOINTS=failpoints,
+            )
+            if done.returncode != EXIT_BAD_INPUT or "cannot reach" not in done.stderr:
+                self.outages.recovered()
+                return done
+            self.outages.failed(done.stderr.strip().removeprefix("error: "))
+            time.sleep(0.5)
+
     # ---- the restart without faults ---------------------------------------------------------
 
     def clean_run(self) -> None:
         restarted_at = time.time()
         try:
-            self.harness.start("", env=self.scenario.restart_env)
+            self._restart()
         except HarnessError as exc:
             first_line = str(exc).splitlines()[0]
             self.report.violations.append(f"the restart without faults failed: {first_line}")
@@ -257,11 +284,27 @@ class Lab:
         # The client's retry: the same batch ids, so nothing is published twice.
         for failed in self.submit():
             self.report.violations.append(f"re-submitting after the restart failed: {failed}")
-        self._wait_done()
+        self.wait_done()
         self.collect(restarted_at)
         self.harness.stop()
 
-    def _wait_done(self) -> None:
+    def _restart(self) -> None:
+        """Start the service without faults; again while it cannot reach a database (what a
+        supervisor such as `docker compose` or systemd does)."""
+        while True:
+            try:
+                self.harness.start("", env=self.scenario.restart_env)
+            except HarnessError:
+                reason = self.harness.unreachable_reason()
+                if reason is None:
+                    raise
+                self.outages.failed(reason)
+                time.sleep(0.5)
+                continue
+            self.outages.recovered()
+            return
+
+    def wait_done(self) -> None:
         deadline = time.monotonic() + FINISH_TIMEOUT_SEC
         last: tuple[object, ...] = ()
         last_change = time.monotonic()
@@ -270,7 +313,7 @@ class Lab:
             active = self._active()
             if all(s in self._finished for s in statuses.values()) and not active:
                 return
-            rows = self._ledger_rows()
+            rows = self.ledger_rows()
             self.progress.update(
                 f"{self.scenario.name}: ledger {rows}/{self.report.messages}, "
                 f"{len(active)} workflows active"
@@ -282,164 +325,18 @@ class Lab:
                 return  # stranded: the report says what is left
             time.sleep(0.1)
 
-    # ---- the verdict ------------------------------------------------------------------------
-
-    def collect(self, restarted_at: float) -> None:
-        report = self.report
-        self._collect_ledger()
-        report.stranded = self._active()
-        if report.stranded:
-            report.violations.append(f"{len(report.stranded)} workflows left PENDING or ENQUEUED")
-        statuses = self._batch_statuses()
-        report.unfinished = {b: s for b, s in statuses.items() if s not in self._finished}
-        for batch_id, status in report.unfinished.items():
-            report.violations.append(f"batch {batch_id} ended {status}")
-        self._collect_steps(restarted_at)
-        self._collect_effects()
-
-    @property
-    def _finished(self) -> set[str]:
-        # A contained failure ends its batch in ERROR on purpose: reported, not stranded.
-        return {"SUCCESS", "ERROR"} if self.scenario.outcome == "contained" else {"SUCCESS"}
-
-    def _collect_ledger(self) -> None:
-        report = self.report
-        complete = self.scenario.outcome == "complete"
-        check = self.harness.check(
-            {b.batch_id: b.count for b in self.batches} if complete else None
-        )
-        report.ledger_rows = check.ledger_rows
-        report.duplicates = sum(check.duplicates.values())
-        report.missing = sum(check.missing.values())
-        report.missing_ids = check.missing_ids
-        report.violations += check.violations
-        published = {b.batch_id: b.count for b in self.batches}
-        if not complete:
-            published = self._collect_contained()
-        local: Counter[str] = Counter()
-        topic: Counter[str] = Counter()
-        for b in self.batches:
-            local[f"{b.publisher}/{b.topic}"] += published[b.batch_id]
-            topic[b.topic] += published[b.batch_id]
-        report.counters = [
-            _counter("local", f"{row.publisher}/{row.topic}", row.local_counter, local)
-            for row in check.publishers
-        ] + [_counter("global", row.topic, row.global_counter, topic) for row in check.topics]
-
-    def _collect_contained(self) -> dict[str, int]:
-        """After a permanent error: the ledger holds exactly the messages of the chunks that
-        succeeded; every other message belongs to a failure the batch reports. Returns how many
-        messages of each batch must be published."""
-        published = {}
-        statuses: dict[str, str] = {
-            wf.workflow_id: wf.status
-            for wf in self.harness.workflows(*(b.batch_id for b in self.batches))
-        }
-        for batch in self.batches:
-            succeeded = self._succeeded_positions(batch, statuses)
-            published[batch.batch_id] = len(succeeded)
-            present = self.harness.positions(batch.batch_id)
-            lost = sorted(succeeded - set(present))
-            extra = sorted(set(present) - succeeded)
-            self.report.missing += len(lost)
-            self.report.missing_ids += more_missing_ids(
-                self.report.missing_ids, batch.batch_id, lost
-            )
-            self.report.duplicates += len(present) - len(set(present))
-            self.report.reported_failed += batch.count - len(succeeded)
-            if lost or extra:
-                self.report.violations.append(
-                    f"batch {batch.batch_id}: {len(lost)} messages of succeeded chunks missing, "
-                    f"{len(extra)} of failed chunks half-written"
-                )
-            if len(succeeded) < batch.count and not self._reports_failure(batch.batch_id):
-                self.report.violations.append(
-                    f"batch {batch.batch_id}: {batch.count - len(succeeded)} messages unpublished "
-                    "but the batch reports no failure"
-                )
-        return published
-
-    def _succeeded_positions(self, batch: Batch, statuses: dict[str, str]) -> set[int]:
-        request = BatchRequest(
-            batch_id=batch.batch_id, topic=batch.topic, count=batch.count, messages=None
-        )
-        return {
-            position
-            for chunk in plan_chunks(request, self.scenario.chunk_size)
-            if statuses.get(chunk_workflow_id(batch.batch_id, chunk["index"])) == "SUCCESS"
-            for position in range(chunk["start"], chunk["start"] + chunk["count"])
-        }
-
-    def _reports_failure(self, batch_id: str) -> bool:
-        status, summary = self.harness.batch_outcome(batch_id)
-        return status == "ERROR" or bool(summary and summary["failed"])
-
-    def _collect_steps(self, restarted_at: float) -> None:
-        commits = Counter(
-            (r["workflow_id"], r.get("step_id"))
-            for r in self.harness.all_records()
-            if r.get("event") == "step_committed" and "workflow_id" in r
-        )
-        self.report.steps_checkpointed = len(commits)
-        self.report.steps_reexecuted = [
-            f"{wf}#{step}" for (wf, step), n in commits.items() if n > 1
-        ]
-        if self.report.steps_reexecuted:
-            self.report.violations.append(
-                f"{len(self.report.steps_reexecuted)} steps committed more than once"
-            )
-        self.report.first_resumed_step = self._first_step_after(restarted_at)
-        if self.report.first_resumed_step is not None:
-            self.report.restart_seconds = self.report.first_resumed_step.seconds_after_restart
-
-    def _first_step_after(self, restarted_at: float) -> StepRef | None:
-        since_ms = restarted_at * 1000
-        steps = self.harness.steps(*(b.batch_id for b in self.batches))
-        later = [
-            (step["started_at_epoch_ms"], key, step)
-            for key, step in steps.items()
-            if step["started_at_epoch_ms"] is not None and step["started_at_epoch_ms"] >= since_ms
-        ]
-        if not later:
-            return None
-        started, (workflow_id, step_id), step = min(later, key=lambda item: item[0])
-        return StepRef(
-            workflow_id=workflow_id,
-            step_id=step_id,
-            name=step["function_name"],
-            seconds_after_restart=round(started / 1000 - restarted_at, 3),
-        )
-
-    def _collect_effects(self) -> None:
-        if self.receiver is None:
-            return
-        stats = self.receiver.stats()
-        self.report.effects = Effects(stats.attempts, stats.effects, stats.deduplicated)
-        if stats.effects != self.report.messages:
-            self.report.violations.append(
-                f"side effects applied {stats.effects} times for {self.report.messages} messages"
-            )
-
     # ---- reads ------------------------------------------------------------------------------
 
-    def _ledger_rows(self) -> int:
-        try:
-            return self.harness.ledger_rows()
-        except Exception:  # the service has not created the ledger yet
-            return 0
+    def ledger_rows(self) -> int:
+        return self.outages.poll(self.harness.ledger_rows, 0)
 
     def _active(self) -> list[str]:
-        try:
-            return self.harness.active_workflows()
-        except Exception:  # DBOS's tables do not exist yet
-            return []
+        return self.outages.poll(self.harness.active_workflows, [])
 
     def _batch_statuses(self) -> dict[str, str]:
         ids = {batch_workflow_id(b.batch_id): b.batch_id for b in self.batches}
-        try:
-            found = self.harness.workflow_statuses(list(ids))
-        except Exception:  # DBOS's tables do not exist yet
-            found = []
+        nothing: list[WorkflowStatus] = []
+        found = self.outages.poll(lambda: self.harness.workflow_statuses(list(ids)), nothing)
         statuses = {ids[wf.workflow_id]: wf.status for wf in found}
         return {b.batch_id: statuses.get(b.batch_id, "NOT SUBMITTED") for b in self.batches}
 
@@ -451,10 +348,6 @@ _EXPECTED_ENDING: dict[str, tuple[str, ...]] = {
     "settled": ("settled",),
     "killed": ("SIGKILL by the lab",),
 }
-
-
-def _counter(kind: str, key: str, value: int, expected: Counter[str]) -> dict[str, Any]:
-    return {"kind": kind, "key": key, "value": value, "expected": expected[key]}
 
 
 def _fired(records: list[dict[str, Any]], process: str) -> list[dict[str, Any]]:

@@ -17,6 +17,8 @@ from dbos import DBOSClient
 from app import api, migrate
 from tests.helpers import ServiceRunner
 
+pytestmark = pytest.mark.slow  # schemathesis runs as a subprocess
+
 
 @pytest.fixture
 def served_api(service: ServiceRunner) -> Iterator[str]:
@@ -46,6 +48,7 @@ def test_api_conforms_to_its_openapi_spec(served_api: str, tmp_path: Path) -> No
             "1",
             "--no-color",
         ],
+        cwd=tmp_path,  # its cache (.schemathesis/) stays out of the project
         capture_output=True,
         text=True,
         timeout=600,

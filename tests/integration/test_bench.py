@@ -1,4 +1,5 @@
-"""The benchmark runs end to end, tiny (no timing is asserted anywhere in the tests)."""
+"""The benchmark runs end to end, tiny (no timing is asserted anywhere in the tests); bad
+arguments are refused before anything runs (in this process)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import POSTGRES_URL
-from tests.helpers import ROOT, Backend
+from tests.helpers import ROOT, Backend, InProcessCli
 
 
 def _bench(*args: str) -> subprocess.CompletedProcess[str]:
@@ -24,6 +25,7 @@ def _bench(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_bench_smoke_prints_a_table_and_writes_json(
     backend: Backend, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -60,7 +62,8 @@ def test_bench_smoke_prints_a_table_and_writes_json(
         (["--topics", "0"], "--topics must be a positive whole number"),
     ],
 )
-def test_bench_refuses_bad_arguments(args: list[str], fragment: str) -> None:
-    done = _bench(*args)
+def test_bench_refuses_bad_arguments(cli: InProcessCli, args: list[str], fragment: str) -> None:
+    done = cli("bench", *args)
     assert done.returncode == 2
     assert fragment in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert done.stdout == "", "refused before the table header is printed"

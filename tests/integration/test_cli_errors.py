@@ -1,35 +1,36 @@
-"""Bad input to the CLI: one line on stderr, exit 2, nothing written, no password shown."""
+"""Bad input to the CLI: one line on stderr, exit 2, nothing written, no password shown.
+
+`app.cli.main` runs in this process (a subprocess per case cost a second of interpreter start-up
+each); two smoke tests run the real `python -m app` to show the process exits the same way."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import Databases, ServiceRunner
+from app.scenarios.harness import json_records
+from tests.helpers import CliRun, InProcessCli, ServiceRunner
+
+UNREACHABLE = "postgresql://alice:s3cret-pw@127.0.0.1:1/nowhere_db"
 
 
-@pytest.fixture
-def runner(tmp_path: Path) -> ServiceRunner:
-    databases = Databases(
-        backend="sqlite",
-        system_url=f"sqlite:///{tmp_path / 'system.sqlite'}",
-        app_url=f"sqlite:///{tmp_path / 'app.sqlite'}",
-    )
-    runner = ServiceRunner(databases=databases, workdir=tmp_path)
-    runner.declare()
-    return runner
-
-
-def _refused(done: subprocess.CompletedProcess[str], *fragments: str, logs: bool = False) -> None:
+def _refused(done: CliRun, *fragments: str, serve: bool = False) -> None:
+    """Exit 2 and exactly one line on stderr naming the problem; stdout carries no data."""
     assert done.returncode == 2, done.stderr
-    assert logs or done.stdout == ""  # `serve` logs to stdout before it meets a database
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
     for fragment in fragments:
-        assert fragment in lines[0]
+        assert fragment in done.stderr
+    if serve:  # the service's output is its log: JSON records only, never the error itself
+        lines = done.stdout.splitlines()
+        assert len(json_records(done.stdout)) == len(lines), done.stdout
+    else:
+        assert done.stdout == ""
+
+
+def _nothing_written(tmp_path: Path) -> None:
+    assert not (tmp_path / "system.sqlite").exists()
+    assert not (tmp_path / "app.sqlite").exists()
 
 
 @pytest.mark.parametrize(
@@ -46,26 +47,42 @@ def _refused(done: subprocess.CompletedProcess[str], *fragments: str, logs: bool
     ],
 )
 def test_bad_publish_input_is_refused_and_writes_nothing(
-    runner: ServiceRunner, tmp_path: Path, args: list[str], fragment: str
+    cli: InProcessCli, tmp_path: Path, args: list[str], fragment: str
 ) -> None:
-    _refused(runner.cli(*args), fragment)
-    assert not (tmp_path / "system.sqlite").exists()
-    assert not (tmp_path / "app.sqlite").exists()
+    _refused(cli(*args), fragment)
+    _nothing_written(tmp_path)
 
 
-@pytest.mark.parametrize(
-    "command", [["publish", "orders", "--count", "5"], ["status"], ["serve"], ["inspect", "b"]]
-)
-@pytest.mark.parametrize("variable", ["DBOS_SYSTEM_DATABASE_URL", "APP_DATABASE_URL"])
+UNREACHABLE_CASES = [
+    (["publish", "orders", "--count", "5"], "DBOS_SYSTEM_DATABASE_URL"),
+    (["status"], "DBOS_SYSTEM_DATABASE_URL"),
+    (["serve"], "DBOS_SYSTEM_DATABASE_URL"),
+    (["inspect", "b"], "DBOS_SYSTEM_DATABASE_URL"),
+    # publish and inspect never open the application database
+    (["status"], "APP_DATABASE_URL"),
+    (["serve"], "APP_DATABASE_URL"),
+]
+
+
+def _case_id(case: object) -> str:
+    return case[0] if isinstance(case, list) else str(case)
+
+
+@pytest.mark.parametrize(("command", "variable"), UNREACHABLE_CASES, ids=_case_id)
 def test_unreachable_database_names_host_and_database_but_never_the_password(
-    runner: ServiceRunner, command: list[str], variable: str
+    cli: InProcessCli, command: list[str], variable: str
 ) -> None:
-    url = "postgresql://alice:s3cret-pw@127.0.0.1:1/nowhere_db"
-    done = runner.cli(*command, **{variable: url})
-    if command[0] in ("publish", "inspect") and variable == "APP_DATABASE_URL":
-        return  # these only talk to the system database, which is fine here
-    _refused(done, "nowhere_db", "127.0.0.1:1", variable, logs=command[0] == "serve")
-    assert "s3cret-pw" not in done.stderr
+    done = cli(*command, **{variable: UNREACHABLE})
+    _refused(done, "nowhere_db", "127.0.0.1:1", variable, serve=command == ["serve"])
+    assert "s3cret-pw" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(("command", "variable"), UNREACHABLE_CASES, ids=_case_id)
+def test_an_unreachable_database_leaves_the_other_untouched(
+    cli: InProcessCli, tmp_path: Path, command: list[str], variable: str
+) -> None:
+    assert cli(*command, **{variable: UNREACHABLE}).returncode == 2
+    _nothing_written(tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -81,10 +98,10 @@ def test_unreachable_database_names_host_and_database_but_never_the_password(
     ],
 )
 def test_bad_configuration_stops_the_service_before_it_starts(
-    runner: ServiceRunner, tmp_path: Path, env: dict[str, str], fragment: str
+    cli: InProcessCli, tmp_path: Path, env: dict[str, str], fragment: str
 ) -> None:
-    _refused(runner.cli("serve", **env), fragment)
-    assert not (tmp_path / "system.sqlite").exists()
+    _refused(cli("serve", **env), fragment, serve=True)
+    _nothing_written(tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -97,20 +114,18 @@ def test_bad_configuration_stops_the_service_before_it_starts(
     ],
 )
 def test_invalid_publisher_declarations_are_refused_at_start(
-    runner: ServiceRunner, tmp_path: Path, toml: str, fragment: str
+    cli: InProcessCli, tmp_path: Path, toml: str, fragment: str
 ) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(toml)
-    _refused(runner.cli("serve", APP_PUBLISHERS_FILE=str(path)), fragment)
-    assert not (tmp_path / "system.sqlite").exists()
+    _refused(cli("serve", APP_PUBLISHERS_FILE=str(path)), fragment, serve=True)
+    _nothing_written(tmp_path)
 
 
-def test_help_lists_the_three_commands() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "app", "--help"], capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0
-    for command in ("serve", "publish", "status"):
+def test_help_lists_the_commands(cli: InProcessCli) -> None:
+    done = cli("--help")
+    assert (done.returncode, done.stderr) == (0, "")
+    for command in ("serve", "publish", "status", "inspect", "bench", "scenario"):
         assert command in done.stdout
 
 
@@ -139,8 +154,31 @@ def test_help_lists_the_three_commands() -> None:
     ],
 )
 def test_bad_scenario_input_is_refused_in_one_line(
-    runner: ServiceRunner, args: list[str], fragment: str
+    cli: InProcessCli, args: list[str], fragment: str
 ) -> None:
-    done = runner.cli(*args)
+    done = cli(*args)
     _refused(done, fragment)
-    assert "s3cret" not in done.stderr
+    assert "s3cret" not in done.stdout + done.stderr
+
+
+# ---- the real interpreter ---------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_real_process_refuses_bad_input_in_one_line(
+    sqlite_runner: ServiceRunner, tmp_path: Path
+) -> None:
+    done = sqlite_runner.cli("publish", "nobody", "--count", "5")
+    _refused(CliRun(done.returncode, done.stdout, done.stderr), "unknown publisher 'nobody'")
+    _nothing_written(tmp_path)
+
+
+@pytest.mark.slow
+def test_the_real_service_process_names_an_unreachable_database_in_one_line(
+    sqlite_runner: ServiceRunner, tmp_path: Path
+) -> None:
+    done = sqlite_runner.cli("serve", DBOS_SYSTEM_DATABASE_URL=UNREACHABLE)
+    refused = CliRun(done.returncode, done.stdout, done.stderr)
+    _refused(refused, "nowhere_db", "127.0.0.1:1", "DBOS_SYSTEM_DATABASE_URL", serve=True)
+    assert "s3cret-pw" not in done.stdout + done.stderr
+    _nothing_written(tmp_path)

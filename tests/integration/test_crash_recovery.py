@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pytest
@@ -24,6 +25,8 @@ CRASH_POINTS = [
 TOTAL = 400
 CHUNK = 20
 
+pytestmark = pytest.mark.slow  # real services, real SIGKILLs
+
 
 def _ledger_rows(service: ServiceRunner) -> dict[str, object]:
     with short_lived_engine(service.settings().app_db) as engine, engine.connect() as conn:
@@ -32,11 +35,8 @@ def _ledger_rows(service: ServiceRunner) -> dict[str, object]:
 
 
 def _batch_status(service: ServiceRunner, batch_id: str) -> str:
-    client = service.client()
-    try:
-        return client.retrieve_workflow(batch_workflow_id(batch_id)).get_status().status
-    finally:
-        client.destroy()
+    (found,) = service.workflow_statuses([batch_workflow_id(batch_id)])
+    return found.status
 
 
 @dataclass
@@ -92,7 +92,7 @@ def test_sigkill_mid_batch_resumes_exactly_where_it_stopped(
 
 
 def _inspect_marks_exactly_the_replayed_steps(
-    service: ServiceRunner, at_crash: AtCrash, completed: dict[tuple[str, int], object]
+    service: ServiceRunner, at_crash: AtCrash, completed: Mapping[tuple[str, int], object]
 ) -> None:
     """Steps completed before the crash in workflows the restart resumed were replayed."""
     done = service.cli("inspect", "crash", "--json")

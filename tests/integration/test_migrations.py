@@ -1,30 +1,41 @@
-"""alembic on SQLite and Postgres: upgrade, downgrade, no drift, DBOS's tables left alone."""
+"""alembic on SQLite and Postgres: upgrade, downgrade, no drift, DBOS's tables left alone.
+
+alembic's command line runs in this process (`alembic.config.main`), reading alembic.ini and
+migrations/env.py as `alembic` from a shell does; one smoke test runs the real `alembic`."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from collections.abc import Sequence
 
+import pytest
 import sqlalchemy as sa
-from dbos._datasource_migration import migrate_datasource_database
+from alembic.config import CommandLine, Config
 
-from app import migrate
+from app import dbos_gateway, migrate
 from app.config import DatabaseUrl
 from app.database import short_lived_engine
-from tests.helpers import ROOT, Databases
+from tests.helpers import ROOT, Databases, InProcessCli
 
 APP_TABLES = {"ledger", "local_counters", "global_counters"}
 
 
-def _alembic(databases: Databases, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "alembic", *args],
-        cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "APP_DATABASE_URL": databases.app_url},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+def _alembic_main(argv: Sequence[str]) -> None:
+    """alembic's own `main`, but printing to the stdout of the moment, which the test captures
+    (`Config` binds its default stdout when alembic is imported)."""
+    command_line = CommandLine(prog="alembic")
+    options = command_line.parser.parse_args(argv)
+    config = Config(str(ROOT / "alembic.ini"), cmd_opts=options, stdout=sys.stdout)
+    command_line.run_cmd(config, options)
+
+
+@pytest.fixture
+def alembic(databases: Databases, capfd: pytest.CaptureFixture[str]) -> InProcessCli:
+    """`alembic ARGS` from the project root against the test's application database."""
+    env = {"APP_DATABASE_URL": databases.app_url}
+    return InProcessCli(capture=capfd, cwd=ROOT, env=env, main=_alembic_main)
 
 
 def _tables(url: DatabaseUrl) -> set[str]:
@@ -32,34 +43,72 @@ def _tables(url: DatabaseUrl) -> set[str]:
         return set(sa.inspect(engine).get_table_names())
 
 
-def test_upgrade_downgrade_upgrade(databases: Databases) -> None:
+def test_upgrade_downgrade_upgrade(databases: Databases, alembic: InProcessCli) -> None:
     url = DatabaseUrl.parse(databases.app_url, "APP_DATABASE_URL")
     migrate.upgrade(url)
     assert _tables(url) >= APP_TABLES
-    down = _alembic(databases, "downgrade", "base")
+    down = alembic("downgrade", "base")
     assert down.returncode == 0, down.stderr
     assert not APP_TABLES & _tables(url)
-    up = _alembic(databases, "upgrade", "head")
+    up = alembic("upgrade", "head")
     assert up.returncode == 0, up.stderr
     assert _tables(url) >= APP_TABLES
 
 
-def test_alembic_check_sees_no_drift_and_ignores_dbos_tables(databases: Databases) -> None:
+def test_alembic_check_sees_no_drift_and_ignores_dbos_tables(
+    databases: Databases, alembic: InProcessCli
+) -> None:
     url = DatabaseUrl.parse(databases.app_url, "APP_DATABASE_URL")
     migrate.upgrade(url)
-    migrate_datasource_database(
-        databases.app_url, None if url.backend == "sqlite" else "dbos", None
-    )
-    done = _alembic(databases, "check")
+    dbos_gateway.migrate_datasource_tables(url)
+    done = alembic("check")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "No new upgrade operations detected" in done.stdout
 
 
-def test_alembic_check_reports_drift(databases: Databases) -> None:
+def test_alembic_check_reports_drift(databases: Databases, alembic: InProcessCli) -> None:
     url = DatabaseUrl.parse(databases.app_url, "APP_DATABASE_URL")
     migrate.upgrade(url)
     with short_lived_engine(url) as engine, engine.begin() as conn:
         conn.execute(sa.text("ALTER TABLE ledger ADD COLUMN stray INTEGER"))
-    done = _alembic(databases, "check")
+    done = alembic("check")
     assert done.returncode != 0
     assert "stray" in done.stdout + done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite"])  # the process, not the backend, is the point
+def test_the_real_alembic_command_sees_no_drift(databases: Databases) -> None:
+    """From a shell, with only APP_DATABASE_URL set: alembic.ini puts the project on sys.path."""
+    migrate.upgrade(DatabaseUrl.parse(databases.app_url, "APP_DATABASE_URL"))
+    done = subprocess.run(
+        [sys.executable, "-m", "alembic", "check"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "APP_DATABASE_URL": databases.app_url},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "No new upgrade operations detected" in done.stdout
+
+
+@pytest.mark.postgres
+def test_a_database_name_is_quoted_never_run_as_sql(postgres_server: str) -> None:
+    """A name with a quote and a clause in it creates a database of exactly that name."""
+    name = f'pubtest_inj_{os.getpid()}" TEMPLATE "template0'
+    url = sa.make_url(postgres_server).set(database=name).render_as_string(False)
+    migrate.ensure_database(DatabaseUrl.parse(url, "APP_DATABASE_URL"))
+    admin = sa.create_engine(
+        postgres_server, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
+    )
+    try:
+        with admin.connect() as conn:
+            found = conn.scalar(
+                sa.text("SELECT datname FROM pg_database WHERE datname = :n"), {"n": name}
+            )
+            assert found == name
+            quoted = conn.dialect.identifier_preparer.quote_identifier(name)
+            conn.execute(sa.text(f"DROP DATABASE {quoted}"))
+    finally:
+        admin.dispose()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
+import pytest
 import sqlalchemy as sa
 
 from app import ledger, migrate
@@ -13,12 +14,14 @@ from app.database import short_lived_engine
 from tests.helpers import ROOT, ServiceRunner
 from tests.integration.test_crash_recovery import CHUNK, TOTAL, crash_then_restart
 
+pytestmark = pytest.mark.slow  # the real service and CLI in subprocesses
+
 JOINS_DBOS = ("dbos.", "batch_workflows", "stuck_work")
 
 
-def _rows(service: ServiceRunner, sql: str) -> list[sa.Row[tuple[object, ...]]]:
+def _rows(service: ServiceRunner, sql: str) -> list[tuple[object, ...]]:
     with short_lived_engine(service.settings().app_db) as engine, engine.connect() as conn:
-        return list(conn.execute(sa.text(sql)))
+        return [tuple(row) for row in conn.execute(sa.text(sql))]
 
 
 def test_views_agree_with_the_ledger_after_a_crash(service: ServiceRunner) -> None:
@@ -75,6 +78,6 @@ def _without_comments(statement: str) -> str:
     return "\n".join(x for x in statement.splitlines() if not x.strip().startswith("--")).strip()
 
 
-def _normalise(rows: list[sa.Row[tuple[object, ...]]]) -> list[tuple[object, ...]]:
+def _normalise(rows: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
     """SQLite returns booleans as 0/1."""
     return [tuple(bool(v) if i == len(r) - 1 else v for i, v in enumerate(r)) for r in rows]

@@ -36,7 +36,10 @@ def test_postgres_has_a_healthcheck_and_a_named_volume() -> None:
 def test_service_waits_for_a_healthy_postgres_and_a_finished_migration() -> None:
     services = _compose()["services"]
     assert services["migrate"]["command"] == ["dbos", "migrate"]  # type: ignore[index]
-    assert services["service"]["command"] == ["dbos", "start"]  # type: ignore[index]
+    # Each replica's executor id is its hostname, then `dbos start` takes over the process.
+    command = services["service"]["command"]  # type: ignore[index]
+    assert command[:2] == ["sh", "-c"] and command[2].endswith("exec dbos start")
+    assert 'APP_EXECUTOR_ID="$$(hostname)"' in command[2]
     assert services["service"]["depends_on"] == {  # type: ignore[index]
         "postgres": {"condition": "service_healthy"},
         "migrate": {"condition": "service_completed_successfully"},
@@ -65,3 +68,11 @@ def test_envrc_points_libpq_and_compose_at_the_same_database() -> None:
     assert exported["POSTGRES_USER"] == defaults["POSTGRES_USER"]
     assert exported["POSTGRES_PASSWORD"] == defaults["POSTGRES_PASSWORD"]
     assert exported["POSTGRES_DB"] == defaults["POSTGRES_DB"]
+
+
+def test_the_service_scales_without_a_host_port_clash() -> None:
+    """`docker compose up --scale service=3`: every replica's API on an ephemeral host port."""
+    (port,) = _compose()["services"]["service"]["ports"]  # type: ignore[index]
+    host_ip, host_port, container_port = port.split(":")
+    assert (host_ip, host_port, container_port) == ("127.0.0.1", "", "8000")
+    assert "--scale service=3" in (ROOT / "README.md").read_text()

@@ -10,11 +10,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from app import failpoints
-from app.failpoints import FailpointError
-from app.ledger import LedgerEntry
-from app.publishers.broken import NoIdempotencyKeyPublisher
-from app.publishers.webhook import WebhookPublisher
 from app.scenarios.receiver import Receiver, ReceiverStats
 
 Reply = tuple[int, dict[str, object]]
@@ -140,54 +135,3 @@ def test_a_stopped_receiver_refuses_connections() -> None:
         url = receiver.url
     with pytest.raises(urllib.error.URLError):
         deliver(url, ("a", "p"))
-
-
-# ---- the webhook publisher's delivery, against a real receiver ------------------------------
-
-
-def entries(batch_id: str, count: int) -> list[LedgerEntry]:
-    return [
-        LedgerEntry(f"{batch_id}:{i}", batch_id, i, "hooks", "t", f"p{i}", f"batch-{batch_id}")
-        for i in range(count)
-    ]
-
-
-def unregistered(cls: type[WebhookPublisher], endpoint: str) -> WebhookPublisher:
-    """A publisher object with only its options set: `_deliver` needs no DBOS registration."""
-    publisher = cls.__new__(cls)
-    publisher.options = {"endpoint": endpoint}
-    return publisher
-
-
-@pytest.fixture
-def disarmed() -> Iterator[None]:
-    failpoints.arm("")
-    yield
-    failpoints.arm("")
-
-
-@pytest.mark.parametrize(
-    ("cls", "effects"), [(WebhookPublisher, 3), (NoIdempotencyKeyPublisher, 6)]
-)
-def test_a_repeated_delivery_is_deduplicated_only_with_keys(
-    receiver: Receiver, cls: type[WebhookPublisher], effects: int
-) -> None:
-    publisher = unregistered(cls, receiver.url)
-    assert publisher._deliver(entries("b", 3)) == 3
-    assert publisher._deliver(entries("b", 3)) == 3
-    assert receiver.stats().attempts == 6
-    assert receiver.stats().effects == effects
-
-
-@pytest.mark.usefixtures("disarmed")
-def test_the_effect_failpoint_fires_after_the_receiver_applied_it(receiver: Receiver) -> None:
-    failpoints.arm("effect.after_send=raise")
-    with pytest.raises(FailpointError, match=r"failpoint effect\.after_send raised"):
-        unregistered(WebhookPublisher, receiver.url)._deliver(entries("b", 2))
-    assert receiver.stats().effects == 2
-
-
-def test_a_refused_delivery_raises(receiver: Receiver) -> None:
-    publisher = unregistered(WebhookPublisher, receiver.url.replace("/deliveries", "/other"))
-    with pytest.raises(urllib.error.HTTPError, match="404"):
-        publisher._deliver(entries("b", 1))

@@ -7,9 +7,8 @@ import io
 import pytest
 
 from app.scenarios import chaos
-from app.scenarios.catalog import catalog
+from app.scenarios.catalog import catalog, plan_batches
 from app.scenarios.progress import Progress
-from app.scenarios.runner import plan_batches
 
 
 def test_the_same_seed_gives_the_same_kill_schedule() -> None:

@@ -1,0 +1,170 @@
+"""The one door to DBOS's records: the client on the system database and every read of DBOS's
+tables (workflows, steps, results), with typed results.
+
+Everything else in the product uses public `dbos` names only; the few private ones it needs live
+here alone, and tests/unit/test_dbos_gateway.py fails loudly if DBOS moves them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Literal, TypedDict
+
+from dbos import (
+    DBOS,
+    DBOSClient,
+    EnqueueOptions,
+    StepInfo,
+    WorkflowStatus,
+    _dbos,  # private: DBOS has no public way to unregister an instance
+)
+from dbos import error as dbos_error
+
+from app.config import APP_NAME, DatabaseUrl
+from app.database import reported, system_tables_exist
+from app.errors import ConflictError
+
+ACTIVE_STATUSES = ("PENDING", "ENQUEUED")
+TERMINAL_STATUSES = frozenset({"SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"})
+CLIENT_POOL_SIZE = 2  # a client reads one thing at a time; DBOS's default pool is 20
+
+# DBOS 3.4 does not export these two types; they are spelled out here (structurally identical)
+# so no module imports dbos._datasource. The gateway test checks they still match DBOS's own.
+IsolationLevel = Literal["SERIALIZABLE", "REPEATABLE READ", "READ COMMITTED"]
+
+
+class DatasourceOptions(TypedDict, total=False):
+    name: str | None
+    isolation_level: IsolationLevel | None
+
+
+class WorkflowConflictError(ConflictError):
+    """A workflow id is taken by a different workflow (another publisher's batch)."""
+
+
+@contextmanager
+def client(system_db: DatabaseUrl) -> Iterator[DBOSClient]:
+    """A DBOS client for one unit of work (a CLI command, a lab poll), closed afterwards."""
+    dbos_client = DBOSClient(
+        system_database_url=system_db.raw,
+        application_name=APP_NAME,
+        system_database_pool_size=CLIENT_POOL_SIZE,
+        retry_connection_errors=False,
+    )
+    try:
+        with reported(system_db, "cannot reach", connection_only=True):
+            yield dbos_client
+    finally:
+        dbos_client.destroy()
+
+
+def active_workflows(dbos_client: DBOSClient) -> list[WorkflowStatus]:
+    """PENDING and ENQUEUED workflows of this application."""
+    return dbos_client.list_workflows(
+        status=list(ACTIVE_STATUSES), load_input=False, load_output=False
+    )
+
+
+def active_workflows_at(system_db: DatabaseUrl) -> list[WorkflowStatus]:
+    """The same from a short-lived client; none before DBOS's tables exist."""
+    if not system_tables_exist(system_db):
+        return []
+    with client(system_db) as dbos_client:
+        return active_workflows(dbos_client)
+
+
+def workflows(
+    dbos_client: DBOSClient, workflow_ids: Sequence[str], *, with_output: bool = False
+) -> list[WorkflowStatus]:
+    """The named workflows that exist (inputs never loaded)."""
+    if not workflow_ids:
+        return []
+    return dbos_client.list_workflows(
+        workflow_ids=list(workflow_ids), load_input=False, load_output=with_output
+    )
+
+
+def workflow_family(dbos_client: DBOSClient, parent_id: str) -> list[WorkflowStatus]:
+    """A workflow and its children named `<parent>/...` (a batch and its chunks), parent first."""
+    found = workflows(dbos_client, [parent_id])
+    if not found:
+        return []
+    children = dbos_client.list_workflows(
+        workflow_id_prefix=f"{parent_id}/", load_input=False, load_output=False
+    )
+    return [*found, *children]
+
+
+def workflow_input(dbos_client: DBOSClient, workflow_id: str) -> tuple[Any, ...] | None:
+    """The positional arguments a workflow was started with (None: no such workflow)."""
+    found = dbos_client.list_workflows(workflow_ids=[workflow_id], load_output=False)
+    if not found:
+        return None
+    recorded = found[0].input
+    return tuple(recorded["args"]) if recorded is not None else ()
+
+
+def steps(dbos_client: DBOSClient, workflow_id: str) -> list[StepInfo]:
+    return dbos_client.list_workflow_steps(workflow_id)
+
+
+def enqueue(dbos_client: DBOSClient, options: EnqueueOptions, *args: Any) -> None:
+    """Enqueue a workflow; the same id again attaches to the first, a different one conflicts."""
+    try:
+        dbos_client.enqueue(options, *args)
+    except dbos_error.DBOSConflictingWorkflowError:
+        raise WorkflowConflictError(
+            f"workflow id {options.get('workflow_id')!r} belongs to a different workflow"
+        ) from None
+
+
+def wait_result(dbos_client: DBOSClient, workflow_id: str, *, poll_sec: float = 0.2) -> Any:
+    """Block until the workflow ends; its result, or the error it ended with, re-raised."""
+    return dbos_client.retrieve_workflow(workflow_id).get_result(polling_interval_sec=poll_sec)
+
+
+def wait_until_terminal(
+    dbos_client: DBOSClient, workflow_id: str, *, timeout_sec: float, poll_sec: float = 0.2
+) -> WorkflowStatus | None:
+    """The workflow's status once it is no longer active; None if it still is at the deadline."""
+    deadline = time.monotonic() + timeout_sec
+    while True:
+        found = workflows(dbos_client, [workflow_id], with_output=True)
+        if found and found[0].status in TERMINAL_STATUSES:
+            return found[0]
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(poll_sec)
+
+
+def current_instance() -> object | None:
+    """The DBOS instance this process constructed, if any (tests restore what a command built)."""
+    return _dbos._dbos_global_instance
+
+
+def forget_instances() -> None:
+    """Drop configured instances from DBOS's registry after DBOS.destroy(), so one process can
+    build the runtime again (in-process tests); the registered workflow functions stay."""
+    registry = _dbos._dbos_global_registry
+    if registry is not None:
+        registry.instance_info_map.clear()
+
+
+def recover_executor(executor_id: str) -> int:
+    """Re-enqueue a dead executor's PENDING workflows of this application version on their own
+    queues (any live worker then runs them); returns how many. Needs a launched DBOS.
+
+    DBOS 3.4 has no public call for this (its hosted Conductor does it); the re-enqueue is a
+    guarded UPDATE (PENDING and still that executor's), so a repeat recovers nothing twice."""
+    return len(DBOS._recover_pending_workflows([executor_id]))
+
+
+def migrate_datasource_tables(app_db: DatabaseUrl) -> None:
+    """Create DBOS's datasource checkpoint tables in the application database (what the
+    datasource does itself at launch), for a process that needs them before any launch."""
+    from dbos._datasource_migration import migrate_datasource_database  # noqa: PLC0415 - private
+
+    schema = None if app_db.backend == "sqlite" else "dbos"
+    migrate_datasource_database(app_db.raw, schema, None)

@@ -1,0 +1,128 @@
+"""The workers on one database, as people and tools see them: leases, in-flight work, takeovers,
+and work stranded under another application version (never taken over silently)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from dbos import WorkflowStatus
+
+from app import dbos_gateway, leases
+from app.config import Settings
+from app.database import short_lived_engine
+
+RECENT_GONE = 10  # gone workers listed beside the live ones
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    executor_id: str
+    app_version: str
+    host: str
+    pid: int
+    state: str
+    heartbeat_age_sec: float
+    in_flight: int  # PENDING workflows DBOS records under its executor id
+    takeovers: int  # workers it took over
+    taken_over_by: str | None  # executor id of the worker that took it over
+
+
+@dataclass(frozen=True)
+class StrandedWork:
+    app_version: str
+    executor_id: str
+    workflows: int
+    resolve: str  # the one command that resolves it
+
+
+@dataclass(frozen=True)
+class FleetSnapshot:
+    workers: list[WorkerView]
+    takeovers: list[dict[str, Any]]  # the latest RECENT_GONE
+    takeovers_total: int
+    stranded: list[StrandedWork]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def counts(self) -> dict[str, int]:
+        counted = Counter(w.state for w in self.workers)
+        return {state: counted[state] for state in ("alive", "stopped", "dead", "taken_over")}
+
+
+def gather(settings: Settings, active: list[WorkflowStatus] | None = None) -> FleetSnapshot:
+    with short_lived_engine(settings.app_db) as engine, engine.connect() as conn:
+        rows = leases.list_workers(conn)
+        takeovers = leases.list_takeovers(conn)
+    if active is None:
+        active = dbos_gateway.active_workflows_at(settings.system_db)
+    pending = Counter(wf.executor_id for wf in active if wf.status == "PENDING")
+    by_worker = Counter(t.by_worker_id for t in takeovers)
+    executor_of = {r.worker_id: r.executor_id for r in rows}
+    live = [r for r in rows if r.state in leases.CLAIMABLE]
+    gone = [r for r in rows if r.state not in leases.CLAIMABLE][:RECENT_GONE]
+    views = [
+        WorkerView(
+            executor_id=r.executor_id,
+            app_version=r.app_version,
+            host=r.host,
+            pid=r.pid,
+            state=r.state,
+            heartbeat_age_sec=round(r.heartbeat_age, 1),
+            in_flight=pending[r.executor_id] if r.state in leases.CLAIMABLE else 0,
+            takeovers=by_worker[r.worker_id],
+            taken_over_by=executor_of.get(r.taken_over_by or ""),
+        )
+        for r in [*live, *gone]
+    ]
+    return FleetSnapshot(
+        workers=views,
+        takeovers=[asdict(t) for t in takeovers[-RECENT_GONE:]],
+        takeovers_total=len(takeovers),
+        stranded=stranded_work(settings, active, rows),
+    )
+
+
+def stranded_work(
+    settings: Settings, active: list[WorkflowStatus], rows: list[leases.WorkerRow]
+) -> list[StrandedWork]:
+    """PENDING work of another application version whose executor no live worker holds."""
+    held = {r.executor_id for r in rows if r.state == "alive" and not r.expired}
+    stranded = Counter(
+        (wf.app_version or "?", wf.executor_id or "?")
+        for wf in active
+        if wf.status == "PENDING"
+        and wf.app_version != settings.application_version
+        and wf.executor_id not in held
+    )
+    return [
+        StrandedWork(
+            app_version=version,
+            executor_id=executor,
+            workflows=count,
+            resolve=f"APP_VERSION={version} APP_EXECUTOR_ID={executor} dbos start",
+        )
+        for (version, executor), count in sorted(stranded.items())
+    ]
+
+
+def render(snapshot: FleetSnapshot) -> str:
+    header = (
+        f"  {'executor':<28} {'version':<8} {'host/pid':<24} {'state':<11} "
+        f"{'heartbeat':>9} {'in-flight':>9} {'takeovers':>9}"
+    )
+    lines = ["Workers:", header]
+    for w in snapshot.workers:
+        by = f"  (by {w.taken_over_by})" if w.taken_over_by else ""
+        lines.append(
+            f"  {w.executor_id:<28} {w.app_version:<8} {f'{w.host}/{w.pid}':<24} {w.state:<11} "
+            f"{w.heartbeat_age_sec:>8.1f}s {w.in_flight:>9} {w.takeovers:>9}{by}"
+        )
+    for s in snapshot.stranded:
+        lines.append(
+            f"  STRANDED {s.workflows} workflows of version {s.app_version} "
+            f"(executor {s.executor_id}): {s.resolve}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,215 @@
+"""A worker process's life on a shared database: a unique executor id, a lease it heartbeats, a
+clean stop, and the takeover of workers that are gone, coordinated through the database alone.
+
+Open-source DBOS recovers only its own executor's PENDING work at launch; a worker that died for
+good would strand its work. Here every worker sweeps for gone workers of its own application
+version, exactly one survivor claims each (a guarded UPDATE, see app.leases), and recovers that
+executor's pending work through DBOS's recovery.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+import structlog
+
+from app import dbos_gateway, leases
+from app.config import Settings
+from app.database import make_engine
+from app.errors import StateError
+from app.leases import ClaimReason, WorkerIdentity, WorkerRow
+
+log = structlog.get_logger()
+
+EXIT_LEASE_LOST = 3  # a worker that finds itself taken over stops at once
+DEAD_STATES = frozenset({"Z", "X"})  # zombie, dead: /proc still lists them
+
+
+class WorkerRefusedError(StateError):
+    """This worker must not run next to one that is alive (SQLite, or the same executor id)."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    takeover_id: int
+    worker: WorkerRow
+    reason: ClaimReason
+
+
+def default_executor_id() -> str:
+    """Unique per process and stable for its life: host and pid."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def process_token(pid: int) -> str | None:
+    """Boot id, pid and start time of a running process (None when it is not running), so a pid
+    reused after a restart or a reboot is not mistaken for the old process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except (OSError, IndexError):
+        return None
+    if stat[0] in DEAD_STATES:  # killed, not yet reaped by its parent: not running
+        return None
+    return f"{boot_id}:{pid}:{stat[19]}"  # field 22 of stat: start time in clock ticks
+
+
+def identity(settings: Settings) -> WorkerIdentity:
+    pid = os.getpid()
+    return WorkerIdentity(
+        worker_id=uuid.uuid4().hex,
+        executor_id=settings.executor_id or default_executor_id(),
+        app_version=settings.application_version,
+        host=socket.gethostname(),
+        pid=pid,
+        process_token=process_token(pid) or f"unknown:{pid}",
+        lease_ttl_sec=settings.leases.ttl_sec,
+    )
+
+
+@dataclass
+class Worker:
+    settings: Settings
+    me: WorkerIdentity
+    engine: sa.Engine = field(init=False)
+    takeovers: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __post_init__(self) -> None:
+        extra = (
+            {} if self.settings.app_db.backend == "sqlite" else {"pool_size": 1, "max_overflow": 0}
+        )
+        self.engine = make_engine(self.settings.app_db, pool_pre_ping=True, **extra)
+
+    # ---- joining and leaving --------------------------------------------------------------
+
+    def join(self) -> list[Claim]:
+        """Before DBOS.launch(): refuse to run beside what must not run twice, announce this
+        worker, and claim the workers that are gone (their work is recovered after launch)."""
+        with self.engine.begin() as conn:
+            rows = leases.list_workers(conn, leases.CLAIMABLE)
+            self._refuse(rows)
+            leases.register(conn, self.me)
+        log.info("worker_joined", executor_id=self.me.executor_id, worker_id=self.me.worker_id)
+        return self._claim_gone(rows)
+
+    def leave(self) -> None:
+        """A clean stop: no more heartbeats, and the lease marked stopped so the others take
+        over anything unfinished at once instead of after the TTL."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.settings.leases.heartbeat_sec * 2)
+        with contextlib.suppress(sa.exc.DBAPIError), self.engine.begin() as conn:
+            leases.stop(conn, self.me.worker_id)
+        self.engine.dispose()
+        log.info("worker_left", executor_id=self.me.executor_id)
+
+    def _refuse(self, rows: list[WorkerRow]) -> None:
+        live = [r for r in rows if r.state == "alive" and self.gone_reason(r) is None]
+        if live and self.settings.system_db.backend == "sqlite":
+            other = live[0]
+            raise WorkerRefusedError(
+                f"another worker is running on this SQLite database (executor {other.executor_id}, "
+                f"pid {other.pid} on {other.host}); SQLite takes one worker: run several "
+                "workers on Postgres"
+            )
+        for other in live:
+            if other.executor_id == self.me.executor_id:
+                raise WorkerRefusedError(
+                    f"executor id {other.executor_id!r} belongs to a live worker (pid {other.pid} "
+                    f"on {other.host}, heartbeat {other.heartbeat_age:.1f} s ago); give each "
+                    "worker its own APP_EXECUTOR_ID"
+                )
+
+    # ---- takeover -------------------------------------------------------------------------
+
+    def gone_reason(self, row: WorkerRow) -> ClaimReason | None:
+        """Why `row`'s worker is gone, or None while it may still be running."""
+        if row.state == "stopped":
+            return "stopped"
+        if row.host == self.me.host and process_token(row.pid) != row.process_token:
+            return "exited"  # on this machine, and its process is not running
+        if row.expired:
+            return "expired"
+        return None
+
+    def _claim_gone(self, rows: list[WorkerRow]) -> list[Claim]:
+        claims = []
+        for row in rows:
+            reason = self.gone_reason(row) if self._may_claim(row) else None
+            if reason is None:
+                continue
+            with self.engine.begin() as conn:
+                takeover_id = leases.claim(conn, row, self.me, reason)
+            if takeover_id is not None:
+                claims.append(Claim(takeover_id, row, reason))
+        return claims
+
+    def _may_claim(self, row: WorkerRow) -> bool:
+        # Work of another application version is never taken over: this code may not match it.
+        return (
+            row.worker_id != self.me.worker_id
+            and row.state in leases.CLAIMABLE
+            and row.app_version == self.me.app_version
+        )
+
+    def recover(self, claims: list[Claim]) -> int:
+        """After DBOS.launch(): recover each claimed executor's pending workflows; returns how
+        many. This worker's own executor id DBOS recovered at launch already."""
+        total = 0
+        for claim in claims:
+            gone = claim.worker
+            recovered = (
+                0
+                if gone.executor_id == self.me.executor_id
+                else dbos_gateway.recover_executor(gone.executor_id)
+            )
+            with self.engine.begin() as conn:
+                leases.record_recovered(conn, claim.takeover_id, recovered)
+            self.takeovers += 1
+            total += recovered
+            log.info(
+                "worker_taken_over",
+                executor_id=gone.executor_id,
+                worker_id=gone.worker_id,
+                reason=claim.reason,
+                workflows=recovered,
+                by_executor_id=self.me.executor_id,
+            )
+        return total
+
+    # ---- the lease ------------------------------------------------------------------------
+
+    def start_heartbeat(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="worker-lease", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.settings.leases.heartbeat_sec):
+            try:
+                self._beat()
+                self.recover(self._sweep())
+            except sa.exc.DBAPIError as exc:  # an outage: the lease may lapse, never silently
+                log.warning("worker_heartbeat_failed", error=str(exc.orig or exc).splitlines()[0])
+
+    def _beat(self) -> None:
+        with self.engine.begin() as conn:
+            alive = leases.heartbeat(conn, self.me.worker_id)
+        if not alive and not self._stop.is_set():
+            # Another worker took this one over while it was paused or cut off; its in-flight
+            # work now runs there. Stop at once: DBOS parks anything of ours that still writes.
+            log.error("worker_lease_lost", executor_id=self.me.executor_id)
+            os._exit(EXIT_LEASE_LOST)
+
+    def _sweep(self) -> list[Claim]:
+        with self.engine.connect() as conn:
+            rows = leases.list_workers(conn, leases.CLAIMABLE)
+        return self._claim_gone(rows)

@@ -1,0 +1,47 @@
+"""Publisher classes the in-process tests declare: deliveries counted per chunk, failing on cue."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import ClassVar
+
+from app.ledger import LedgerEntry
+from app.publishers import ChunkSpec, DeliveryOptions, RetryPolicy
+from app.publishers.events import EventPublisher
+
+# (publisher, batch id, chunk index) -> delivery attempts; tests clear it.
+ATTEMPTS: Counter[tuple[str, str, int]] = Counter()
+_lock = threading.Lock()
+
+
+class DeliveryRefusedError(ConnectionError):
+    """The stand-in for a downstream system that is not answering."""
+
+
+class CountingPublisher(EventPublisher):
+    """Counts delivery attempts per chunk and refuses the first `refusals` of each."""
+
+    Options = DeliveryOptions  # takes a `delivery_retry` option
+    delivery_retry = RetryPolicy(max_attempts=3, interval_seconds=0.01, backoff_rate=1.0)
+    refusals: ClassVar[int] = 0
+
+    def deliver(self, chunk: ChunkSpec, entries: list[LedgerEntry]) -> None:
+        with _lock:
+            key = (self.name, chunk["batch_id"], chunk["index"])
+            ATTEMPTS[key] += 1
+            attempt = ATTEMPTS[key]
+        if attempt <= self.refusals:
+            raise DeliveryRefusedError(f"attempt {attempt} refused")
+
+
+class FlakyPublisher(CountingPublisher):
+    """Each chunk's delivery is refused twice, then accepted."""
+
+    refusals = 2
+
+
+class DownPublisher(CountingPublisher):
+    """Every delivery is refused."""
+
+    refusals = 1_000

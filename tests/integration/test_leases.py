@@ -1,0 +1,163 @@
+"""Worker leases on real databases, in this process: a gone worker is claimed exactly once even
+when survivors race; expiry, stop and a vanished process each make a worker claimable; SQLite
+and a live executor id refuse a second worker."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from app import leases, migrate, workers
+from app.config import DatabaseUrl, LeaseSettings, Settings
+from app.database import make_engine
+from app.leases import WorkerIdentity
+from tests.helpers import Databases
+
+HOST = "lab-host"
+
+
+@pytest.fixture
+def app_db(databases: Databases) -> DatabaseUrl:
+    url = DatabaseUrl.parse(databases.app_url, "app")
+    if databases.backend == "sqlite":
+        migrate.upgrade(url)  # the Postgres copy comes migrated from the template
+    return url
+
+
+@pytest.fixture
+def engine(app_db: DatabaseUrl) -> Iterator[sa.Engine]:
+    engine = make_engine(app_db)
+    yield engine
+    engine.dispose()
+
+
+def who(executor: str, *, ttl: float = 10.0, host: str = HOST, pid: int = 1) -> WorkerIdentity:
+    return WorkerIdentity(uuid.uuid4().hex, executor, "1", host, pid, f"token-{executor}", ttl)
+
+
+def row_of(engine: sa.Engine, worker_id: str) -> leases.WorkerRow:
+    with engine.connect() as conn:
+        (row,) = [r for r in leases.list_workers(conn) if r.worker_id == worker_id]
+    return row
+
+
+def test_racing_survivors_claim_a_stopped_worker_exactly_once(engine: sa.Engine) -> None:
+    gone = who("gone")
+    with engine.begin() as conn:
+        leases.register(conn, gone)
+        leases.stop(conn, gone.worker_id)
+    target = row_of(engine, gone.worker_id)
+    survivors = [who(f"survivor-{n}") for n in range(6)]
+    won: list[int | None] = []
+    start = threading.Barrier(len(survivors))
+
+    def race(me: WorkerIdentity) -> None:
+        start.wait()
+        with engine.begin() as conn:
+            won.append(leases.claim(conn, target, me, "stopped"))
+
+    threads = [threading.Thread(target=race, args=(me,)) for me in survivors]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len([w for w in won if w is not None]) == 1
+    with engine.connect() as conn:
+        (takeover,) = leases.list_takeovers(conn)
+    assert takeover.executor_id == "gone"
+    assert row_of(engine, gone.worker_id).state == "taken_over"
+
+
+def test_a_live_lease_is_not_claimable_as_expired_until_it_expires(engine: sa.Engine) -> None:
+    alive, me = who("alive", ttl=0.2), who("me")
+    with engine.begin() as conn:
+        leases.register(conn, alive)
+    with engine.begin() as conn:
+        assert leases.claim(conn, row_of(engine, alive.worker_id), me, "expired") is None
+    deadline = row_of(engine, alive.worker_id)
+    while not row_of(engine, alive.worker_id).expired:
+        assert deadline.heartbeat_age < 60  # the database clock moves
+    with engine.begin() as conn:
+        assert leases.claim(conn, row_of(engine, alive.worker_id), me, "expired") is not None
+
+
+def test_a_heartbeat_after_a_takeover_says_the_lease_is_lost(engine: sa.Engine) -> None:
+    zombie, me = who("zombie"), who("me")
+    with engine.begin() as conn:
+        leases.register(conn, zombie)
+        assert leases.heartbeat(conn, zombie.worker_id)
+    with engine.begin() as conn:
+        assert leases.claim(conn, row_of(engine, zombie.worker_id), me, "exited") is not None
+    with engine.begin() as conn:
+        assert not leases.heartbeat(conn, zombie.worker_id)
+
+
+def _settings(app_db: DatabaseUrl, system: str, executor: str | None = None) -> Settings:
+    return Settings(
+        system_db=DatabaseUrl.parse(system, "system"),
+        app_db=app_db,
+        publishers=(),
+        executor_id=executor,
+        leases=LeaseSettings(heartbeat_sec=0.5, ttl_sec=5),
+    )
+
+
+def _worker(settings: Settings) -> workers.Worker:
+    return workers.Worker(settings, workers.identity(settings))
+
+
+def test_a_second_worker_on_sqlite_is_refused_while_the_first_runs(
+    app_db: DatabaseUrl, databases: Databases, tmp_path: Path
+) -> None:
+    if databases.backend != "sqlite":
+        pytest.skip("SQLite only: Postgres takes several workers")
+    first = _worker(_settings(app_db, databases.system_url, "first"))
+    first.join()
+    second = _worker(_settings(app_db, databases.system_url, "second"))
+    with pytest.raises(workers.WorkerRefusedError, match="SQLite takes one worker"):
+        second.join()
+    first.leave()
+    assert [c.worker.executor_id for c in second.join()] == ["first"]  # stopped: claimed
+    second.leave()
+
+
+def test_a_live_executor_id_is_not_reused_but_a_gone_one_is(
+    app_db: DatabaseUrl, databases: Databases
+) -> None:
+    settings = _settings(app_db, "postgresql://u@h/sys", "twin")  # several workers allowed
+    first = _worker(settings)
+    first.join()
+    with pytest.raises(workers.WorkerRefusedError, match="belongs to a live worker"):
+        _worker(settings).join()
+    # The same executor id after its process is gone (a container restarted): claimed, not
+    # refused; DBOS recovers that executor's own work at launch.
+    with first.engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE workers SET process_token = 'gone' WHERE worker_id = :w"),
+            {"w": first.me.worker_id},
+        )
+    again = _worker(settings)
+    claims = again.join()
+    assert [(c.worker.worker_id, c.reason) for c in claims] == [(first.me.worker_id, "exited")]
+    again.leave()
+    first.engine.dispose()
+
+
+def test_work_of_another_version_is_never_claimed(app_db: DatabaseUrl) -> None:
+    settings = _settings(app_db, "postgresql://u@h/sys")
+    old = workers.Worker(replace(settings, application_version="0"), who("old", host=HOST))
+    old.me = replace(who("old"), app_version="0", host=os.uname().nodename, pid=2**22 + 1)
+    with old.engine.begin() as conn:
+        leases.register(conn, old.me)
+        leases.stop(conn, old.me.worker_id)
+    current = _worker(settings)
+    assert current.join() == []
+    current.leave()
+    old.engine.dispose()
