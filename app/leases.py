@@ -179,11 +179,33 @@ def record_takeover(
 
 
 def record_recovered(conn: sa.Connection, takeover_id: int, workflows: int) -> None:
+    """Count `workflows` more recovered under a takeover; its first count marks it finished."""
     conn.execute(
-        takeovers.update().where(takeovers.c.takeover_id == takeover_id).values(workflows=workflows)
+        takeovers.update()
+        .where(takeovers.c.takeover_id == takeover_id)
+        .values(workflows=sa.func.coalesce(takeovers.c.workflows, 0) + workflows)
     )
 
 
 def list_takeovers(conn: sa.Connection) -> list[TakeoverRow]:
     query = sa.select(*takeovers.c).order_by(takeovers.c.takeover_id)
     return [TakeoverRow(**row._asdict()) for row in conn.execute(query)]
+
+
+def unfinished_takeovers(conn: sa.Connection, worker_id: str) -> list[TakeoverRow]:
+    """Takeovers a gone worker had claimed but not yet recovered (it died between its claim and
+    its recovery), followed through the workers it had claimed in turn: whoever claims
+    `worker_id` inherits them, or their work would be stranded behind a finished-looking claim."""
+    found: list[TakeoverRow] = []
+    frontier, seen = [worker_id], {worker_id}
+    while frontier:
+        query = (
+            sa.select(*takeovers.c)
+            .where(takeovers.c.by_worker_id.in_(frontier), takeovers.c.workflows.is_(None))
+            .order_by(takeovers.c.takeover_id)
+        )
+        rows = [TakeoverRow(**row._asdict()) for row in conn.execute(query)]
+        found += rows
+        frontier = [r.worker_id for r in rows if r.worker_id not in seen]
+        seen.update(frontier)
+    return found

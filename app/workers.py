@@ -13,6 +13,7 @@ import contextlib
 import os
 import socket
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +25,16 @@ from app import dbos_gateway, leases
 from app.config import Settings
 from app.database import make_engine
 from app.errors import StateError
-from app.leases import ClaimReason, WorkerIdentity, WorkerRow
+from app.leases import ClaimReason, TakeoverRow, WorkerIdentity, WorkerRow
 
 log = structlog.get_logger()
 
 EXIT_LEASE_LOST = 3  # a worker that finds itself taken over stops at once
+# How long, in lease TTLs, a survivor keeps re-checking an executor it took over. A worker killed
+# just after sending a COMMIT (a dequeue: ENQUEUED -> PENDING under its executor id) is gone from
+# /proc before its database session has applied it; a recovery that ran in between found
+# nothing, and the late PENDING row would be stranded behind a finished claim.
+RECHECK_TTLS = 3.0
 DEAD_STATES = frozenset({"Z", "X"})  # zombie, dead: /proc still lists them
 
 
@@ -41,6 +47,7 @@ class Claim:
     takeover_id: int
     worker: WorkerRow
     reason: ClaimReason
+    inherited: tuple[TakeoverRow, ...] = ()  # claims the gone worker made but never recovered
 
 
 def default_executor_id() -> str:
@@ -74,12 +81,21 @@ def identity(settings: Settings) -> WorkerIdentity:
     )
 
 
+@dataclass(frozen=True)
+class Recheck:
+    executor_id: str
+    takeover_id: int
+    until: float  # time.monotonic()
+
+
 @dataclass
 class Worker:
     settings: Settings
     me: WorkerIdentity
     engine: sa.Engine = field(init=False)
     takeovers: int = 0
+    _rechecks: list[Recheck] = field(default_factory=list)
+    _owed: list[Claim] = field(default_factory=list)  # claimed, recovery failed: retried
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -149,8 +165,11 @@ class Worker:
                 continue
             with self.engine.begin() as conn:
                 takeover_id = leases.claim(conn, row, self.me, reason)
+                inherited = (
+                    () if takeover_id is None else leases.unfinished_takeovers(conn, row.worker_id)
+                )
             if takeover_id is not None:
-                claims.append(Claim(takeover_id, row, reason))
+                claims.append(Claim(takeover_id, row, reason, tuple(inherited)))
         return claims
 
     def _may_claim(self, row: WorkerRow) -> bool:
@@ -163,27 +182,66 @@ class Worker:
 
     def recover(self, claims: list[Claim]) -> int:
         """After DBOS.launch(): recover each claimed executor's pending workflows; returns how
-        many. This worker's own executor id DBOS recovered at launch already."""
+        many. This worker's own executor id DBOS recovered at launch already. A claim whose
+        recovery fails is owed, and retried at the next heartbeat: a claim is never dropped."""
+        owed, self._owed = [*self._owed, *claims], []
         total = 0
-        for claim in claims:
-            gone = claim.worker
-            recovered = (
-                0
-                if gone.executor_id == self.me.executor_id
-                else dbos_gateway.recover_executor(gone.executor_id)
-            )
-            with self.engine.begin() as conn:
-                leases.record_recovered(conn, claim.takeover_id, recovered)
-            self.takeovers += 1
-            total += recovered
-            log.info(
-                "worker_taken_over",
-                executor_id=gone.executor_id,
-                worker_id=gone.worker_id,
-                reason=claim.reason,
-                workflows=recovered,
-                by_executor_id=self.me.executor_id,
-            )
+        for claim in owed:
+            try:
+                total += self._recover_claim(claim)
+            except Exception:  # any failure: keep the claim and retry it
+                log.exception("worker_takeover_failed", executor_id=claim.worker.executor_id)
+                self._owed.append(claim)
+        return total
+
+    def _recover_claim(self, claim: Claim) -> int:
+        gone = claim.worker
+        # Inherited first: the claim's own record, written last, marks the whole claim done.
+        inherited = sum(self._recover_one(t.executor_id, t.takeover_id) for t in claim.inherited)
+        recovered = self._recover_one(gone.executor_id, claim.takeover_id)
+        self.takeovers += 1
+        log.info(
+            "worker_taken_over",
+            executor_id=gone.executor_id,
+            worker_id=gone.worker_id,
+            reason=claim.reason,
+            workflows=recovered,
+            by_executor_id=self.me.executor_id,
+            inherited=[earlier.executor_id for earlier in claim.inherited],
+        )
+        return inherited + recovered
+
+    def _recover_one(self, executor_id: str, takeover_id: int) -> int:
+        """Re-enqueue one gone executor's PENDING workflows (idempotent: DBOS re-enqueues only
+        rows still PENDING under that executor id) and record how many."""
+        recovered = (
+            0 if executor_id == self.me.executor_id else dbos_gateway.recover_executor(executor_id)
+        )
+        with self.engine.begin() as conn:
+            leases.record_recovered(conn, takeover_id, recovered)
+        if executor_id != self.me.executor_id:
+            until = time.monotonic() + RECHECK_TTLS * self.settings.leases.ttl_sec
+            self._rechecks.append(Recheck(executor_id, takeover_id, until))
+        return recovered
+
+    def _recheck(self, alive_executors: set[str]) -> int:
+        """Recover again, for a while, the executors this worker took over: a late commit of the
+        gone process may have left a PENDING row after the first recovery. Never one that a live
+        worker has since taken (an executor id reused by a restarted container)."""
+        now = time.monotonic()
+        self._rechecks = [r for r in self._rechecks if r.until > now]
+        total = 0
+        for check in self._rechecks:
+            if check.executor_id in alive_executors:
+                continue
+            late = dbos_gateway.recover_executor(check.executor_id)
+            if late:
+                with self.engine.begin() as conn:
+                    leases.record_recovered(conn, check.takeover_id, late)
+                log.warning(
+                    "worker_late_work_recovered", executor_id=check.executor_id, workflows=late
+                )
+                total += late
         return total
 
     # ---- the lease ------------------------------------------------------------------------
@@ -196,9 +254,13 @@ class Worker:
         while not self._stop.wait(self.settings.leases.heartbeat_sec):
             try:
                 self._beat()
-                self.recover(self._sweep())
+                rows = self._sweep_rows()
+                self.recover(self._claim_gone(rows))
+                self._recheck({r.executor_id for r in rows if r.state == "alive"})
             except sa.exc.DBAPIError as exc:  # an outage: the lease may lapse, never silently
                 log.warning("worker_heartbeat_failed", error=str(exc.orig or exc).splitlines()[0])
+            except Exception:  # the lease thread must outlive any one sweep
+                log.exception("worker_sweep_failed")
 
     def _beat(self) -> None:
         with self.engine.begin() as conn:
@@ -209,7 +271,6 @@ class Worker:
             log.error("worker_lease_lost", executor_id=self.me.executor_id)
             os._exit(EXIT_LEASE_LOST)
 
-    def _sweep(self) -> list[Claim]:
+    def _sweep_rows(self) -> list[WorkerRow]:
         with self.engine.connect() as conn:
-            rows = leases.list_workers(conn, leases.CLAIMABLE)
-        return self._claim_gone(rows)
+            return leases.list_workers(conn, leases.CLAIMABLE)

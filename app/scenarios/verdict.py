@@ -46,9 +46,15 @@ class Verdict:
     def _collect(self, restarted_at: float) -> None:
         report = self.report
         self._collect_ledger()
-        report.stranded = self._active()
-        if report.stranded:
-            report.violations.append(f"{len(report.stranded)} workflows left PENDING or ENQUEUED")
+        left = self.harness.active_workflow_statuses()
+        report.stranded = [wf.workflow_id for wf in left]
+        if left:
+            where = Counter(f"{wf.status} on {wf.executor_id}" for wf in left)
+            report.violations.append(
+                f"{len(left)} workflows left PENDING or ENQUEUED ("
+                + ", ".join(f"{n} {state}" for state, n in sorted(where.items()))
+                + ")"
+            )
         statuses = self._batch_statuses()
         report.unfinished = {b: s for b, s in statuses.items() if s not in self._finished}
         for batch_id, status in report.unfinished.items():

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from app import leases, migrate, workers
+from app import dbos_gateway, leases, migrate, workers
 from app.config import DatabaseUrl, LeaseSettings, Settings
 from app.database import make_engine
 from app.leases import WorkerIdentity
@@ -161,3 +161,91 @@ def test_work_of_another_version_is_never_claimed(app_db: DatabaseUrl) -> None:
     assert current.join() == []
     current.leave()
     old.engine.dispose()
+
+
+def test_a_claim_its_claimer_never_recovered_passes_to_whoever_claims_the_claimer(
+    app_db: DatabaseUrl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """first dies; second claims it and dies before recovering; third claims second and must
+    recover first's work too, or it stays stranded behind a claim nobody will make again."""
+    settings = _settings(app_db, "postgresql://u@h/sys")
+    first, second = who("first"), who("second")
+    survivor = _worker(settings)
+    with survivor.engine.begin() as conn:
+        for gone in (first, second):
+            leases.register(conn, gone)
+        leases.stop(conn, first.worker_id)
+    target = row_of(survivor.engine, first.worker_id)
+    with survivor.engine.begin() as conn:
+        assert leases.claim(conn, target, second, "stopped")
+        leases.stop(conn, second.worker_id)  # ... and second goes before its recovery
+    (claim,) = survivor.join()
+    assert claim.worker.executor_id == "second"
+    assert [t.executor_id for t in claim.inherited] == ["first"]
+    # DBOS's re-enqueue is not launched here: record which executors the worker recovers.
+    recovered: list[str] = []
+
+    def recover_executor(executor_id: str) -> int:
+        recovered.append(executor_id)
+        return len(executor_id)
+
+    monkeypatch.setattr(dbos_gateway, "recover_executor", recover_executor)
+    assert survivor.recover([claim]) == len("first") + len("second")
+    assert recovered == ["first", "second"]
+    with survivor.engine.connect() as conn:
+        assert [t.workflows for t in leases.list_takeovers(conn)] == [len("first"), len("second")]
+        assert leases.unfinished_takeovers(conn, second.worker_id) == []
+    survivor.leave()
+
+
+def test_work_a_gone_worker_commits_late_is_recovered_by_the_recheck(
+    app_db: DatabaseUrl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker killed just after sending a COMMIT can leave a PENDING row after its claimer's
+    first recovery ran; the claimer recovers that executor again for a while, unless a live
+    worker has taken its executor id since."""
+    settings = _settings(app_db, "postgresql://u@h/sys")
+    gone = who("gone")
+    survivor = _worker(settings)
+    with survivor.engine.begin() as conn:
+        leases.register(conn, gone)
+        leases.stop(conn, gone.worker_id)
+    late = iter([0, 2, 0])  # nothing at the claim, then the late row, then nothing again
+    monkeypatch.setattr(dbos_gateway, "recover_executor", lambda _e: next(late))
+    survivor.recover(survivor.join())
+    assert survivor._recheck({"gone"}) == 0  # reused by a live worker: left to it
+    assert survivor._recheck(set()) == 2
+    assert survivor._recheck(set()) == 0
+    with survivor.engine.connect() as conn:
+        assert [t.workflows for t in leases.list_takeovers(conn)] == [2]
+    survivor._rechecks[0] = replace(survivor._rechecks[0], until=0.0)
+    assert survivor._recheck(set()) == 0 and survivor._rechecks == []  # the window has closed
+    survivor.leave()
+
+
+def test_a_claim_whose_recovery_fails_is_owed_and_retried(
+    app_db: DatabaseUrl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = _settings(app_db, "postgresql://u@h/sys")
+    gone = who("gone")
+    survivor = _worker(settings)
+    with survivor.engine.begin() as conn:
+        leases.register(conn, gone)
+        leases.stop(conn, gone.worker_id)
+    answers: list[int | Exception] = [RuntimeError("system database busy"), 3]
+
+    def recover_executor(_executor_id: str) -> int:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(dbos_gateway, "recover_executor", recover_executor)
+    assert survivor.recover(survivor.join()) == 0
+    with survivor.engine.connect() as conn:
+        assert [t.workflows for t in leases.list_takeovers(conn)] == [None]  # not yet done
+    assert survivor.recover([]) == 3  # the next heartbeat pays what is owed
+    with survivor.engine.connect() as conn:
+        assert [t.workflows for t in leases.list_takeovers(conn)] == [3]
+    assert survivor._owed == []
+    survivor.leave()
