@@ -5,6 +5,7 @@
 import secrets
 import threading
 import time
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
@@ -19,6 +20,7 @@ from pydantic import BaseModel, Field, create_model
 from app import batches, dbos_gateway, fleet, ledger, migrate
 from app import status as service_status
 from app.config import BATCH_ID, TOPIC_NAME, Settings
+from app.connections import API_READERS
 from app.database import short_lived_engine
 from app.errors import (
     AppError,
@@ -32,6 +34,7 @@ from app.publishers.base import batch_workflow_id
 
 bearer = HTTPBearer(auto_error=False)
 HTTP_START_TIMEOUT_SEC = 30
+READ_WAIT_SEC = 10.0  # a request waits this long for a read slot, then gets a 503
 
 
 def batch_model(settings: Settings) -> type[BaseModel]:
@@ -87,8 +90,24 @@ def create_app(settings: Settings, client: DBOSClient, *, token: str | None) -> 
         if not secrets.compare_digest(given.encode(), token.encode()):
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token")
 
+    readers = threading.BoundedSemaphore(API_READERS)
+
+    def read_slot() -> Iterator[None]:
+        # The connection budget: at most API_READERS requests touch the databases at once.
+        if not readers.acquire(timeout=READ_WAIT_SEC):
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                f"busy: {API_READERS} database reads already in flight for {READ_WAIT_SEC:g} s; "
+                "retry",
+            )
+        try:
+            yield
+        finally:
+            readers.release()
+
     # Declared only with a token, so the OpenAPI spec says exactly what the server requires.
-    guarded = [Depends(authorize)] if token is not None else []
+    open_reads = [Depends(read_slot)]
+    guarded = [Depends(authorize), *open_reads] if token is not None else open_reads
 
     @app.exception_handler(AppError)
     async def refused(_request: Request, exc: AppError) -> JSONResponse:
@@ -145,7 +164,7 @@ def create_app(settings: Settings, client: DBOSClient, *, token: str | None) -> 
     def liveness() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", responses={503: {"model": Problem}})
+    @app.get("/readyz", responses={503: {"model": Problem}}, dependencies=open_reads)
     def readiness(response: Response) -> dict[str, bool]:
         checks = readiness_checks(settings)
         if not all(checks.values()):

@@ -34,6 +34,8 @@ EXECUTOR_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 MAX_POLLING_INTERVAL_SEC = 60
 MAX_PORT = 65535
 MAX_LEASE_SEC = 3600
+DEFAULT_CONNECTIONS = 24  # per worker: three workers, the CLI and a lab fit under Postgres's 100
+MAX_CONNECTIONS = 1000
 
 LogFormat = Literal["auto", "json", "console"]
 Backend = Literal["sqlite", "postgresql"]
@@ -155,12 +157,14 @@ class Settings:
     api_token: str | None = None
     executor_id: str | None = None  # None: derived from host and process at start
     leases: LeaseSettings = field(default_factory=LeaseSettings)
+    connections: int = DEFAULT_CONNECTIONS  # the most this worker holds, both databases together
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
         publishers_file = Path(env.get("APP_PUBLISHERS_FILE") or DEFAULT_PUBLISHERS_FILE)
         publishers, queues = load_declarations(publishers_file)
-        leases = _lease_settings(load_worker_table(publishers_file), env)
+        worker_table = load_worker_table(publishers_file)
+        leases = _lease_settings(worker_table, env)
         system_db, app_db = database_urls_from_env(env)
         return cls(
             system_db=system_db,
@@ -177,6 +181,7 @@ class Settings:
             api_token=env.get("APP_API_TOKEN") or None,
             executor_id=_executor_id(env.get("APP_EXECUTOR_ID", "")),
             leases=leases,
+            connections=_connections(worker_table, env),
         )
 
     def publisher(self, name: str) -> PublisherDeclaration:
@@ -228,6 +233,20 @@ def _lease_settings(table: Mapping[str, object], env: Mapping[str, str]) -> Leas
             f"lease_ttl_sec ({ttl:g}) must be at least twice heartbeat_sec ({heartbeat:g})"
         )
     return LeaseSettings(heartbeat_sec=heartbeat, ttl_sec=ttl)
+
+
+def _connections(table: Mapping[str, object], env: Mapping[str, str]) -> int:
+    """[workers] connections, overridden by APP_CONNECTIONS: a whole number in [1, 1000] (the
+    budget's floor depends on the queues and is checked with them, by app.connections)."""
+    value: object = env.get("APP_CONNECTIONS") or table.get("connections", DEFAULT_CONNECTIONS)
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_CONNECTIONS:
+        raise ConfigError(
+            f"connections (APP_CONNECTIONS) must be a whole number in [1, {MAX_CONNECTIONS}], "
+            f"not {value!r}"
+        )
+    return value
 
 
 def _seconds(value: object, what: str) -> float:
@@ -295,7 +314,7 @@ def load_worker_table(path: Path) -> Mapping[str, object]:
     table = _read_toml(path).get("workers", {})
     if not isinstance(table, dict):
         raise ConfigError("[workers] must be a table")
-    _only_keys(table, {"heartbeat_sec", "lease_ttl_sec"}, "[workers]")
+    _only_keys(table, {"heartbeat_sec", "lease_ttl_sec", "connections"}, "[workers]")
     return table
 
 

@@ -62,6 +62,12 @@ def reported(url: DatabaseUrl, doing: str, *, connection_only: bool = False) -> 
         if connection_only and connection_failure(exc) is None:
             raise
         reason = driver_reason(exc, url)
+        if out_of_slots(exc):
+            reason += (
+                " (no connection slot left: the server's max_connections or the role's "
+                "connection limit is reached; each worker holds up to its [workers] "
+                "connections, APP_CONNECTIONS)"
+            )
         raise UnreachableDatabaseError(f"{doing} {url.safe} ({url.label}): {reason}") from None
 
 
@@ -91,6 +97,19 @@ def app_tables_exist(app_db: DatabaseUrl) -> bool:
 # SQLSTATE classes of a connection that failed or was refused: 08 connection exception,
 # 53 insufficient resources ("too many clients"), 57 operator intervention (shutdown, restart).
 CONNECTION_SQLSTATE_CLASSES = ("08", "53", "57")
+TOO_MANY_CONNECTIONS = "53300"
+# A refused connection carries no SQLSTATE in psycopg (the refusal precedes the session); the
+# server's message is all there is.
+OUT_OF_SLOTS = ("too many clients", "too many connections", "connection slots are reserved")
+
+
+def out_of_slots(exc: DBAPIError) -> bool:
+    """The server refused a connection because its (or the role's) connection limit is reached."""
+    if getattr(exc.orig, "sqlstate", None) == TOO_MANY_CONNECTIONS:
+        return True
+    return any(marker in str(exc.orig) for marker in OUT_OF_SLOTS)
+
+
 SQLITE_UNAVAILABLE = ("unable to open database file", "database is locked", "disk I/O error")
 
 

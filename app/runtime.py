@@ -15,15 +15,14 @@ from dbos import DBOS, DBOSConfig, SQLAlchemyDatasource
 from sqlalchemy import event
 from sqlalchemy.orm import sessionmaker
 
-from app import dbos_gateway, failpoints, queues, work
+from app import connections, dbos_gateway, failpoints, queues, work
 from app.config import APP_NAME, ConfigError, DatabaseUrl, PublisherDeclaration, Settings
+from app.connections import ConnectionPlan
 from app.dbos_gateway import IsolationLevel
 from app.publishers.base import Publisher
 
 log = structlog.get_logger()
 
-# Connections beyond the queues' concurrency: queue polling, recovery, notifications.
-SYSTEM_POOL_SPARE = 4
 LOCAL_EXECUTOR = "local"  # DBOS's default: for processes that are not workers (bench, tests)
 
 
@@ -34,6 +33,7 @@ class Blueprint:
 
     settings: Settings
     classes: dict[str, type[Publisher]]
+    connections: ConnectionPlan
 
 
 @dataclass
@@ -54,7 +54,7 @@ def validate(settings: Settings) -> Blueprint:
     for declaration in settings.publishers:
         validate_options(classes[declaration.name], declaration)
     failpoints.parse(settings.failpoints)
-    return Blueprint(settings=settings, classes=classes)
+    return Blueprint(settings=settings, classes=classes, connections=connections.plan(settings))
 
 
 def validate_options(cls: type[Publisher], declaration: PublisherDeclaration) -> None:
@@ -64,7 +64,8 @@ def validate_options(cls: type[Publisher], declaration: PublisherDeclaration) ->
         raise ConfigError(f"publisher '{declaration.name}': {exc}") from None
 
 
-def dbos_config(settings: Settings, executor_id: str = LOCAL_EXECUTOR) -> DBOSConfig:
+def dbos_config(blueprint: Blueprint, executor_id: str = LOCAL_EXECUTOR) -> DBOSConfig:
+    settings = blueprint.settings
     return {
         "name": APP_NAME,
         "system_database_url": settings.system_db.raw,
@@ -72,14 +73,9 @@ def dbos_config(settings: Settings, executor_id: str = LOCAL_EXECUTOR) -> DBOSCo
         # Fixed, so a restart after an unrelated code edit still recovers pending work.
         "application_version": settings.application_version,
         "log_level": settings.log_level,
-        "sys_db_pool_size": system_pool_size(settings),
+        # DBOS's default is 20 whatever the concurrency; here it is the budget's share.
+        "sys_db_pool_size": blueprint.connections.system,
     }
-
-
-def system_pool_size(settings: Settings) -> int:
-    """DBOS's system-database pool: one connection per workflow this process runs at once,
-    plus a few for polling and recovery (DBOS's default is 20 whatever the concurrency)."""
-    return settings.queues.chunk_concurrency + settings.queues.batch_concurrency + SYSTEM_POOL_SPARE
 
 
 def build(
@@ -94,10 +90,18 @@ def build(
     measure the exp7 shape, which runs SERIALIZABLE)."""
     settings = blueprint.settings
     failpoints.arm(settings.failpoints, settings.failpoint_seed)
-    DBOS(config=dbos_config(settings, executor_id))
+    budget = blueprint.connections
+    log.info(
+        "connection_budget",
+        budget=budget.budget,
+        system_pool=budget.system,
+        datasource_pool=budget.datasource,
+        lease_listener_api=budget.fixed,
+    )
+    DBOS(config=dbos_config(blueprint, executor_id))
     datasource = SQLAlchemyDatasource.create(
         settings.app_db.raw,
-        engine_kwargs=_engine_kwargs(settings),
+        engine_kwargs=_engine_kwargs(blueprint),
         sessionmaker=_chunk_sessionmaker(),
     )
     isolation = isolation or isolation_level(settings.app_db)
@@ -170,12 +174,12 @@ def load_class(declaration: PublisherDeclaration) -> type[Publisher]:
     return cls
 
 
-def _engine_kwargs(settings: Settings) -> dict[str, object]:
-    if settings.app_db.backend == "sqlite":
+def _engine_kwargs(blueprint: Blueprint) -> dict[str, object]:
+    if blueprint.settings.app_db.backend == "sqlite":
         return {}
-    # A hard bound (no overflow): one connection per chunk transaction at once, plus two.
+    # A hard bound (no overflow): one connection per chunk transaction at once, plus one.
     return {
-        "pool_size": settings.queues.chunk_concurrency + 2,
+        "pool_size": blueprint.connections.datasource,
         "max_overflow": 0,
         "pool_pre_ping": True,
     }

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from app.config import ConfigError, LeaseSettings, Settings
-from app.runtime import dbos_config
+from app import connections
+from app.config import DEFAULT_CONNECTIONS, ConfigError, LeaseSettings, Settings
+from app.runtime import dbos_config, validate
 from app.workers import default_executor_id, process_token
 
 BASE = '[[publishers]]\nname = "orders"\n'
@@ -45,6 +46,10 @@ def test_the_file_sets_the_lease_and_the_environment_overrides_it(tmp_path: Path
         ("", {"APP_HEARTBEAT_SEC": "nan"}, "not 'nan'"),
         ("", {"APP_EXECUTOR_ID": "has space"}, "APP_EXECUTOR_ID 'has space' is invalid"),
         ("", {"APP_EXECUTOR_ID": "x" * 129}, "is invalid"),
+        ("[workers]\nconnections = 0\n", {}, "connections (APP_CONNECTIONS) must be"),
+        ("[workers]\nconnections = 2.5\n", {}, "not 2.5"),
+        ("", {"APP_CONNECTIONS": " 24"}, "not ' 24'"),
+        ("", {"APP_CONNECTIONS": "1001"}, "[1, 1000]"),
     ],
 )
 def test_bad_worker_settings_are_refused_with_one_line(
@@ -59,7 +64,7 @@ def test_bad_worker_settings_are_refused_with_one_line(
 def test_the_executor_id_reaches_dbos_and_is_unique_per_process(tmp_path: Path) -> None:
     chosen = settings(tmp_path, APP_EXECUTOR_ID="replica-2")
     assert chosen.executor_id == "replica-2"
-    assert dbos_config(chosen, "replica-2")["executor_id"] == "replica-2"
+    assert dbos_config(validate(chosen), "replica-2")["executor_id"] == "replica-2"
     assert default_executor_id().endswith(f"-{os.getpid()}")
 
 
@@ -68,3 +73,26 @@ def test_a_process_token_tells_a_running_process_from_a_reused_pid() -> None:
     assert mine is not None and mine == process_token(os.getpid())
     assert process_token(1) != mine
     assert process_token(2**22 + 1) is None  # above pid_max: not running
+
+
+def test_the_connection_budget_is_shared_within_its_bound(tmp_path: Path) -> None:
+    default = connections.plan(settings(tmp_path))
+    assert default.budget == DEFAULT_CONNECTIONS
+    assert default.total <= DEFAULT_CONNECTIONS
+    assert default.datasource == 8 + 1  # one per chunk running at once (default 8), plus one
+    bigger = connections.plan(settings(tmp_path, APP_CONNECTIONS="200"))
+    assert bigger.system == 8 + 4 + connections.SYSTEM_SPARE  # no more than DBOS can use
+    overrides = settings(tmp_path, "[workers]\nconnections = 30\n", APP_CONNECTIONS="40")
+    assert overrides.connections == 40
+
+
+def test_a_budget_too_small_for_the_chunk_concurrency_is_refused_before_anything_runs(
+    tmp_path: Path,
+) -> None:
+    toml = "[queues]\nchunk_concurrency = 16\n"
+    with pytest.raises(ConfigError) as caught:
+        validate(settings(tmp_path, toml))
+    message = str(caught.value)
+    assert "connections = 24 is too few for chunk_concurrency 16" in message
+    assert "at least 28" in message and "\n" not in message
+    assert validate(settings(tmp_path, toml, APP_CONNECTIONS="28")).connections.total <= 28
