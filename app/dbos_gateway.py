@@ -152,13 +152,13 @@ def forget_instances() -> None:
         registry.instance_info_map.clear()
 
 
-def recover_executor(executor_id: str) -> int:
+def recover_executor(executor_id: str) -> list[str]:
     """Re-enqueue a dead executor's PENDING workflows of this application version on their own
-    queues (any live worker then runs them); returns how many. Needs a launched DBOS.
+    queues (any live worker then runs them); returns their ids. Needs a launched DBOS.
 
     DBOS 3.4 has no public call for this (its hosted Conductor does it); the re-enqueue is a
     guarded UPDATE (PENDING and still that executor's), so a repeat recovers nothing twice."""
-    return len(DBOS._recover_pending_workflows([executor_id]))
+    return [handle.workflow_id for handle in DBOS._recover_pending_workflows([executor_id])]
 
 
 def migrate_datasource_tables(app_db: DatabaseUrl) -> None:

@@ -1,7 +1,9 @@
 """What happened to one batch: its workflows and their steps, read from DBOS's records.
 
 A step counts as *replayed* when it completed before its workflow was last dequeued: the latest
-execution began after a restart and took that step's result from its checkpoint.
+execution began after a restart and took that step's result from its checkpoint. A workflow is
+*taken over* when a surviving worker recovered it from a gone one (the takeover records in the
+application database say from whom, by whom and why).
 """
 
 from __future__ import annotations
@@ -11,9 +13,15 @@ from typing import Any
 
 from dbos import DBOSClient, StepInfo, WorkflowStatus
 
-from app import dbos_gateway
+from app import dbos_gateway, leases
 from app.config import ConfigError, Settings
-from app.database import require_reachable, system_tables_exist
+from app.database import (
+    app_tables_exist,
+    require_reachable,
+    short_lived_engine,
+    system_tables_exist,
+)
+from app.leases import TakeoverRow
 from app.publishers.base import batch_workflow_id
 
 
@@ -23,17 +31,26 @@ def describe(settings: Settings, batch_id: str) -> dict[str, Any]:
         raise ConfigError(f"no batch with id {batch_id!r} (no work was ever submitted here)")
     with dbos_gateway.client(settings.system_db) as client:
         family = dbos_gateway.workflow_family(client, batch_workflow_id(batch_id))
-        workflows = [_workflow(client, wf) for wf in family]
+        taken = _takeovers(settings, [wf.workflow_id for wf in family])
+        workflows = [_workflow(client, wf, taken.get(wf.workflow_id, [])) for wf in family]
     if not workflows:
         raise ConfigError(f"no batch with id {batch_id!r}")
     return {
         "batch_id": batch_id,
         "workflows": workflows,
         "replayed_steps": sum(w["replayed_steps"] for w in workflows),
+        "taken_over_workflows": sum(1 for w in workflows if w["taken_over"]),
     }
 
 
-def _workflow(client: DBOSClient, wf: WorkflowStatus) -> dict[str, Any]:
+def _takeovers(settings: Settings, workflow_ids: list[str]) -> dict[str, list[TakeoverRow]]:
+    if not app_tables_exist(settings.app_db):
+        return {}
+    with short_lived_engine(settings.app_db) as engine, engine.connect() as conn:
+        return leases.takeovers_of(conn, workflow_ids)
+
+
+def _workflow(client: DBOSClient, wf: WorkflowStatus, taken: list[TakeoverRow]) -> dict[str, Any]:
     restarted_at = wf.dequeued_at if (wf.recovery_attempts or 0) > 1 else None
     steps = [_step(s, restarted_at) for s in dbos_gateway.steps(client, wf.workflow_id)]
     return {
@@ -46,6 +63,15 @@ def _workflow(client: DBOSClient, wf: WorkflowStatus) -> dict[str, Any]:
         "created_at": _iso(wf.created_at),
         "last_started_at": _iso(wf.dequeued_at),
         "completed_at": _iso(wf.completed_at),
+        "taken_over": [
+            {
+                "from_executor_id": t.executor_id,
+                "by_executor_id": t.by_executor_id,
+                "reason": t.reason,
+                "claimed_at": _iso(int(t.claimed_at * 1000)),
+            }
+            for t in taken
+        ],
         "steps": steps,
         "replayed_steps": sum(1 for s in steps if s["replayed"]),
     }
@@ -73,12 +99,18 @@ def _iso(epoch_ms: int | None) -> str | None:
 def render(description: dict[str, Any]) -> str:
     lines = [
         f"Batch {description['batch_id']}: {len(description['workflows'])} workflows, "
-        f"{description['replayed_steps']} steps replayed from checkpoints after a restart"
+        f"{description['replayed_steps']} steps replayed from checkpoints after a restart, "
+        f"{description['taken_over_workflows']} workflows taken over from a gone worker"
     ]
     for wf in description["workflows"]:
         lines.append(
             f"\n{wf['workflow_id']}  {wf['status']}  executor={wf['executor_id']}  "
             f"attempts={wf['recovery_attempts']}  last started {wf['last_started_at']}"
+        )
+        lines.extend(
+            f"  taken over from {t['from_executor_id']} by {t['by_executor_id']} "
+            f"({t['reason']}) at {t['claimed_at']}"
+            for t in wf["taken_over"]
         )
         for step in wf["steps"]:
             mark = "replayed" if step["replayed"] else "ran"

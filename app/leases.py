@@ -16,7 +16,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from app.schema import takeovers, workers
+from app.schema import takeover_workflows, takeovers, workers
 
 WorkerState = Literal["alive", "stopped", "dead", "taken_over"]
 ClaimReason = Literal["expired", "stopped", "exited"]
@@ -178,13 +178,46 @@ def record_takeover(
     return int(inserted.scalar_one())
 
 
-def record_recovered(conn: sa.Connection, takeover_id: int, workflows: int) -> None:
-    """Count `workflows` more recovered under a takeover; its first count marks it finished."""
+def record_recovered(conn: sa.Connection, takeover_id: int, workflow_ids: list[str]) -> None:
+    """Record the workflows a takeover put back on their queues (adding to any recorded before);
+    its first record, even of none, marks the takeover finished."""
+    known = set(
+        conn.scalars(
+            sa.select(takeover_workflows.c.workflow_id).where(
+                takeover_workflows.c.takeover_id == takeover_id,
+                takeover_workflows.c.workflow_id.in_(workflow_ids),
+            )
+        )
+    )
+    new = sorted(set(workflow_ids) - known)
     conn.execute(
         takeovers.update()
         .where(takeovers.c.takeover_id == takeover_id)
-        .values(workflows=sa.func.coalesce(takeovers.c.workflows, 0) + workflows)
+        .values(workflows=sa.func.coalesce(takeovers.c.workflows, 0) + len(new))
     )
+    if new:
+        conn.execute(
+            takeover_workflows.insert(),
+            [{"takeover_id": takeover_id, "workflow_id": w} for w in new],
+        )
+
+
+def takeovers_of(conn: sa.Connection, workflow_ids: list[str]) -> dict[str, list[TakeoverRow]]:
+    """For each of `workflow_ids` that was taken over, the takeovers that recovered it, oldest
+    first."""
+    if not workflow_ids:
+        return {}
+    query = (
+        sa.select(takeover_workflows.c.workflow_id, *takeovers.c)
+        .join(takeovers, takeovers.c.takeover_id == takeover_workflows.c.takeover_id)
+        .where(takeover_workflows.c.workflow_id.in_(workflow_ids))
+        .order_by(takeovers.c.takeover_id)
+    )
+    found: dict[str, list[TakeoverRow]] = {}
+    for row in conn.execute(query):
+        fields = row._asdict()
+        found.setdefault(fields.pop("workflow_id"), []).append(TakeoverRow(**fields))
+    return found
 
 
 def list_takeovers(conn: sa.Connection) -> list[TakeoverRow]:

@@ -85,6 +85,15 @@ takeovers = sa.Table(
     sa.Column("workflows", sa.Integer, nullable=True),  # set once recovery has run
 )
 
+# The workflows each takeover put back on their queues (what `inspect` marks as taken over).
+takeover_workflows = sa.Table(
+    "takeover_workflows",
+    metadata,
+    sa.Column("takeover_id", sa.Integer, primary_key=True),
+    sa.Column("workflow_id", sa.String(255), primary_key=True),
+    sa.Index(None, "workflow_id"),
+)
+
 # The counter views (created by migration 0002), described here so queries read them by name:
 # the view definitions are the one place the counters' agreement with the ledger is written.
 # A MetaData of their own, so alembic's autogenerate never tries to create them as tables.

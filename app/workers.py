@@ -215,14 +215,14 @@ class Worker:
         """Re-enqueue one gone executor's PENDING workflows (idempotent: DBOS re-enqueues only
         rows still PENDING under that executor id) and record how many."""
         recovered = (
-            0 if executor_id == self.me.executor_id else dbos_gateway.recover_executor(executor_id)
+            [] if executor_id == self.me.executor_id else dbos_gateway.recover_executor(executor_id)
         )
         with self.engine.begin() as conn:
             leases.record_recovered(conn, takeover_id, recovered)
         if executor_id != self.me.executor_id:
             until = time.monotonic() + RECHECK_TTLS * self.settings.leases.ttl_sec
             self._rechecks.append(Recheck(executor_id, takeover_id, until))
-        return recovered
+        return len(recovered)
 
     def _recheck(self, alive_executors: set[str]) -> int:
         """Recover again, for a while, the executors this worker took over: a late commit of the
@@ -241,7 +241,7 @@ class Worker:
                 log.warning(
                     "worker_late_work_recovered", executor_id=check.executor_id, workflows=late
                 )
-                total += late
+                total += len(late)
         return total
 
     # ---- the lease ------------------------------------------------------------------------

@@ -61,6 +61,7 @@ class Scenario:
     workers: int = 1  # > 1: that many workers share one Postgres database
     takeover: TakeoverKind | None = None
     serve: tuple[str, ...] = ()  # the workers' command instead of `python -m app serve`
+    via_dbos_start: bool = False  # workers run under `dbos start`, as deployed
 
     @property
     def postgres_only(self) -> bool:
@@ -168,9 +169,11 @@ def _takeover_scenarios() -> list[Scenario]:
     return [
         _fleet(
             "takeover/sigkill",
-            "3 workers; one SIGKILLed mid-batch and never restarted: the others finish its work",
+            "3 `dbos start` workers; one SIGKILLed with its `dbos start` mid-batch and never "
+            "restarted: the others finish its work",
             "sigkill",
             3,
+            via_dbos_start=True,
         ),
         _fleet(
             "takeover/zombie",

@@ -60,6 +60,7 @@ class ScenarioReport:
     takeovers: list[dict[str, Any]] = field(default_factory=list)  # who took whom over, why
     kill_to_claim_sec: float | None = None  # multi-worker: the fault to the survivor's claim
     kill_to_resumed_sec: float | None = None  # ... to the first step of a taken-over workflow
+    inspect_taken_over: dict[str, int] = field(default_factory=dict)  # gone executor -> marked
     # Database outages the lab met while polling (not invariant violations: the lab waited them
     # out; one that outlasts OUTAGE_LIMIT_SEC also stops the scenario with a violation).
     infrastructure: list[str] = field(default_factory=list)
@@ -158,6 +159,9 @@ def _takeover_lines(report: ScenarioReport) -> list[str]:
         f"{t['workflows']} workflows"
         for t in report.takeovers
     ]
+    if report.inspect_taken_over:
+        marks = ", ".join(f"{n} from {e}" for e, n in sorted(report.inspect_taken_over.items()))
+        lines.append(f"  inspect marks taken over: {marks}")
     if report.kill_to_claim_sec is not None:
         resumed = report.kill_to_resumed_sec
         lines.append(

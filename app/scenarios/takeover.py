@@ -10,11 +10,12 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from functools import partial
 from typing import TYPE_CHECKING, Any, assert_never
 
 from dbos import WorkflowStatus
 
-from app import leases
+from app import history, leases
 from app.database import short_lived_engine
 from app.scenarios.chaos import PACE
 from app.scenarios.harness import HarnessError, ServiceHarness, StepKey
@@ -35,7 +36,7 @@ def run(lab: Lab) -> None:
     """Submit, start every worker, apply the scenario's fault, let the survivors finish, judge."""
     lab.submit()
     for worker in lab.crew:
-        worker.start(PACE)
+        _start(lab, worker)
     started = time.time()
     kind = lab.scenario.takeover or ("chaos" if lab.scenario.chaos_kills else None)
     match kind:
@@ -58,6 +59,10 @@ def run(lab: Lab) -> None:
     for worker in lab.crew:
         if worker.running():
             worker.stop()
+
+
+def _start(lab: Lab, worker: ServiceHarness) -> None:
+    worker.start(PACE, via_dbos_start=lab.scenario.via_dbos_start)
 
 
 def _await_rows(lab: Lab, fraction: float) -> None:
@@ -83,9 +88,8 @@ def _busiest(lab: Lab) -> ServiceHarness:
 def _kill(lab: Lab, victim: ServiceHarness) -> None:
     executor = victim.executor_id()
     pending = _pending_of(lab, executor)
-    killed_at = time.time()
-    victim.kill()
-    lab.victims.append((executor or "?", killed_at, pending))
+    victim.kill()  # returns once it is reaped: any step that starts later ran elsewhere
+    lab.victims.append((executor or "?", time.time(), pending))
 
 
 def _zombie(lab: Lab) -> None:
@@ -116,7 +120,7 @@ def _rolling(lab: Lab) -> None:
     for number, worker in enumerate(lab.crew, start=1):
         _await_rows(lab, number / (len(lab.crew) + 1))
         worker.stop()  # SIGTERM: a clean stop marks its lease stopped
-        worker.start(PACE)  # a new process: a new executor id
+        _start(lab, worker)  # a new process: a new executor id
 
 
 def _chaos(lab: Lab) -> None:
@@ -129,13 +133,19 @@ def _chaos(lab: Lab) -> None:
         victim = rng.choice(alive)
         _kill(lab, victim)
         if len(alive) == 1 or rng.random() < RESTART_CHANCE:
-            victim.start(PACE)  # restarted; the others stay dead
+            _start(lab, victim)  # restarted; the others stay dead
 
 
 def _pending_of(lab: Lab, executor: str | None) -> set[str]:
     none: list[WorkflowStatus] = []
     active = lab.outages.poll(lab.harness.active_workflow_statuses, none)
-    return {wf.workflow_id for wf in active if executor and wf.executor_id == executor}
+    # PENDING only: an ENQUEUED workflow still carries its enqueuer's executor id, and any worker
+    # dequeues it without a takeover.
+    return {
+        wf.workflow_id
+        for wf in active
+        if executor and wf.executor_id == executor and wf.status == "PENDING"
+    }
 
 
 def _taken_over(lab: Lab, executor: str | None) -> bool:
@@ -178,8 +188,31 @@ def _judge_takeovers(lab: Lab) -> None:
     for executor, _killed_at, _pending in lab.victims:
         if executor != "?" and lab.scenario.takeover != "rolling" and claims[executor] == 0:
             report.violations.append(f"nobody took over the work of executor {executor}")
+    _check_inspect_marks(lab)
     if lab.victims:
         _time_first_takeover(lab)
+
+
+def _check_inspect_marks(lab: Lab) -> None:
+    """`inspect` must mark, across the batches, as many workflows taken over from each gone
+    executor as its takeover records say were recovered."""
+    marked: Counter[str] = Counter()
+    settings = lab.harness.settings()
+    none: dict[str, Any] = {"workflows": []}
+    for batch_id in (b.batch_id for b in lab.batches):
+        described = lab.outages.poll(partial(history.describe, settings, batch_id), none)
+        for workflow in described["workflows"]:
+            marked.update(t["from_executor_id"] for t in workflow["taken_over"])
+    lab.report.inspect_taken_over = dict(marked)
+    recorded: Counter[str] = Counter()
+    for takeover in lab.report.takeovers:
+        recorded[takeover["executor_id"]] += takeover["workflows"] or 0
+    for executor in sorted(set(recorded) | set(marked)):
+        if marked[executor] != recorded[executor]:
+            lab.report.violations.append(
+                f"inspect marks {marked[executor]} workflows taken over from {executor}, "
+                f"its takeovers recorded {recorded[executor]}"
+            )
 
 
 def _time_first_takeover(lab: Lab) -> None:

@@ -1,4 +1,4 @@
-"""workers (leases) and takeovers
+"""workers (leases), takeovers and the workflows each took over
 
 Revision ID: 0003
 Revises: 0002
@@ -52,9 +52,18 @@ def upgrade() -> None:
         sa.Column("workflows", sa.Integer, nullable=True),
         sa.PrimaryKeyConstraint("takeover_id", name="pk_takeovers"),
     )
+    op.create_table(
+        "takeover_workflows",
+        sa.Column("takeover_id", sa.Integer, nullable=False),
+        sa.Column("workflow_id", sa.String(255), nullable=False),
+        sa.PrimaryKeyConstraint("takeover_id", "workflow_id", name="pk_takeover_workflows"),
+    )
+    op.create_index("ix_takeover_workflows_workflow_id", "takeover_workflows", ["workflow_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_takeover_workflows_workflow_id", table_name="takeover_workflows")
+    op.drop_table("takeover_workflows")
     op.drop_table("takeovers")
     op.drop_index("ix_workers_executor_id", table_name="workers")
     op.drop_table("workers")

@@ -185,16 +185,21 @@ def test_a_claim_its_claimer_never_recovered_passes_to_whoever_claims_the_claime
     # DBOS's re-enqueue is not launched here: record which executors the worker recovers.
     recovered: list[str] = []
 
-    def recover_executor(executor_id: str) -> int:
+    def recover_executor(executor_id: str) -> list[str]:
         recovered.append(executor_id)
-        return len(executor_id)
+        return [f"wf-of-{executor_id}"]
 
     monkeypatch.setattr(dbos_gateway, "recover_executor", recover_executor)
-    assert survivor.recover([claim]) == len("first") + len("second")
+    assert survivor.recover([claim]) == 2
     assert recovered == ["first", "second"]
     with survivor.engine.connect() as conn:
-        assert [t.workflows for t in leases.list_takeovers(conn)] == [len("first"), len("second")]
+        assert [t.workflows for t in leases.list_takeovers(conn)] == [1, 1]
         assert leases.unfinished_takeovers(conn, second.worker_id) == []
+        marked = leases.takeovers_of(conn, ["wf-of-first", "wf-of-second", "never"])
+    assert {w: [t.executor_id for t in ts] for w, ts in marked.items()} == {
+        "wf-of-first": ["first"],
+        "wf-of-second": ["second"],
+    }
     survivor.leave()
 
 
@@ -210,7 +215,8 @@ def test_work_a_gone_worker_commits_late_is_recovered_by_the_recheck(
     with survivor.engine.begin() as conn:
         leases.register(conn, gone)
         leases.stop(conn, gone.worker_id)
-    late = iter([0, 2, 0])  # nothing at the claim, then the late row, then nothing again
+    # Nothing at the claim, then the late rows, then nothing again.
+    late = iter([[], ["late-1", "late-2"], []])
     monkeypatch.setattr(dbos_gateway, "recover_executor", lambda _e: next(late))
     survivor.recover(survivor.join())
     assert survivor._recheck({"gone"}) == 0  # reused by a live worker: left to it
@@ -232,9 +238,9 @@ def test_a_claim_whose_recovery_fails_is_owed_and_retried(
     with survivor.engine.begin() as conn:
         leases.register(conn, gone)
         leases.stop(conn, gone.worker_id)
-    answers: list[int | Exception] = [RuntimeError("system database busy"), 3]
+    answers: list[list[str] | Exception] = [RuntimeError("system database busy"), ["a", "b", "c"]]
 
-    def recover_executor(_executor_id: str) -> int:
+    def recover_executor(_executor_id: str) -> list[str]:
         answer = answers.pop(0)
         if isinstance(answer, Exception):
             raise answer
