@@ -15,7 +15,8 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Request, Response, st
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, create_model
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import batches, dbos_gateway, fleet, ledger, migrate
 from app import status as service_status
@@ -35,15 +36,19 @@ from app.publishers.base import batch_workflow_id
 bearer = HTTPBearer(auto_error=False)
 HTTP_START_TIMEOUT_SEC = 30
 READ_WAIT_SEC = 10.0  # a request waits this long for a read slot, then gets a 503
+MAX_BODY_BYTES = 64 * 1024  # a batch request is a few fields; anything bigger is refused (413)
 
 
 def batch_model(settings: Settings) -> type[BaseModel]:
     """The request body, with the declared publisher names and the name rules in its schema."""
     names = tuple(d.name for d in settings.publishers)
+    # Strict: an unknown field (a typo for batch_id) or a count given as "5", 5.0 or true is a
+    # 422, never a batch published under a random id or with a guessed count.
     model: type[BaseModel] = create_model(
         "BatchIn",
+        __config__=ConfigDict(extra="forbid", strict=True),
         publisher=(Literal[names], Field(description="a declared publisher")),  # type: ignore[arg-type]
-        count=(int, Field(gt=0, le=batches.MAX_BATCH_MESSAGES)),
+        count=(StrictInt, Field(gt=0, le=batches.MAX_BATCH_MESSAGES)),
         topic=(str, Field(default="default", pattern=f"^{TOPIC_NAME.pattern}$")),
         batch_id=(
             str | None,
@@ -79,6 +84,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 def create_app(settings: Settings, client: DBOSClient, *, token: str | None) -> FastAPI:
     """The FastAPI app; `client` is a DBOS client on the system database, owned by the caller."""
     app = FastAPI(title="dbos-publishers", version="1", responses=ERRORS)
+    app.add_middleware(BodyLimit)
     batch_in = batch_model(settings)
 
     def authorize(
@@ -176,6 +182,49 @@ def create_app(settings: Settings, client: DBOSClient, *, token: str | None) -> 
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+class BodyLimit:
+    """ASGI middleware: refuse a request body over `limit` bytes with a 413, whether it declares
+    its length or streams it, before any of it is parsed or held."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > self.limit:
+            await self._refuse(send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:  # streamed past the limit: the handler's error path answers
+                raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, self._detail)
+            return message
+
+        await self.app(scope, counted, send)
+
+    @property
+    def _detail(self) -> str:
+        return f"request body over {self.limit} bytes"
+
+    async def _refuse(self, send: Send) -> None:
+        body = JSONResponse({"detail": self._detail}).body
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status.HTTP_413_CONTENT_TOO_LARGE,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
 
 def http_status(exc: AppError) -> int:

@@ -10,7 +10,7 @@ from dbos import DBOS, DBOSClient, EnqueueOptions
 from app import dbos_gateway
 from app.config import BATCH_ID, TOPIC_NAME, ConfigError, Settings
 from app.database import require_reachable, system_tables_exist
-from app.errors import ConflictError
+from app.errors import ConflictError, StateError
 from app.failpoints import failpoint
 from app.publishers.base import (
     BATCH_WORKFLOW,
@@ -63,6 +63,10 @@ def validate(
     return Submission(publisher=publisher, request=request)
 
 
+class BatchEndedError(StateError):
+    """A waited-for batch ended without a summary: ERROR, CANCELLED, or out of recovery attempts."""
+
+
 class BatchConflictError(ConflictError):
     """The batch id is taken by a different batch."""
 
@@ -107,6 +111,13 @@ def _refuse_changed_batch(client: DBOSClient, submission: Submission) -> None:
 
 
 def wait(settings: Settings, workflow_id: str) -> BatchSummary:
+    """The batch's summary once it ends; BatchEndedError, one line, if it ended without one."""
     with dbos_gateway.client(settings.system_db) as client:
-        summary: BatchSummary = dbos_gateway.wait_result(client, workflow_id)
+        try:
+            summary: BatchSummary = dbos_gateway.wait_result(client, workflow_id)
+        except Exception as exc:  # whatever the workflow raised, or DBOS's own ending
+            found = dbos_gateway.workflows(client, [workflow_id])
+            ended = found[0].status if found else "unknown"
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise BatchEndedError(f"workflow {workflow_id} ended {ended}: {reason}") from None
         return summary

@@ -34,6 +34,8 @@ EXECUTOR_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 MAX_POLLING_INTERVAL_SEC = 60
 MAX_PORT = 65535
 MAX_LEASE_SEC = 3600
+MAX_CHUNK_SIZE = 100_000  # one chunk is one transaction and one step output held in memory
+MAX_CONCURRENCY = 256  # workflows of one queue a worker runs at once
 DEFAULT_CONNECTIONS = 24  # per worker: three workers, the CLI and a lab fit under Postgres's 100
 MAX_CONNECTIONS = 1000
 
@@ -274,10 +276,10 @@ def _http_port(value: str) -> int | None:
 
 
 def _int(value: str, what: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise ConfigError(f"{what} must be an integer, not '{value}'") from None
+    # Digits only: int() would also take ' 8000', '8_000' and '٨٠٠٠'.
+    if not re.fullmatch(r"-?[0-9]+", value):
+        raise ConfigError(f"{what} must be an integer, not '{value}'")
+    return int(value)
 
 
 def _log_format(value: str) -> LogFormat:
@@ -326,7 +328,9 @@ def load_declarations(path: Path) -> tuple[tuple[PublisherDeclaration, ...], Que
     if not isinstance(defaults, dict):
         raise ConfigError("[defaults] must be a table")
     _only_keys(defaults, {"chunk_size"}, "[defaults]")
-    default_chunk = _positive_int(defaults.get("chunk_size", 500), "[defaults] chunk_size")
+    default_chunk = _positive_int(
+        defaults.get("chunk_size", 500), "[defaults] chunk_size", MAX_CHUNK_SIZE
+    )
     entries = data.get("publishers", [])
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"publishers file {path} declares no [[publishers]]")
@@ -349,7 +353,7 @@ def _declaration(entry: object, default_chunk: int) -> PublisherDeclaration:
     if not isinstance(class_path, str) or ":" not in class_path:
         raise ConfigError(f"publisher '{name}': class must look like 'package.module:ClassName'")
     chunk_size = _positive_int(
-        entry.get("chunk_size", default_chunk), f"publisher '{name}' chunk_size"
+        entry.get("chunk_size", default_chunk), f"publisher '{name}' chunk_size", MAX_CHUNK_SIZE
     )
     return PublisherDeclaration(
         name=name,
@@ -414,18 +418,22 @@ def _queue_settings(raw: object) -> QueueSettings:
         raise ConfigError("[queues] polling_interval_sec must be a number in (0, 60]")
     return QueueSettings(
         chunk_concurrency=_positive_int(
-            raw.get("chunk_concurrency", base.chunk_concurrency), "[queues] chunk_concurrency"
+            raw.get("chunk_concurrency", base.chunk_concurrency),
+            "[queues] chunk_concurrency",
+            MAX_CONCURRENCY,
         ),
         batch_concurrency=_positive_int(
-            raw.get("batch_concurrency", base.batch_concurrency), "[queues] batch_concurrency"
+            raw.get("batch_concurrency", base.batch_concurrency),
+            "[queues] batch_concurrency",
+            MAX_CONCURRENCY,
         ),
         polling_interval_sec=float(interval),
     )
 
 
-def _positive_int(value: object, what: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"{what} must be a positive integer, not {value!r}")
+def _positive_int(value: object, what: str, most: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= most:
+        raise ConfigError(f"{what} must be a whole number in [1, {most}], not {value!r}")
     return value
 
 

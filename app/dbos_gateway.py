@@ -28,6 +28,7 @@ from app.errors import ConflictError
 
 ACTIVE_STATUSES = ("PENDING", "ENQUEUED")
 TERMINAL_STATUSES = frozenset({"SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"})
+DEAD_STATUSES = ("ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")  # ended, unpublished
 CLIENT_POOL_SIZE = 2  # a client reads one thing at a time; DBOS's default pool is 20
 
 # DBOS 3.4 does not export these two types; they are spelled out here (structurally identical)
@@ -65,6 +66,17 @@ def active_workflows(dbos_client: DBOSClient) -> list[WorkflowStatus]:
     return dbos_client.list_workflows(
         status=list(ACTIVE_STATUSES), load_input=False, load_output=False
     )
+
+
+def dead_workflows_at(system_db: DatabaseUrl) -> list[WorkflowStatus]:
+    """Workflows that ended without succeeding (ERROR, CANCELLED, out of recovery attempts);
+    none before DBOS's tables exist."""
+    if not system_tables_exist(system_db):
+        return []
+    with client(system_db) as dbos_client:
+        return dbos_client.list_workflows(
+            status=list(DEAD_STATUSES), load_input=False, load_output=False
+        )
 
 
 def active_workflows_at(system_db: DatabaseUrl) -> list[WorkflowStatus]:

@@ -34,13 +34,20 @@ class StatusSnapshot:
     consistent: bool
     violations: list[str]
     work: dict[str, dict[str, int]]
+    dead: dict[str, dict[str, int]]  # ended without succeeding: ERROR, CANCELLED, ...
     orphans: dict[str, int]
     fleet: fleet.FleetSnapshot
+
+    @property
+    def healthy(self) -> bool:
+        """Counters agree, and no work is dead, orphaned or stranded."""
+        return self.consistent and not self.dead and not self.orphans and not self.fleet.stranded
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         fleet_data = data.pop("fleet")
         data["workers"], data["stranded"] = fleet_data["workers"], fleet_data["stranded"]
+        data["healthy"] = self.healthy
         data["publishers"] = [
             {"name": p.name, "class": p.class_path, "chunk_size": p.chunk_size}
             for p in self.publishers
@@ -68,6 +75,7 @@ def gather(settings: Settings) -> StatusSnapshot:
         consistent=report.ok,
         violations=report.violations,
         work=work.pending_work(active),
+        dead=work.dead_work(dbos_gateway.dead_workflows_at(settings.system_db)),
         orphans=dict(work.find_orphans(settings, active)),
         fleet=fleet.gather(settings, active),
     )
@@ -103,6 +111,13 @@ def _render_counters(snapshot: dict[str, Any]) -> str:
         for queue, c in snapshot["work"].items()
     ]
     lines += [f"  ORPHANED publisher '{n}': {c} workflows" for n, c in snapshot["orphans"].items()]
+    lines += [
+        f"  DEAD {name:<19} "
+        + " ".join(f"{state.lower()}={n}" for state, n in counts.items())
+        + "  (ended without publishing: `dbos workflow list --status ERROR`)"
+        for name, counts in snapshot["dead"].items()
+    ]
+    lines += ["", f"Healthy: {snapshot['healthy']}"]
     return "\n".join(lines)
 
 
@@ -150,6 +165,16 @@ class StateCollector(Collector):
             for status, count in counts.items():
                 depth.add_metric([queue, status], count)
         yield depth
+        dead = GaugeMetricFamily(
+            "publisher_dead_workflows",
+            "Workflows that ended without succeeding (ERROR, CANCELLED, out of recovery attempts)",
+            labels=["workflow", "status"],
+        )
+        dead_now = work.dead_work(dbos_gateway.dead_workflows_at(self.settings.system_db))
+        for name, counts in dead_now.items():
+            for status, count in counts.items():
+                dead.add_metric([name, status], count)
+        yield dead
 
     def _workers(self, snapshot: fleet.FleetSnapshot) -> Iterator[Metric]:
         workers = GaugeMetricFamily(

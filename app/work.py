@@ -27,6 +27,16 @@ def pending_work(active: Iterable[WorkflowStatus]) -> dict[str, dict[str, int]]:
     return {queue: {s: c[s] for s in ACTIVE_STATUSES} for queue, c in sorted(counts.items())}
 
 
+def dead_work(dead: Iterable[WorkflowStatus]) -> dict[str, dict[str, int]]:
+    """Counts of workflows that ended without succeeding, per workflow (publish_batch,
+    publish_chunk) and status: work that will not publish unless someone acts (`dbos workflow
+    resume`, or a new batch). Keyed by name: a cancelled workflow leaves its queue."""
+    counts: dict[str, Counter[str]] = {}
+    for wf in dead:
+        counts.setdefault(wf.name, Counter())[wf.status] += 1
+    return {name: dict(sorted(c.items())) for name, c in sorted(counts.items())}
+
+
 def find_orphans(settings: Settings, active: Iterable[WorkflowStatus]) -> Counter[str]:
     """Pending or enqueued publisher workflows whose publisher is not declared, per name."""
     declared = {d.name for d in settings.publishers}

@@ -36,6 +36,12 @@ log = structlog.get_logger()
 PUBLISHER_CLASS_NAME = "Publisher"
 BATCH_WORKFLOW = "publish_batch"
 CHUNK_WORKFLOW = "publish_chunk"
+# How many times DBOS may start a workflow (first run and recoveries) before it ends it as
+# MAX_RECOVERY_ATTEMPTS_EXCEEDED, dead and visible in `status`. Set, not DBOS's silent 100:
+# a chunk started 25 times without finishing is poison (it kills its worker each time), while a
+# batch only waits on its chunks and lives through every crash of a long run.
+CHUNK_RECOVERY_ATTEMPTS = 25
+BATCH_RECOVERY_ATTEMPTS = 10_000
 DELIVERY_STEP = "deliver"
 TRANSIENT_ATTEMPTS = 5
 FAN_OUT_WINDOW = 512  # chunk handles a batch workflow holds at once
@@ -198,7 +204,7 @@ class Publisher(DBOSConfiguredInstance):
 
     # ---- workflows ------------------------------------------------------------------------
 
-    @DBOS.workflow(name=BATCH_WORKFLOW)
+    @DBOS.workflow(name=BATCH_WORKFLOW, max_recovery_attempts=BATCH_RECOVERY_ATTEMPTS)
     def publish_batch(self, request: BatchRequest) -> BatchSummary:
         with structlog.contextvars.bound_contextvars(publisher=self.name):
             failpoint("batch.start")
@@ -215,7 +221,7 @@ class Publisher(DBOSConfiguredInstance):
             )
             return summary
 
-    @DBOS.workflow(name=CHUNK_WORKFLOW)
+    @DBOS.workflow(name=CHUNK_WORKFLOW, max_recovery_attempts=CHUNK_RECOVERY_ATTEMPTS)
     def publish_chunk(self, chunk: ChunkSpec) -> ChunkOutcome:
         with structlog.contextvars.bound_contextvars(publisher=self.name):
             failpoint("chunk.start")

@@ -5,10 +5,12 @@ each); two smoke tests run the real `python -m app` to show the process exits th
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from app import dbos_gateway, migrate
 from app.scenarios.harness import json_records
 from tests.helpers import CliRun, InProcessCli, ServiceRunner
 
@@ -182,3 +184,37 @@ def test_the_real_service_process_names_an_unreachable_database_in_one_line(
     _refused(refused, "nowhere_db", "127.0.0.1:1", "DBOS_SYSTEM_DATABASE_URL", serve=True)
     assert "s3cret-pw" not in done.stdout + done.stderr
     _nothing_written(tmp_path)
+
+
+def test_waiting_on_a_batch_that_ended_without_a_summary_is_one_line_and_exit_1(
+    cli: InProcessCli, sqlite_runner: ServiceRunner
+) -> None:
+    """A cancelled batch (as an operator's `dbos workflow cancel` leaves it): no traceback."""
+    submitted = cli("publish", "orders", "--count", "5", "--batch-id", "gone")
+    assert submitted.returncode == 0, submitted.stderr
+    with dbos_gateway.client(sqlite_runner.settings().system_db) as client:
+        client.cancel_workflow("batch-gone")
+    done = cli("publish", "orders", "--count", "5", "--batch-id", "gone", "--wait")
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if not line.startswith("{")]  # logs: JSON
+    assert errors == [
+        "error: workflow batch-gone ended CANCELLED: DBOS Error 13: Awaited workflow batch-gone "
+        "was cancelled"
+    ]
+    assert done.stdout == ""
+
+
+def test_status_shows_dead_work_and_is_not_healthy_while_it_lasts(
+    cli: InProcessCli, sqlite_runner: ServiceRunner
+) -> None:
+    assert cli("publish", "orders", "--count", "5", "--batch-id", "doomed").returncode == 0
+    migrate.upgrade_all(sqlite_runner.settings())  # as `dbos migrate` does
+    before = json.loads(cli("status", "--json").stdout)
+    assert before["dead"] == {} and before["healthy"] is True  # pending is not dead
+    with dbos_gateway.client(sqlite_runner.settings().system_db) as client:
+        client.cancel_workflow("batch-doomed")
+    after = cli("status", "--json")
+    snapshot = json.loads(after.stdout)
+    assert snapshot["dead"] == {"publish_batch": {"CANCELLED": 1}}
+    assert snapshot["consistent"] is True and snapshot["healthy"] is False
+    assert "DEAD publish_batch" in cli("status").stdout

@@ -204,12 +204,30 @@ def test_load_refuses_unknown_keys(tmp_path: Path, text: str, problem: str) -> N
             '[queues]\nchunk_concurrency = 0\n[[publishers]]\nname = "a"\n',
             "[queues] chunk_concurrency",
         ),
+        ('[[publishers]]\nname = "a"\nchunk_size = 1000000000\n', "publisher 'a' chunk_size"),
+        ('[defaults]\nchunk_size = 100001\n[[publishers]]\nname = "a"\n', "[defaults] chunk_size"),
+        (
+            '[queues]\nchunk_concurrency = 100000\n[[publishers]]\nname = "a"\n',
+            "[queues] chunk_concurrency",
+        ),
+        (
+            '[queues]\nbatch_concurrency = 257\n[[publishers]]\nname = "a"\n',
+            "[queues] batch_concurrency",
+        ),
     ],
 )
-def test_load_refuses_non_positive_sizes(tmp_path: Path, text: str, problem: str) -> None:
+def test_load_refuses_sizes_out_of_bounds(tmp_path: Path, text: str, problem: str) -> None:
     with pytest.raises(ConfigError) as excinfo:
         load_declarations(write(tmp_path, text))
-    assert f"{problem} must be a positive integer" in str(excinfo.value)
+    assert f"{problem} must be a whole number in [1, " in str(excinfo.value)
+
+
+@pytest.mark.parametrize("port", [" 18102", "18102 ", "8_000", "٨٠٠٠", "+80"])
+def test_an_http_port_with_anything_but_digits_is_refused(tmp_path: Path, port: str) -> None:
+    with pytest.raises(ConfigError, match="APP_HTTP_PORT must be an integer"):
+        Settings.from_env(
+            {"APP_HTTP_PORT": port, "APP_PUBLISHERS_FILE": str(write(tmp_path, VALID_TOML))}
+        )
 
 
 @pytest.mark.parametrize("interval", ["0", "-1", "61", '"fast"', "true"])

@@ -1,0 +1,94 @@
+"""The HTTP API's boundary, served by uvicorn in a thread of this process on a real SQLite
+system database: a request body is strict, with no unknown field and no coerced type, and bounded in
+size; a refused request writes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app import dbos_gateway, migrate
+from app.api import MAX_BODY_BYTES, create_app, serve_in_thread
+from app.config import Settings
+
+Api = tuple[httpx.Client, Settings]
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    publishers = tmp_path / "publishers.toml"
+    publishers.write_text('[[publishers]]\nname = "orders"\n')
+    settings = Settings.from_env(
+        {
+            "APP_PUBLISHERS_FILE": str(publishers),
+            "DBOS_SYSTEM_DATABASE_URL": f"sqlite:///{tmp_path / 'system.sqlite'}",
+            "APP_DATABASE_URL": f"sqlite:///{tmp_path / 'app.sqlite'}",
+        }
+    )
+    migrate.upgrade_all(settings)
+    with dbos_gateway.client(settings.system_db) as client:
+        server = serve_in_thread(create_app(settings, client, token=None), "127.0.0.1", 0)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+                yield http, settings
+        finally:
+            server.should_exit = True
+
+
+def _nothing_written(settings: Settings) -> bool:
+    with dbos_gateway.client(settings.system_db) as client:
+        return dbos_gateway.active_workflows(client) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        # A typo for batch_id: accepted, it would publish under a random id, and again on retry.
+        ({"publisher": "orders", "count": 5, "batchId": "x-1"}, "batchId"),
+        ({"publisher": "orders", "count": "5"}, "count"),
+        ({"publisher": "orders", "count": 5.0}, "count"),
+        ({"publisher": "orders", "count": True}, "count"),
+        ({"publisher": "orders", "count": 1e3}, "count"),
+        ({"publisher": "orders", "count": 5, "topic": 7}, "topic"),
+    ],
+)
+def test_a_body_with_an_unknown_field_or_a_coerced_type_is_refused(
+    api: Api, body: dict[str, Any], fragment: str
+) -> None:
+    client, settings = api
+    response = client.post("/batches", json=body)
+    assert response.status_code == 422, response.text
+    assert fragment in response.text
+    assert _nothing_written(settings)
+
+
+def test_a_body_over_the_limit_is_refused_declared_or_streamed(
+    api: Api,
+) -> None:
+    client, settings = api
+    big = b'{"publisher": "orders", "count": 5, "topic": "' + b"a" * MAX_BODY_BYTES + b'"}'
+    declared = client.post("/batches", content=big, headers={"content-type": "application/json"})
+    assert declared.status_code == 413
+    assert f"over {MAX_BODY_BYTES} bytes" in declared.json()["detail"]
+
+    def stream() -> Iterator[bytes]:  # no Content-Length: chunked
+        for start in range(0, len(big), 4096):
+            yield big[start : start + 4096]
+
+    streamed = client.post(
+        "/batches", content=stream(), headers={"content-type": "application/json"}
+    )
+    assert streamed.status_code == 413
+    assert _nothing_written(settings)
+
+
+def test_a_strict_valid_body_is_still_accepted(api: Api) -> None:
+    client, _settings = api
+    response = client.post("/batches", json={"publisher": "orders", "count": 5, "batch_id": "ok"})
+    assert response.status_code == 202, response.text
+    assert response.json()["batch_id"] == "ok"
