@@ -87,6 +87,12 @@ def _bench_arguments(bench: argparse.ArgumentParser) -> None:
     bench.add_argument("--topics", type=int, default=2)
     bench.add_argument("--backends", default="sqlite,postgres")
     bench.add_argument("--modes", default=",".join(MODES))
+    bench.add_argument(
+        "--workers",
+        default="1",
+        help=f"worker processes per DBOS mode, comma-separated, each at most {runner.MAX_WORKERS} "
+        "(Postgres; raw and SQLite run once, with 1; default 1)",
+    )
     bench.add_argument("--postgres-url", default=DEFAULT_BENCH_POSTGRES)
     bench.add_argument("--json", default="bench-results/bench.json", help="where to write JSON")
 
@@ -95,6 +101,9 @@ def _bench_plan(args: argparse.Namespace) -> runner.Plan:
     backends = _choices(args.backends, ("sqlite", "postgres"), "--backends")
     modes = _choices(args.modes, tuple(MODES), "--modes")
     sizes = [_positive(text, "--messages") for text in args.messages.split(",")]
+    workers = sorted({_positive(text, "--workers") for text in args.workers.split(",")})
+    if workers[-1] > runner.MAX_WORKERS:
+        raise ConfigError(f"--workers: at most {runner.MAX_WORKERS} (got {workers[-1]})")
     for value, what in (
         (args.per_message_messages, "--per-message-messages"),
         (args.publishers, "--publishers"),
@@ -110,6 +119,7 @@ def _bench_plan(args: argparse.Namespace) -> runner.Plan:
         topics=args.topics,
         postgres_url=args.postgres_url,
         json_path=Path(args.json),
+        workers=workers,
     )
 
 
@@ -200,7 +210,11 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
             )
         )
         return 0
-    summary = batches.wait(settings, submission.workflow_id)
+    try:
+        summary = batches.wait(settings, submission.workflow_id)
+    except batches.BatchEndedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BATCH_FAILED
     print(json.dumps(summary, indent=2))
     return EXIT_BATCH_FAILED if summary["failed"] else 0
 

@@ -1,5 +1,8 @@
 """One benchmark measurement in its own process (so peak RSS is its own): fresh databases,
-one mode, N messages; prints one JSON line."""
+one mode, N messages; prints one JSON line.
+
+With `workers` above 1 (Postgres), the measuring process is worker `bench-0` and starts the
+others (app.bench.crew)."""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ import json
 import resource
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, cast
 
@@ -15,13 +17,15 @@ import sqlalchemy as sa
 from dbos import DBOS, SetWorkflowID
 
 from app import invariants, ledger, migrate, runtime
+from app.bench import crew
+from app.bench.crew import START, STOP, extra_workers
 from app.bench.modes import MODES, Mode
-from app.config import DatabaseUrl, PublisherDeclaration, QueueSettings, Settings
+from app.bench.spec import Spec, batches, bench_settings, cpu_seconds, executor_id
+from app.config import DatabaseUrl, Settings
 from app.database import make_engine, short_lived_engine
 from app.ledger import LedgerEntry
 from app.logs import configure_logging
 from app.publishers.base import (
-    BatchRequest,
     ChunkOutcome,
     batch_workflow_id,
     chunk_workflow_id,
@@ -30,20 +34,11 @@ from app.publishers.events import event_payload
 from app.scratch import scratch_databases
 
 
-@dataclass(frozen=True)
-class Spec:
-    backend: str
-    mode: str
-    messages: int
-    publishers: int
-    topics: int
-    postgres_url: str
-
-
 @dataclass
 class Measurement:
     backend: str
     mode: str
+    workers: int
     messages: int
     seconds: float
     msg_per_s: float
@@ -51,22 +46,12 @@ class Measurement:
     p99_ms: float
     commits_per_msg: float | None
     peak_rss_mb: float
+    # user+sys CPU seconds of every benchmark process (all workers) while the clock ran.
+    cpu_s: float
+    # Distinct executors that ran chunk workflows (None for raw, which runs none).
+    executors: int | None
     exact: bool
     violations: list[str]
-
-
-def batches(spec: Spec) -> Iterator[tuple[str, str, BatchRequest]]:
-    """Split N messages over P publishers x T topics: (publisher, batch id, request)."""
-    pairs = [(f"p{p}", f"t{t}") for p in range(spec.publishers) for t in range(spec.topics)]
-    for k, (publisher, topic) in enumerate(pairs):
-        count = spec.messages // len(pairs) + (1 if k < spec.messages % len(pairs) else 0)
-        if count:
-            batch_id = f"bench-{publisher}-{topic}"
-            yield (
-                publisher,
-                batch_id,
-                BatchRequest(batch_id=batch_id, topic=topic, count=count, messages=None),
-            )
 
 
 def commits(url: DatabaseUrl) -> int | None:
@@ -96,9 +81,18 @@ QUEUE_WARM_UP_SEC = 1.2
 Samples = list[tuple[float, int]]  # (ms from submit to published, messages)
 
 
-def run_raw(spec: Spec, settings: Settings, mode: Mode) -> tuple[Samples, float]:
+@dataclass
+class Timing:
+    samples: Samples
+    seconds: float
+    cpu_s: float
+    executors: int | None = None
+
+
+def run_raw(spec: Spec, settings: Settings, mode: Mode) -> Timing:
     engine = make_engine(settings.app_db)
     samples: Samples = []
+    cpu_before = cpu_seconds()
     start = time.time()
     try:
         for publisher, batch_id, request in batches(spec):
@@ -122,73 +116,74 @@ def run_raw(spec: Spec, settings: Settings, mode: Mode) -> tuple[Samples, float]
                 samples.append(((time.time() - start) * 1000, count))
     finally:
         engine.dispose()
-    return samples, time.time() - start
+    return Timing(samples, time.time() - start, cpu_seconds() - cpu_before)
 
 
-def run_dbos(spec: Spec, settings: Settings, mode: Mode) -> tuple[Samples, float]:
-    rt = runtime.build(runtime.validate(settings), isolation=mode.isolation)
-    runtime.launch(rt)
-    # Measure a running service: DBOS notices newly registered queues once a second and only
-    # then starts their workers, a one-off cost of every start-up that is not throughput.
-    time.sleep(QUEUE_WARM_UP_SEC)
-    start = time.time()
-    start_ms = start * 1000
-    handles = []
-    for publisher, batch_id, request in batches(spec):
-        with SetWorkflowID(batch_workflow_id(batch_id)):
-            handles.append(DBOS.start_workflow(rt.publishers[publisher].publish_batch, request))
-    for handle in handles:
-        summary = handle.get_result()
-        if summary["failed"]:
-            raise RuntimeError(f"benchmark batch failed: {summary['failed_chunks'][:1]}")
-    seconds = time.time() - start
-    samples = [
-        (float(wf.updated_at or 0) - start_ms, int(cast(ChunkOutcome, wf.output)["messages"]))
-        for wf in DBOS.list_workflows(
+def run_dbos(spec: Spec, settings: Settings, mode: Mode) -> Timing:
+    rt = runtime.build(
+        runtime.validate(settings), isolation=mode.isolation, executor_id=executor_id(0)
+    )
+    try:
+        # Launched (and the system database migrated) before the extra workers start.
+        runtime.launch(rt)
+        with extra_workers(spec, settings) as crew:
+            # Measure a running service: DBOS notices newly registered queues once a second and
+            # only then starts their workers, a one-off cost of every start-up, not throughput.
+            time.sleep(QUEUE_WARM_UP_SEC)
+            crew.tell(START)
+            cpu_before = cpu_seconds()
+            start = time.time()
+            handles = []
+            for publisher, batch_id, request in batches(spec):
+                with SetWorkflowID(batch_workflow_id(batch_id)):
+                    handles.append(
+                        DBOS.start_workflow(rt.publishers[publisher].publish_batch, request)
+                    )
+            summaries = crew.watch(lambda: [handle.get_result() for handle in handles])
+            seconds = time.time() - start
+            cpu_s = cpu_seconds() - cpu_before
+            crew.tell(STOP)
+        for summary in summaries:
+            if summary["failed"]:
+                raise RuntimeError(f"benchmark batch failed: {summary['failed_chunks'][:1]}")
+        chunks = DBOS.list_workflows(
             workflow_id_prefix="batch-bench-", name="publish_chunk", load_input=False
         )
+    finally:
+        runtime.shutdown(rt)
+    start_ms = start * 1000
+    samples = [
+        (float(wf.updated_at or 0) - start_ms, int(cast(ChunkOutcome, wf.output)["messages"]))
+        for wf in chunks
     ]
-    runtime.shutdown(rt)
-    return samples, seconds
+    executors = len({wf.executor_id for wf in chunks})
+    return Timing(samples, seconds, round(cpu_s + crew.cpu_s, 2), executors)
 
 
 def measure(spec: Spec) -> Measurement:
     mode = MODES[spec.mode]  # type: ignore[index]
+    if spec.workers > 1 and (spec.backend == "sqlite" or mode.name == "raw"):
+        raise ValueError(f"{spec.backend}/{spec.mode} runs with 1 worker, not {spec.workers}")
     configure_logging("json", "WARNING")
     with scratch_databases(spec.backend, spec.postgres_url, "bench") as (system_db, app_db):
         migrate.upgrade(app_db)
-        settings = Settings(
-            system_db=system_db,
-            app_db=app_db,
-            publishers=tuple(
-                PublisherDeclaration(
-                    f"p{p}", "app.publishers.events:EventPublisher", mode.chunk_size
-                )
-                for p in range(spec.publishers)
-            ),
-            queues=QueueSettings(
-                chunk_concurrency=mode.chunk_concurrency,
-                batch_concurrency=spec.publishers * spec.topics,
-                polling_interval_sec=mode.polling_interval_sec,
-            ),
-            log_format="json",
-            log_level="WARNING",
-        )
+        settings = bench_settings(spec, mode, system_db, app_db)
         before = commits(app_db)
         run = run_raw if mode.name == "raw" else run_dbos
-        samples, seconds = run(spec, settings, mode)
+        timing = run(spec, settings, mode)
         after = commits(app_db)
         with short_lived_engine(app_db) as engine, engine.connect() as conn:
             report = invariants.check(
                 conn, {batch_id: req["count"] for _, batch_id, req in batches(spec)}
             )
-    p50, p99 = weighted_percentiles(samples)
+    p50, p99 = weighted_percentiles(timing.samples)
     return Measurement(
         backend=spec.backend,
         mode=spec.mode,
+        workers=spec.workers,
         messages=spec.messages,
-        seconds=round(seconds, 3),
-        msg_per_s=round(spec.messages / seconds, 1),
+        seconds=round(timing.seconds, 3),
+        msg_per_s=round(spec.messages / timing.seconds, 1),
         p50_ms=round(p50, 1),
         p99_ms=round(p99, 1),
         commits_per_msg=(
@@ -197,12 +192,16 @@ def measure(spec: Spec) -> Measurement:
             else None
         ),
         peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        cpu_s=round(timing.cpu_s, 2),
+        executors=timing.executors,
         exact=report.ok and report.ledger_rows == spec.messages,
         violations=report.violations,
     )
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--join"]:
+        return crew.join(json.loads(argv[1]))
     spec = Spec(**json.loads(argv[0]))
     result: dict[str, Any] = asdict(measure(spec))
     sys.stdout.write(json.dumps(result) + "\n")

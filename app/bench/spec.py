@@ -1,0 +1,77 @@
+"""What one measurement is and the settings every worker of it runs with (the measuring
+process and the extra workers alike)."""
+
+from __future__ import annotations
+
+import resource
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+from app import connections
+from app.bench.modes import Mode
+from app.config import (
+    MAX_CONNECTIONS,
+    DatabaseUrl,
+    PublisherDeclaration,
+    QueueSettings,
+    Settings,
+)
+from app.publishers.base import BatchRequest
+
+
+@dataclass(frozen=True)
+class Spec:
+    backend: str
+    mode: str
+    messages: int
+    publishers: int
+    topics: int
+    postgres_url: str
+    workers: int = 1  # worker processes running the chunk workflows (DBOS modes, Postgres)
+
+
+def batches(spec: Spec) -> Iterator[tuple[str, str, BatchRequest]]:
+    """Split N messages over P publishers x T topics: (publisher, batch id, request)."""
+    pairs = [(f"p{p}", f"t{t}") for p in range(spec.publishers) for t in range(spec.topics)]
+    for k, (publisher, topic) in enumerate(pairs):
+        count = spec.messages // len(pairs) + (1 if k < spec.messages % len(pairs) else 0)
+        if count:
+            batch_id = f"bench-{publisher}-{topic}"
+            yield (
+                publisher,
+                batch_id,
+                BatchRequest(batch_id=batch_id, topic=topic, count=count, messages=None),
+            )
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def executor_id(index: int) -> str:
+    """Distinct per worker of a measurement: DBOS recovers only its own executor's work."""
+    return f"bench-{index}"
+
+
+def bench_settings(spec: Spec, mode: Mode, system_db: DatabaseUrl, app_db: DatabaseUrl) -> Settings:
+    """What every worker of a measurement runs with: the measuring process and the extra ones."""
+    uncapped = Settings(
+        system_db=system_db,
+        app_db=app_db,
+        publishers=tuple(
+            PublisherDeclaration(f"p{p}", "app.publishers.events:EventPublisher", mode.chunk_size)
+            for p in range(spec.publishers)
+        ),
+        queues=QueueSettings(
+            chunk_concurrency=mode.chunk_concurrency,
+            batch_concurrency=spec.publishers * spec.topics,
+            polling_interval_sec=mode.polling_interval_sec,
+        ),
+        log_format="json",
+        log_level="WARNING",
+        connections=MAX_CONNECTIONS,
+    )
+    # A connection budget of what the mode's concurrency can use, as the benchmark had before
+    # budgets existed (the service's default budget refuses per-message's 32 chunks at once).
+    return replace(uncapped, connections=connections.plan(uncapped).total)
