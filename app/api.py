@@ -15,7 +15,7 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Request, Response, st
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, create_model
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import batches, dbos_gateway, fleet, ledger, migrate
@@ -39,16 +39,27 @@ READ_WAIT_SEC = 10.0  # a request waits this long for a read slot, then gets a 5
 MAX_BODY_BYTES = 64 * 1024  # a batch request is a few fields; anything bigger is refused (413)
 
 
+def _whole_number(value: object) -> object:
+    """A JSON number with no fractional part, as JSON Schema's "integer" (and so the published
+    OpenAPI spec) defines it: 5, 5.0 and 1e3 are whole numbers; "5", true and 5.5 are not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value  # anything else meets the strict int check: only a real int passes
+
+
+WholeNumber = Annotated[StrictInt, BeforeValidator(_whole_number)]
+
+
 def batch_model(settings: Settings) -> type[BaseModel]:
     """The request body, with the declared publisher names and the name rules in its schema."""
     names = tuple(d.name for d in settings.publishers)
-    # Strict: an unknown field (a typo for batch_id) or a count given as "5", 5.0 or true is a
+    # Strict: an unknown field (a typo for batch_id) or a count given as "5", true or 5.5 is a
     # 422, never a batch published under a random id or with a guessed count.
     model: type[BaseModel] = create_model(
         "BatchIn",
         __config__=ConfigDict(extra="forbid", strict=True),
         publisher=(Literal[names], Field(description="a declared publisher")),  # type: ignore[arg-type]
-        count=(StrictInt, Field(gt=0, le=batches.MAX_BATCH_MESSAGES)),
+        count=(WholeNumber, Field(gt=0, le=batches.MAX_BATCH_MESSAGES)),
         topic=(str, Field(default="default", pattern=f"^{TOPIC_NAME.pattern}$")),
         batch_id=(
             str | None,

@@ -51,9 +51,9 @@ def _nothing_written(settings: Settings) -> bool:
         # A typo for batch_id: accepted, it would publish under a random id, and again on retry.
         ({"publisher": "orders", "count": 5, "batchId": "x-1"}, "batchId"),
         ({"publisher": "orders", "count": "5"}, "count"),
-        ({"publisher": "orders", "count": 5.0}, "count"),
+        ({"publisher": "orders", "count": 5.5}, "count"),
         ({"publisher": "orders", "count": True}, "count"),
-        ({"publisher": "orders", "count": 1e3}, "count"),
+        ({"publisher": "orders", "count": [5]}, "count"),
         ({"publisher": "orders", "count": 5, "topic": 7}, "topic"),
     ],
 )
@@ -87,8 +87,14 @@ def test_a_body_over_the_limit_is_refused_declared_or_streamed(
     assert _nothing_written(settings)
 
 
-def test_a_strict_valid_body_is_still_accepted(api: Api) -> None:
-    client, _settings = api
-    response = client.post("/batches", json={"publisher": "orders", "count": 5, "batch_id": "ok"})
+@pytest.mark.parametrize("count", ["5", "5.0", "5e0"])
+def test_a_whole_count_is_accepted_however_json_writes_it(api: Api, count: str) -> None:
+    """JSON has one number type; JSON Schema's "integer", which the OpenAPI spec publishes, is
+    any number with no fractional part. Refusing 5.0 would make the spec lie."""
+    client, settings = api
+    body = f'{{"publisher": "orders", "count": {count}, "batch_id": "ok"}}'
+    response = client.post("/batches", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 202, response.text
-    assert response.json()["batch_id"] == "ok"
+    with dbos_gateway.client(settings.system_db) as dbos_client:
+        (request,) = dbos_gateway.workflow_input(dbos_client, "batch-ok") or ()
+    assert request["count"] == 5 and type(request["count"]) is int
