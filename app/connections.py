@@ -34,15 +34,20 @@ class ConnectionPlan:
         return self.system + self.datasource + self.fixed
 
 
+def datasource_pool(settings: Settings) -> int:
+    """One connection per chunk transaction running at once, plus one."""
+    return settings.queues.chunk_concurrency + 1
+
+
 def minimum(settings: Settings) -> int:
-    return FIXED + settings.queues.chunk_concurrency + 1 + MIN_SYSTEM
+    return FIXED + datasource_pool(settings) + MIN_SYSTEM
 
 
 def plan(settings: Settings) -> ConnectionPlan:
     """Share the budget: the datasource gets what the chunk concurrency needs (a chunk waiting
     for a connection would hold its workflow open), DBOS's pool the rest, up to what it can use."""
     budget = settings.connections
-    datasource = settings.queues.chunk_concurrency + 1
+    datasource = datasource_pool(settings)
     if budget < minimum(settings):
         raise ConfigError(
             f"[workers] connections = {budget} is too few for chunk_concurrency "

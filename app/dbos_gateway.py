@@ -68,15 +68,19 @@ def active_workflows(dbos_client: DBOSClient) -> list[WorkflowStatus]:
     )
 
 
-def dead_workflows_at(system_db: DatabaseUrl) -> list[WorkflowStatus]:
-    """Workflows that ended without succeeding (ERROR, CANCELLED, out of recovery attempts);
-    none before DBOS's tables exist."""
+def active_and_dead_at(
+    system_db: DatabaseUrl,
+) -> tuple[list[WorkflowStatus], list[WorkflowStatus]]:
+    """PENDING/ENQUEUED workflows, and those that ended without succeeding (ERROR, CANCELLED,
+    out of recovery attempts), in one read; none before DBOS's tables exist."""
     if not system_tables_exist(system_db):
-        return []
+        return [], []
     with client(system_db) as dbos_client:
-        return dbos_client.list_workflows(
-            status=list(DEAD_STATUSES), load_input=False, load_output=False
+        found = dbos_client.list_workflows(
+            status=[*ACTIVE_STATUSES, *DEAD_STATUSES], load_input=False, load_output=False
         )
+    active = [wf for wf in found if wf.status in ACTIVE_STATUSES]
+    return active, [wf for wf in found if wf.status in DEAD_STATUSES]
 
 
 def active_workflows_at(system_db: DatabaseUrl) -> list[WorkflowStatus]:

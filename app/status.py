@@ -66,7 +66,8 @@ def gather(settings: Settings) -> StatusSnapshot:
         )
     with short_lived_engine(settings.app_db) as engine, engine.connect() as conn:
         report = invariants.check(conn)
-    active = dbos_gateway.active_workflows_at(settings.system_db)  # work and orphans alike
+    # Work, orphans and dead work alike, in one read.
+    active, dead = dbos_gateway.active_and_dead_at(settings.system_db)
     return StatusSnapshot(
         publishers=[PublisherInfo(d.name, d.class_path, d.chunk_size) for d in settings.publishers],
         local_counters=report.publishers,
@@ -75,7 +76,7 @@ def gather(settings: Settings) -> StatusSnapshot:
         consistent=report.ok,
         violations=report.violations,
         work=work.pending_work(active),
-        dead=work.dead_work(dbos_gateway.dead_workflows_at(settings.system_db)),
+        dead=work.dead_work(dead),
         orphans=dict(work.find_orphans(settings, active)),
         fleet=fleet.gather(settings, active),
     )
@@ -131,8 +132,8 @@ class StateCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from self._ledger()
-        active = dbos_gateway.active_workflows_at(self.settings.system_db)
-        yield from self._queues(active)
+        active, dead = dbos_gateway.active_and_dead_at(self.settings.system_db)
+        yield from self._queues(active, dead)
         yield from self._workers(fleet.gather(self.settings, active))
         recovered = GaugeMetricFamily(
             "publisher_recovered_workflows", "Pending workflows this process recovered at start"
@@ -157,7 +158,9 @@ class StateCollector(Collector):
                 published.add_metric([publisher, topic], value)
         yield published
 
-    def _queues(self, active: list[WorkflowStatus]) -> Iterator[Metric]:
+    def _queues(
+        self, active: list[WorkflowStatus], dead_now: list[WorkflowStatus]
+    ) -> Iterator[Metric]:
         depth = GaugeMetricFamily(
             "publisher_queue_depth", "Workflows waiting or running", labels=["queue", "status"]
         )
@@ -170,8 +173,7 @@ class StateCollector(Collector):
             "Workflows that ended without succeeding (ERROR, CANCELLED, out of recovery attempts)",
             labels=["workflow", "status"],
         )
-        dead_now = work.dead_work(dbos_gateway.dead_workflows_at(self.settings.system_db))
-        for name, counts in dead_now.items():
+        for name, counts in work.dead_work(dead_now).items():
             for status, count in counts.items():
                 dead.add_metric([name, status], count)
         yield dead

@@ -203,18 +203,23 @@ def test_a_claim_its_claimer_never_recovered_passes_to_whoever_claims_the_claime
     survivor.leave()
 
 
+def _survivor_of_a_stopped_worker(app_db: DatabaseUrl, gone: str) -> workers.Worker:
+    """A worker (not yet joined) beside a worker `gone` that stopped and is claimable."""
+    survivor = _worker(_settings(app_db, "postgresql://u@h/sys"))
+    stopped = who(gone)
+    with survivor.engine.begin() as conn:
+        leases.register(conn, stopped)
+        leases.stop(conn, stopped.worker_id)
+    return survivor
+
+
 def test_work_a_gone_worker_commits_late_is_recovered_by_the_recheck(
     app_db: DatabaseUrl, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A worker killed just after sending a COMMIT can leave a PENDING row after its claimer's
     first recovery ran; the claimer recovers that executor again for a while, unless a live
     worker has taken its executor id since."""
-    settings = _settings(app_db, "postgresql://u@h/sys")
-    gone = who("gone")
-    survivor = _worker(settings)
-    with survivor.engine.begin() as conn:
-        leases.register(conn, gone)
-        leases.stop(conn, gone.worker_id)
+    survivor = _survivor_of_a_stopped_worker(app_db, "gone")
     # Nothing at the claim, then the late rows, then nothing again.
     late = iter([[], ["late-1", "late-2"], []])
     monkeypatch.setattr(dbos_gateway, "recover_executor", lambda _e: next(late))
@@ -232,12 +237,7 @@ def test_work_a_gone_worker_commits_late_is_recovered_by_the_recheck(
 def test_a_claim_whose_recovery_fails_is_owed_and_retried(
     app_db: DatabaseUrl, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = _settings(app_db, "postgresql://u@h/sys")
-    gone = who("gone")
-    survivor = _worker(settings)
-    with survivor.engine.begin() as conn:
-        leases.register(conn, gone)
-        leases.stop(conn, gone.worker_id)
+    survivor = _survivor_of_a_stopped_worker(app_db, "gone")
     answers: list[list[str] | Exception] = [RuntimeError("system database busy"), ["a", "b", "c"]]
 
     def recover_executor(_executor_id: str) -> list[str]:
