@@ -31,6 +31,20 @@ Outcome = Literal["complete", "contained"]
 #   rolling   each worker in turn gets SIGTERM and starts again (a new executor id)
 #   chaos     seeded SIGKILLs of random workers, some restarted, some not
 TakeoverKind = Literal["sigkill", "zombie", "rolling", "chaos"]
+# Faults of the Postgres server itself (the lab's own throwaway cluster), mid-batch:
+#   restart                  fast restart (pg_ctl restart -m fast)
+#   outage                   stopped for a while, then started again
+#   terminate-connections    pg_terminate_backend on every connection of the service, repeatedly
+#   restart-during-recovery  SIGKILL the service, restart it, restart Postgres while it recovers
+#   immediate-stop           pg_ctl stop -m immediate (a crash: WAL replay at the next start)
+InfraFault = Literal[
+    "restart", "outage", "terminate-connections", "restart-during-recovery", "immediate-stop"
+]
+# Deploys while work is pending: the crash on version N, the restart on N+1.
+#   compatible   N+1 changes code compatibly under the same APP_VERSION
+#   patched      N+1 changes the chunk workflow's steps behind DBOS.patch
+#   new-version  N+1 runs a new APP_VERSION; `python -m app upgrade` moves the old work over
+UpgradeKind = Literal["compatible", "patched", "new-version"]
 
 
 @dataclass(frozen=True)
@@ -62,10 +76,12 @@ class Scenario:
     takeover: TakeoverKind | None = None
     serve: tuple[str, ...] = ()  # the workers' command instead of `python -m app serve`
     via_dbos_start: bool = False  # workers run under `dbos start`, as deployed
+    infra: InfraFault | None = None  # pg/*: runs on a Postgres cluster the lab owns
+    upgrade: UpgradeKind | None = None
 
     @property
     def postgres_only(self) -> bool:
-        return self.workers > 1
+        return self.workers > 1 or self.infra is not None
 
 
 # Which hit of a failpoint fires: far enough into a 400-message batch that work is in flight.
@@ -200,6 +216,14 @@ def _takeover_scenarios() -> list[Scenario]:
     ]
 
 
+def _infra_scenarios() -> list[Scenario]:
+    return []
+
+
+def _upgrade_scenarios() -> list[Scenario]:
+    return []
+
+
 def _broken_scenarios() -> list[Scenario]:
     return [
         _fleet(
@@ -246,7 +270,8 @@ def _broken_scenarios() -> list[Scenario]:
 
 def catalog() -> dict[str, Scenario]:
     scenarios = [s for point in LAB_FAILPOINTS for s in _failpoint_scenarios(point)]
-    scenarios += _special_scenarios() + _takeover_scenarios() + _broken_scenarios()
+    scenarios += _special_scenarios() + _takeover_scenarios()
+    scenarios += _infra_scenarios() + _upgrade_scenarios() + _broken_scenarios()
     return {s.name: s for s in scenarios}
 
 

@@ -21,7 +21,7 @@ from app.errors import UnreachableDatabaseError
 from app.publishers.base import (
     batch_workflow_id,
 )
-from app.scenarios import chaos, takeover
+from app.scenarios import chaos, infra, takeover, upgrades
 from app.scenarios.catalog import Batch, Fault, Scenario, plan_batches
 from app.scenarios.harness import (
     Databases,
@@ -158,6 +158,12 @@ class Lab(Verdict):
     def run(self) -> ScenarioReport:
         if self.report.workers > 1:
             takeover.run(self)
+            return self.report
+        if self.scenario.infra is not None:
+            infra.run(self)
+            return self.report
+        if self.scenario.upgrade is not None:
+            upgrades.run(self)
             return self.report
         faults = self.faults()
         for number, fault in enumerate(faults, start=1):
