@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import batches, dbos_gateway, fleet, ledger, migrate
 from app import status as service_status
-from app.config import BATCH_ID, TOPIC_NAME, Settings
+from app.config import BATCH_ID, TOPIC_NAME, ConfigError, Settings, is_loopback
 from app.connections import API_READERS
 from app.database import short_lived_engine
 from app.errors import (
@@ -260,6 +260,20 @@ def readiness_checks(settings: Settings) -> dict[str, bool]:
         except sa.exc.DBAPIError:
             continue
     return checks
+
+
+def refuse_an_open_api(settings: Settings) -> None:
+    """Beyond loopback, anyone who reaches the port could submit batches: serving there needs a
+    token, unless APP_ALLOW_NO_TOKEN=1 says only trusted peers reach it. Checked at start, before
+    anything touches a database."""
+    if settings.http_port is None or settings.api_token is not None or settings.allow_no_token:
+        return
+    if not is_loopback(settings.http_host):
+        raise ConfigError(
+            f"APP_HTTP_HOST={settings.http_host} serves the API beyond loopback without a token: "
+            "set APP_API_TOKEN (clients send `Authorization: Bearer <token>`), or "
+            "APP_ALLOW_NO_TOKEN=1 if only trusted peers can reach it"
+        )
 
 
 def serve_in_thread(app: FastAPI, host: str, port: int) -> uvicorn.Server:

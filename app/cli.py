@@ -1,4 +1,5 @@
-"""`python -m app serve | publish | status | inspect | bench`: the command line other tools call."""
+"""`python -m app serve | publish | status | inspect | upgrade | bench`: the command line other
+tools call."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from app import batches, failpoints, fleet, history, runtime, service, status
+from app import batches, failpoints, fleet, history, runtime, service, status, upgrade
 from app.bench import runner
 from app.bench.modes import MODES
 from app.config import ConfigError, Settings
@@ -54,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     look = commands.add_parser("inspect", help="a batch's workflows and steps, replays marked")
     look.add_argument("batch_id")
     look.add_argument("--json", action="store_true", help="machine-readable output")
+    move = commands.add_parser(
+        "upgrade", help="move older versions' pending work to this APP_VERSION, to run here"
+    )
+    move.add_argument("--from", dest="from_version", help="only this version's work")
+    move.add_argument("--json", action="store_true", help="machine-readable output")
     _scenario_arguments(commands.add_parser("scenario", help="failure-simulation scenarios"))
     return parser
 
@@ -173,6 +179,8 @@ def _run(args: argparse.Namespace, blueprint: runtime.Blueprint) -> int:
         snapshot = fleet.gather(settings)
         print(json.dumps(snapshot.to_json(), indent=2) if args.json else fleet.render(snapshot))
         return 0
+    if args.command == "upgrade":
+        return _upgrade(args, settings)
     if args.command == "inspect":
         description = history.describe(settings, args.batch_id)
         print(json.dumps(description, indent=2) if args.json else history.render(description))
@@ -195,6 +203,13 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
             time.sleep(args.interval)
     except KeyboardInterrupt:  # how --watch ends
         return 0
+
+
+def _upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    failpoints.arm(settings.failpoints, settings.failpoint_seed)
+    result = upgrade.upgrade(settings, args.from_version)
+    print(json.dumps(result.to_json(), indent=2) if args.json else upgrade.render(result))
+    return 0
 
 
 def _publish(args: argparse.Namespace, settings: Settings) -> int:
@@ -272,6 +287,11 @@ def _refuse_sqlite_fleet(chosen: list[Scenario], options: RunOptions) -> None:
     if options.workers and options.workers > 1:
         raise ConfigError("--workers above 1 needs --backend postgres (SQLite takes one worker)")
     for scenario in chosen:
+        if scenario.infra is not None:
+            raise ConfigError(
+                f"scenario {scenario.name} stops and restarts Postgres: use --backend postgres "
+                "(it runs on a Postgres cluster of the lab's own)"
+            )
         if scenario.postgres_only:
             raise ConfigError(
                 f"scenario {scenario.name} runs several workers: use --backend postgres "

@@ -1,20 +1,36 @@
-"""Everything the service reads from its environment and publisher declarations, in one place."""
+"""Everything the service reads from its environment, in one place; the publishers file it names
+is read by app.declarations.
+
+Every variable follows the same rules: unset and empty mean the default; a value is taken as
+written, never trimmed or guessed (numbers are ASCII digits, words are exact); anything else is
+refused with one line naming the variable, and never showing a password or a token."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
-from typing import Literal, TypeAlias, cast, get_args
+from typing import Literal, cast, get_args
 
 import sqlalchemy as sa
 from sqlalchemy.exc import ArgumentError
 
-from app.errors import BadInputError
+from app.declarations import (
+    PUBLISHERS_FILE_VARIABLE,
+    PublisherDeclaration,
+    QueueSettings,
+    declarations,
+    load_declarations,
+    read_publishers_file,
+    worker_table,
+)
+from app.errors import ConfigError
+
+# Moved to app.declarations and app.errors; still importable from here.
+__all__ = ["ConfigError", "PublisherDeclaration", "QueueSettings", "load_declarations"]
 
 APP_NAME = "dbos-publishers"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -23,34 +39,28 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SYSTEM_DATABASE_URL = "sqlite:///dbos_publishers.sqlite"
 DEFAULT_APP_DATABASE_URL = "sqlite:///dbos_publishers_app.sqlite"
 DEFAULT_PUBLISHERS_FILE = PROJECT_ROOT / "publishers.toml"
+DEFAULT_HTTP_HOST = "127.0.0.1"
 
-# Used with fullmatch: `$` would let a trailing newline through.
-PUBLISHER_NAME = re.compile(r"[a-z][a-z0-9_-]{0,39}")
+# Used with fullmatch: `$` would let a trailing newline through. ASCII ranges only.
 TOPIC_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
 NUMBER = re.compile(r"[0-9]+(\.[0-9]+)?")
+INTEGER = re.compile(r"-?[0-9]+")
 EXECUTOR_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+APP_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")  # workers.app_version holds 64
+HOST_NAME = re.compile(
+    r"(?!.{254})[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
 
-MAX_POLLING_INTERVAL_SEC = 60
 MAX_PORT = 65535
 MAX_LEASE_SEC = 3600
-MAX_CHUNK_SIZE = 100_000  # one chunk is one transaction and one step output held in memory
-MAX_CONCURRENCY = 256  # workflows of one queue a worker runs at once
 DEFAULT_CONNECTIONS = 24  # per worker: three workers, the CLI and a lab fit under Postgres's 100
 MAX_CONNECTIONS = 1000
+MAX_POSTGRES_NAME_BYTES = 63  # NAMEDATALEN - 1: Postgres cuts longer names short, silently
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 LogFormat = Literal["auto", "json", "console"]
 Backend = Literal["sqlite", "postgresql"]
-# A [publishers.options] value as TOML gives it: scalars, arrays and tables, nested.
-OptionValue: TypeAlias = "str | int | float | bool | list[OptionValue] | dict[str, OptionValue]"
-# The same, stored frozen in a declaration: arrays as tuples, tables as read-only mappings.
-FrozenOption: TypeAlias = (
-    "str | int | float | bool | tuple[FrozenOption, ...] | Mapping[str, FrozenOption]"
-)
-
-
-class ConfigError(BadInputError):
-    """A setting is missing or malformed; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -103,36 +113,24 @@ class DatabaseUrl:
             raise ConfigError(
                 f"{label}: unsupported scheme '{url.drivername}' (use sqlite:/// or postgresql://)"
             )
-        if not url.database:
-            raise ConfigError(f"{label}: a postgresql URL must name a database")
+        _check_postgres_name(url.database, label)
         if url.drivername == "postgres":
             raw = url.set(drivername="postgresql").render_as_string(hide_password=False)
         return cls(raw, label)
 
 
-@dataclass(frozen=True)
-class PublisherDeclaration:
-    """One named publisher instance: its stable name, its class, and its tuning."""
-
-    name: str
-    class_path: str
-    chunk_size: int
-    # Read-only all the way down; not hashed (a mapping is not hashable).
-    options: Mapping[str, FrozenOption] = field(
-        default_factory=lambda: MappingProxyType({}), hash=False
-    )
-
-    @property
-    def option_map(self) -> dict[str, OptionValue]:
-        """The options as plain dicts and lists, a fresh copy for each caller."""
-        return {key: _thaw(value) for key, value in self.options.items()}
-
-
-@dataclass(frozen=True)
-class QueueSettings:
-    chunk_concurrency: int = 8
-    batch_concurrency: int = 4
-    polling_interval_sec: float = 0.2
+def _check_postgres_name(name: str | None, label: str) -> None:
+    """Any name is quoted as an identifier wherever SQL names it, so only what Postgres itself
+    cannot hold is refused: a name it would cut short, or one with a control character."""
+    if not name:
+        raise ConfigError(f"{label}: a postgresql URL must name a database")
+    if len(name.encode()) > MAX_POSTGRES_NAME_BYTES:
+        raise ConfigError(
+            f"{label}: the database name is over {MAX_POSTGRES_NAME_BYTES} bytes, which "
+            "Postgres would silently cut short"
+        )
+    if not name.isprintable():
+        raise ConfigError(f"{label}: the database name contains a control character")
 
 
 @dataclass(frozen=True)
@@ -154,36 +152,38 @@ class Settings:
     log_format: LogFormat = "auto"
     log_level: str = "INFO"
     application_version: str = "1"
-    http_host: str = "127.0.0.1"
+    http_host: str = DEFAULT_HTTP_HOST
     http_port: int | None = None  # None: no HTTP API
     api_token: str | None = None
+    allow_no_token: bool = False  # serve the API beyond loopback without a token
     executor_id: str | None = None  # None: derived from host and process at start
     leases: LeaseSettings = field(default_factory=LeaseSettings)
     connections: int = DEFAULT_CONNECTIONS  # the most this worker holds, both databases together
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
-        publishers_file = Path(env.get("APP_PUBLISHERS_FILE") or DEFAULT_PUBLISHERS_FILE)
-        publishers, queues = load_declarations(publishers_file)
-        worker_table = load_worker_table(publishers_file)
-        leases = _lease_settings(worker_table, env)
+        path = Path(_text(env, PUBLISHERS_FILE_VARIABLE) or DEFAULT_PUBLISHERS_FILE)
+        data = read_publishers_file(path)  # once: the [workers] table comes from the same read
+        publishers, queues = declarations(data, path)
+        table = worker_table(data)
         system_db, app_db = database_urls_from_env(env)
         return cls(
             system_db=system_db,
             app_db=app_db,
             publishers=publishers,
             queues=queues,
-            failpoints=env.get("APP_FAILPOINTS", "").strip(),
-            failpoint_seed=_int(env.get("APP_FAILPOINT_SEED", "0"), "APP_FAILPOINT_SEED"),
-            log_format=_log_format(env.get("APP_LOG_FORMAT", "auto")),
-            log_level=_log_level(env.get("APP_LOG_LEVEL", "INFO")),
-            application_version=env.get("APP_VERSION") or "1",
-            http_host=env.get("APP_HTTP_HOST") or "127.0.0.1",
-            http_port=_http_port(env.get("APP_HTTP_PORT") or "8000"),
-            api_token=env.get("APP_API_TOKEN") or None,
-            executor_id=_executor_id(env.get("APP_EXECUTOR_ID", "")),
-            leases=leases,
-            connections=_connections(worker_table, env),
+            failpoints=_failpoints(env),
+            failpoint_seed=_integer(env, "APP_FAILPOINT_SEED", 0),
+            log_format=_log_format(env),
+            log_level=log_level(env),
+            application_version=_matching(env, "APP_VERSION", APP_VERSION, _VERSION_RULE) or "1",
+            http_host=_http_host(env),
+            http_port=_http_port(env),
+            api_token=_api_token(env),
+            allow_no_token=_flag(env, "APP_ALLOW_NO_TOKEN"),
+            executor_id=_matching(env, "APP_EXECUTOR_ID", EXECUTOR_ID, _EXECUTOR_RULE),
+            leases=_lease_settings(table, env),
+            connections=_connections(table, env),
         )
 
     def publisher(self, name: str) -> PublisherDeclaration:
@@ -198,24 +198,90 @@ def database_urls_from_env(env: Mapping[str, str]) -> tuple[DatabaseUrl, Databas
     """The system and application database URLs; empty or unset means the SQLite defaults."""
     return (
         DatabaseUrl.parse(
-            env.get("DBOS_SYSTEM_DATABASE_URL") or DEFAULT_SYSTEM_DATABASE_URL,
+            _text(env, "DBOS_SYSTEM_DATABASE_URL", secret=True) or DEFAULT_SYSTEM_DATABASE_URL,
             "DBOS_SYSTEM_DATABASE_URL",
         ),
         DatabaseUrl.parse(
-            env.get("APP_DATABASE_URL") or DEFAULT_APP_DATABASE_URL, "APP_DATABASE_URL"
+            _text(env, "APP_DATABASE_URL", secret=True) or DEFAULT_APP_DATABASE_URL,
+            "APP_DATABASE_URL",
         ),
     )
 
 
-def _executor_id(value: str) -> str | None:
+def is_loopback(host: str) -> bool:
+    """Whether a bind address is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def _text(env: Mapping[str, str], name: str, *, secret: bool = False) -> str | None:
+    """A free-text variable as written; None when unset or empty. Whitespace around it or a
+    control character in it is refused, not trimmed: 'db ' or a pasted tab is a typo, and a
+    trimmed value would not be the one the operator reads in their file."""
+    value = env.get(name, "")
     if not value:
         return None
-    if not EXECUTOR_ID.fullmatch(value):
-        raise ConfigError(
-            f"APP_EXECUTOR_ID {value!r} is invalid (letter or digit first, then letters, digits, "
-            ". _ : -; at most 128 characters)"
-        )
+    shown = "" if secret else f": {value!r}"
+    if not value.isprintable():
+        raise ConfigError(f"{name} contains a tab, a newline or another control character{shown}")
+    if value.strip() != value:
+        raise ConfigError(f"{name} has whitespace before or after its value{shown}")
     return value
+
+
+_VERSION_RULE = "letter or digit first, then letters, digits, . _ + -; at most 64 characters"
+_EXECUTOR_RULE = "letter or digit first, then letters, digits, . _ : -; at most 128 characters"
+
+
+def _matching(env: Mapping[str, str], name: str, pattern: re.Pattern[str], rule: str) -> str | None:
+    value = env.get(name, "")
+    if not value:
+        return None
+    if not pattern.fullmatch(value):
+        raise ConfigError(f"{name} {value!r} is invalid ({rule})")
+    return value
+
+
+def _failpoints(env: Mapping[str, str]) -> str:
+    """The spec, spaces around it ignored (as around its entries); ASCII only, since its parser
+    would read another script's digits as numbers."""
+    value = env.get("APP_FAILPOINTS", "")
+    if not (value.isascii() and value.isprintable()):
+        raise ConfigError(
+            f"APP_FAILPOINTS must be printable ASCII (NAME=ACTION[@TRIGGER];...), not {value!r}"
+        )
+    return value.strip()
+
+
+def _http_host(env: Mapping[str, str]) -> str:
+    host = _text(env, "APP_HTTP_HOST") or DEFAULT_HTTP_HOST
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not HOST_NAME.fullmatch(host):
+            raise ConfigError(
+                f"APP_HTTP_HOST must be an IP address or a host name, not {host!r}"
+            ) from None
+    return host
+
+
+def _api_token(env: Mapping[str, str]) -> str | None:
+    token = _text(env, "APP_API_TOKEN", secret=True)
+    # What a client can send in an Authorization header, byte for byte.
+    if token is not None and not (token.isascii() and " " not in token):
+        raise ConfigError("APP_API_TOKEN must be printable ASCII without spaces")
+    return token
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    value = env.get(name, "")
+    if value not in ("", "0", "1"):
+        raise ConfigError(f"{name} must be 1 or 0, not {value!r}")
+    return value == "1"
 
 
 def _lease_settings(table: Mapping[str, object], env: Mapping[str, str]) -> LeaseSettings:
@@ -266,178 +332,38 @@ def _seconds(value: object, what: str) -> float:
     return float(value)
 
 
-def _http_port(value: str) -> int | None:
+def _http_port(env: Mapping[str, str]) -> int | None:
+    value = env.get("APP_HTTP_PORT") or "8000"
     if value == "off":
         return None
-    port = _int(value, "APP_HTTP_PORT")
+    port = _integer(env, "APP_HTTP_PORT", 8000)
     if not 0 < port <= MAX_PORT:
-        raise ConfigError(f"APP_HTTP_PORT must be 1-65535 or 'off', not '{value}'")
+        raise ConfigError(f"APP_HTTP_PORT must be 1-65535 or 'off', not {value!r}")
     return port
 
 
-def _int(value: str, what: str) -> int:
-    # Digits only: int() would also take ' 8000', '8_000' and '٨٠٠٠'.
-    if not re.fullmatch(r"-?[0-9]+", value):
-        raise ConfigError(f"{what} must be an integer, not '{value}'")
+def _integer(env: Mapping[str, str], name: str, default: int) -> int:
+    # ASCII digits only: int() would also take ' 8000', '8_000', '+80' and '٨٠٠٠'.
+    value = env.get(name, "")
+    if not value:
+        return default
+    if not INTEGER.fullmatch(value):
+        raise ConfigError(f"{name} must be an integer, not {value!r}")
     return int(value)
 
 
-def _log_format(value: str) -> LogFormat:
+def _log_format(env: Mapping[str, str]) -> LogFormat:
+    value = env.get("APP_LOG_FORMAT") or "auto"
     for known in get_args(LogFormat):
         if value == known:
             return cast(LogFormat, known)
-    raise ConfigError(f"APP_LOG_FORMAT must be auto, json or console, not '{value}'")
+    raise ConfigError(f"APP_LOG_FORMAT must be auto, json or console, not {value!r}")
 
 
-def _log_level(value: str) -> str:
-    level = value.upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ConfigError(f"APP_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not '{value}'")
-    return level
-
-
-def _read_toml(path: Path) -> dict[str, object]:
-    try:
-        return tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"publishers file {path} does not exist") from None
-    except IsADirectoryError:
-        raise ConfigError(f"publishers file {path} is a directory") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"publishers file {path} is not UTF-8 text") from None
-    except PermissionError:
-        raise ConfigError(f"publishers file {path} cannot be read (permission denied)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"publishers file {path} is not valid TOML: {exc}") from None
-
-
-def load_worker_table(path: Path) -> Mapping[str, object]:
-    """The [workers] table of the publishers file (lease tuning); empty when absent."""
-    table = _read_toml(path).get("workers", {})
-    if not isinstance(table, dict):
-        raise ConfigError("[workers] must be a table")
-    _only_keys(table, {"heartbeat_sec", "lease_ttl_sec", "connections"}, "[workers]")
-    return table
-
-
-def load_declarations(path: Path) -> tuple[tuple[PublisherDeclaration, ...], QueueSettings]:
-    """Read publisher declarations and queue tuning from a TOML file, refusing anything odd."""
-    data = _read_toml(path)
-    _only_keys(data, {"defaults", "queues", "workers", "publishers"}, str(path))
-    defaults = data.get("defaults", {})
-    if not isinstance(defaults, dict):
-        raise ConfigError("[defaults] must be a table")
-    _only_keys(defaults, {"chunk_size"}, "[defaults]")
-    default_chunk = _positive_int(
-        defaults.get("chunk_size", 500), "[defaults] chunk_size", MAX_CHUNK_SIZE
-    )
-    entries = data.get("publishers", [])
-    if not isinstance(entries, list) or not entries:
-        raise ConfigError(f"publishers file {path} declares no [[publishers]]")
-    publishers = tuple(_declaration(entry, default_chunk) for entry in entries)
-    _refuse_duplicates(publishers)
-    return publishers, _queue_settings(data.get("queues", {}))
-
-
-def _declaration(entry: object, default_chunk: int) -> PublisherDeclaration:
-    if not isinstance(entry, dict):
-        raise ConfigError("each [[publishers]] entry must be a table")
-    _only_keys(entry, {"name", "class", "chunk_size", "options"}, "[[publishers]]")
-    name = entry.get("name")
-    if not isinstance(name, str) or not PUBLISHER_NAME.fullmatch(name):
-        raise ConfigError(
-            f"publisher name {name!r} is invalid (lowercase letter first, then a-z 0-9 _ -, "
-            "at most 40 characters)"
-        )
-    class_path = entry.get("class", "app.publishers.events:EventPublisher")
-    if not isinstance(class_path, str) or ":" not in class_path:
-        raise ConfigError(f"publisher '{name}': class must look like 'package.module:ClassName'")
-    chunk_size = _positive_int(
-        entry.get("chunk_size", default_chunk), f"publisher '{name}' chunk_size", MAX_CHUNK_SIZE
-    )
-    return PublisherDeclaration(
-        name=name,
-        class_path=class_path,
-        chunk_size=chunk_size,
-        options=_options(entry.get("options", {}), name),
-    )
-
-
-def _options(raw: object, publisher: str) -> Mapping[str, FrozenOption]:
-    """A publisher's [publishers.options] table, frozen; nested arrays and tables are kept for
-    the class's options model to check, anything TOML has beyond JSON's types is refused."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"publisher '{publisher}': options must be a table")
-    return MappingProxyType(
-        {key: _freeze(value, key, publisher) for key, value in sorted(raw.items())}
-    )
-
-
-def _freeze(value: object, where: str, publisher: str) -> FrozenOption:
-    if isinstance(value, str | int | float | bool):
-        return value
-    if isinstance(value, list):
-        return tuple(_freeze(item, f"{where}[{i}]", publisher) for i, item in enumerate(value))
-    if isinstance(value, dict):
-        return MappingProxyType(
-            {key: _freeze(item, f"{where}.{key}", publisher) for key, item in value.items()}
-        )
-    raise ConfigError(
-        f"publisher '{publisher}': option '{where}' must be a string, number, boolean, array or "
-        f"table, not {type(value).__name__}"
-    )
-
-
-def _thaw(value: FrozenOption) -> OptionValue:
-    if isinstance(value, tuple):
-        return [_thaw(item) for item in value]
-    if isinstance(value, Mapping):
-        return {key: _thaw(item) for key, item in value.items()}
-    return value
-
-
-def _refuse_duplicates(publishers: tuple[PublisherDeclaration, ...]) -> None:
-    seen: set[str] = set()
-    for declaration in publishers:
-        if declaration.name in seen:
-            raise ConfigError(f"publisher '{declaration.name}' is declared twice")
-        seen.add(declaration.name)
-
-
-def _queue_settings(raw: object) -> QueueSettings:
-    if not isinstance(raw, dict):
-        raise ConfigError("[queues] must be a table")
-    _only_keys(raw, {"chunk_concurrency", "batch_concurrency", "polling_interval_sec"}, "[queues]")
-    base = QueueSettings()
-    interval = raw.get("polling_interval_sec", base.polling_interval_sec)
-    if (
-        not isinstance(interval, int | float)
-        or isinstance(interval, bool)
-        or not 0 < interval <= MAX_POLLING_INTERVAL_SEC
-    ):
-        raise ConfigError("[queues] polling_interval_sec must be a number in (0, 60]")
-    return QueueSettings(
-        chunk_concurrency=_positive_int(
-            raw.get("chunk_concurrency", base.chunk_concurrency),
-            "[queues] chunk_concurrency",
-            MAX_CONCURRENCY,
-        ),
-        batch_concurrency=_positive_int(
-            raw.get("batch_concurrency", base.batch_concurrency),
-            "[queues] batch_concurrency",
-            MAX_CONCURRENCY,
-        ),
-        polling_interval_sec=float(interval),
-    )
-
-
-def _positive_int(value: object, what: str, most: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= most:
-        raise ConfigError(f"{what} must be a whole number in [1, {most}], not {value!r}")
-    return value
-
-
-def _only_keys(table: Mapping[str, object], allowed: set[str], where: str) -> None:
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+def log_level(env: Mapping[str, str]) -> str:
+    """APP_LOG_LEVEL in any case of ASCII letters (upper() alone would make 'INFO' of an 'info'
+    spelled with a Turkish dotless i)."""
+    value = env.get("APP_LOG_LEVEL") or "INFO"
+    if not (value.isascii() and value.upper() in LOG_LEVELS):
+        raise ConfigError(f"APP_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {value!r}")
+    return value.upper()

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal, TypedDict
 
+import sqlalchemy as sa
 from dbos import (
     DBOS,
     DBOSClient,
@@ -29,6 +30,7 @@ from app.errors import ConflictError
 ACTIVE_STATUSES = ("PENDING", "ENQUEUED")
 TERMINAL_STATUSES = frozenset({"SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"})
 DEAD_STATUSES = ("ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")  # ended, unpublished
+QUEUE_THREAD = "(queue_thread)"  # how Python names a thread running DBOS's queue_thread
 CLIENT_POOL_SIZE = 2  # a client reads one thing at a time; DBOS's default pool is 20
 
 # DBOS 3.4 does not export these two types; they are spelled out here (structurally identical)
@@ -175,6 +177,49 @@ def recover_executor(executor_id: str) -> list[str]:
     DBOS 3.4 has no public call for this (its hosted Conductor does it); the re-enqueue is a
     guarded UPDATE (PENDING and still that executor's), so a repeat recovers nothing twice."""
     return [handle.workflow_id for handle in DBOS._recover_pending_workflows([executor_id])]
+
+
+def move_to_version(
+    dbos_client: DBOSClient, workflow_id: str, from_version: str, to_version: str
+) -> bool:
+    """Put one PENDING or ENQUEUED workflow of `from_version` back on its queue under
+    `to_version`, so that version's queue runners dequeue it; False when it no longer matches
+    (it ended, or was moved already). One guarded UPDATE in its own transaction.
+
+    What DBOS's own recovery does (`reenqueue_for_recovery`: ENQUEUED, no owner, its own queue
+    or DBOS's internal one), plus the version, which DBOS 3.4 has no public call to change. A
+    stale execution still running it is fenced by DBOS's ownership check at its next write."""
+    from dbos._utils import INTERNAL_QUEUE_NAME  # noqa: PLC0415 - private, like the rest here
+
+    sys_db = dbos_client._sys_db
+    table = sys_db.tables.workflow_status
+    with sys_db.engine.begin() as conn:
+        moved = conn.execute(
+            sa.update(table)
+            .where(*sys_db._wf(table, workflow_id))
+            .where(table.c.status.in_(ACTIVE_STATUSES))
+            .where(table.c.application_version == from_version)
+            .where(sys_db._name_filter(table.c.application_name, APP_NAME))
+            .values(
+                status="ENQUEUED",
+                application_version=to_version,
+                owner_xid=None,
+                started_at_epoch_ms=None,
+                updated_at=sys_db._now_ms_sql(),
+                queue_name=sa.func.coalesce(table.c.queue_name, INTERNAL_QUEUE_NAME),
+            )
+        )
+    return moved.rowcount == 1
+
+
+def stopped_queue_threads() -> list[str]:
+    """DBOS's queue runner threads that have stopped (none while it dispatches work)."""
+    instance = _dbos._dbos_global_instance
+    if instance is None or not instance._launched:
+        return []
+    return [
+        t.name for t in instance._background_threads if QUEUE_THREAD in t.name and not t.is_alive()
+    ]
 
 
 def migrate_datasource_tables(app_db: DatabaseUrl) -> None:

@@ -16,6 +16,10 @@ class BadInputError(AppError, ValueError):
     """A setting, argument, request or spec is missing or malformed; the message names it."""
 
 
+class ConfigError(BadInputError):
+    """A setting is missing or malformed; the message names it."""
+
+
 class UnreachableDatabaseError(AppError):
     """A database cannot be reached; the message names host and database, never the password."""
 

@@ -14,6 +14,9 @@ from app.config import Settings
 from app.database import short_lived_engine
 
 RECENT_GONE = 10  # gone workers listed beside the live ones
+# Moves stranded work to this version, whose workers then run it (the old version's restart,
+# `APP_VERSION=<old> APP_EXECUTOR_ID=<executor> dbos start`, is the alternative: README "Deploys").
+RESOLVE = "python -m app upgrade"
 
 
 @dataclass(frozen=True)
@@ -88,22 +91,19 @@ def gather(settings: Settings, active: list[WorkflowStatus] | None = None) -> Fl
 def stranded_work(
     settings: Settings, active: list[WorkflowStatus], rows: list[leases.WorkerRow]
 ) -> list[StrandedWork]:
-    """PENDING work of another application version whose executor no live worker holds."""
+    """PENDING or ENQUEUED work of another application version whose executor no live worker
+    holds: this version's workers neither recover nor dequeue it. (ENQUEUED work carries its
+    enqueuer's executor id.) Version-less work is not stranded: the latest version takes it."""
     held = {r.executor_id for r in rows if r.state == "alive" and not r.expired}
     stranded = Counter(
-        (wf.app_version or "?", wf.executor_id or "?")
+        (wf.app_version, wf.executor_id or "?")
         for wf in active
-        if wf.status == "PENDING"
+        if wf.app_version is not None
         and wf.app_version != settings.application_version
         and wf.executor_id not in held
     )
     return [
-        StrandedWork(
-            app_version=version,
-            executor_id=executor,
-            workflows=count,
-            resolve=f"APP_VERSION={version} APP_EXECUTOR_ID={executor} dbos start",
-        )
+        StrandedWork(app_version=version, executor_id=executor, workflows=count, resolve=RESOLVE)
         for (version, executor), count in sorted(stranded.items())
     ]
 

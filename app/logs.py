@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -68,6 +68,12 @@ def configure_logging(log_format: LogFormat, level: str, stream: TextIO | None =
     dbos_logger.handlers[:] = [handler]
     dbos_logger.propagate = False
     dbos_logger.setLevel(level)
+
+
+def add_filter(screen: Callable[[logging.LogRecord], bool]) -> None:
+    """Screen every record the log handlers write (stdlib and DBOS's loggers alike)."""
+    for handler in {*logging.getLogger().handlers, *logging.getLogger("dbos").handlers}:
+        handler.addFilter(screen)
 
 
 def _renderers(log_format: LogFormat, stream: TextIO) -> list[Processor]:

@@ -9,9 +9,11 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from dbos import DBOS
+from sqlalchemy.exc import DBAPIError
 
+from app import dbos_gateway
 from app.config import PROJECT_ROOT, DatabaseUrl, Settings
-from app.database import make_engine, reported, require_reachable
+from app.database import make_engine, reported, require_reachable, short_lived_engine
 
 log = structlog.get_logger()
 
@@ -28,8 +30,11 @@ def alembic_config(app_db: DatabaseUrl) -> Config:
 
 
 def ensure_database(app_db: DatabaseUrl) -> None:
-    """Create the Postgres database if it does not exist (SQLite creates its file itself)."""
-    if app_db.backend == "sqlite":
+    """Create the Postgres database if it does not exist (SQLite creates its file itself).
+
+    The database itself is tried first: a role that may connect to its own database only (see
+    README, "Least privilege") never needs the maintenance database."""
+    if app_db.backend == "sqlite" or _connects(app_db):
         return
     url = app_db.sqlalchemy_url
     maintenance = DatabaseUrl(url.set(database="postgres").render_as_string(False), app_db.label)
@@ -41,11 +46,33 @@ def ensure_database(app_db: DatabaseUrl) -> None:
             )
             if not exists:
                 # Quoted as an identifier: a name is data, never SQL (even `x" TEMPLATE "y`).
-                name = conn.dialect.identifier_preparer.quote_identifier(str(url.database))
-                conn.execute(sa.text(f"CREATE DATABASE {name}"))
+                conn.execute(sa.text(f"CREATE DATABASE {quoted(conn, str(url.database))}"))
                 log.info("database_created", database=app_db.safe)
     finally:
         engine.dispose()
+
+
+def quoted(conn: sa.Connection, name: str) -> str:
+    """A name as a SQL identifier, its quotes doubled: DDL cannot take a bound parameter."""
+    return conn.dialect.identifier_preparer.quote_identifier(name)
+
+
+def _connects(app_db: DatabaseUrl) -> bool:
+    """Whether the database answers; absent and unreachable alike say no (the maintenance
+    database then tells them apart)."""
+    try:
+        with short_lived_engine(app_db) as engine, engine.connect():
+            return True
+    except DBAPIError:
+        return False
+
+
+def datasource_tables(app_db: DatabaseUrl) -> None:
+    """DBOS's datasource checkpoint tables, created with ours (alembic's env.py calls this after
+    an upgrade), so the service's role needs no CREATE privilege: at launch DBOS finds them at
+    its version and issues no DDL."""
+    with reported(app_db, "cannot migrate"):
+        dbos_gateway.migrate_datasource_tables(app_db)
 
 
 def upgrade_all(settings: Settings) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 import structlog
-from dbos import DBOS, DBOSConfig, SQLAlchemyDatasource
+from dbos import DBOS, DBOSConfig, SQLAlchemyDatasource, WorkflowStatus
 from sqlalchemy import event
 from sqlalchemy.orm import sessionmaker
 
@@ -125,10 +125,10 @@ def build(
 
 
 def launch(rt: Runtime) -> int:
-    """Refuse orphaned work, launch DBOS (which recovers this executor's pending workflows),
+    """Warn of orphaned work, launch DBOS (which recovers this executor's pending workflows),
     register queues; returns how many PENDING workflows of this executor it recovers."""
     active = dbos_gateway.active_workflows_at(rt.settings.system_db)
-    work.refuse_orphans(rt.settings, active)
+    _warn_of_orphans(rt.settings, active)
     DBOS.launch()
     queues.register_queues(rt.settings.queues)
     rt.recovered_at_start = sum(
@@ -142,6 +142,20 @@ def launch(rt: Runtime) -> int:
         recovering=rt.recovered_at_start,
     )
     return rt.recovered_at_start
+
+
+def _warn_of_orphans(settings: Settings, active: list[WorkflowStatus]) -> None:
+    """Work of a publisher not declared here never blocks a start: the other publishers' work
+    must go on. If this worker dequeues it, DBOS refuses to dispatch it (one error line, no
+    retry loop; it stays PENDING and visible in `status` as orphaned). One warning per
+    publisher says how to resolve it."""
+    for publisher, workflow_ids in work.orphaned_workflows(settings, active).items():
+        log.warning(
+            "orphaned_work",
+            publisher=publisher,
+            workflows=len(workflow_ids),
+            resolve=work.orphan_resolution(publisher, workflow_ids),
+        )
 
 
 def shutdown(rt: Runtime, timeout_sec: int = 10) -> None:

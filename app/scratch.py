@@ -38,5 +38,5 @@ def scratch_databases(
     finally:
         with short_lived_engine(admin) as engine, engine.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT").execute(
-                sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                sa.text(f"DROP DATABASE IF EXISTS {migrate.quoted(conn, name)} WITH (FORCE)")
             )

@@ -13,20 +13,26 @@ from typing import NoReturn
 
 import structlog
 
-from app import api, dbos_gateway, migrate, runtime, status, workers
+from app import api, dbos_gateway, logs, migrate, runtime, status, workers
+from app.config import Settings
+from app.database import connection_failure
 from app.errors import AppError
 from app.failpoints import failpoint
+from app.health import DatabaseHealth, Watchdog
 
 log = structlog.get_logger()
+CAUSE_DEPTH = 8  # how far down an exception's causes a lost connection is looked for
 
 
 def serve(blueprint: runtime.Blueprint) -> None:
     """Run until SIGTERM or SIGINT; in-flight work is recovered by the next start."""
     settings = blueprint.settings
+    api.refuse_an_open_api(settings)  # before anything touches a database
     stop = threading.Event()
     _install_signal_handlers(stop)
     migrate.upgrade_all(settings)
     worker = workers.Worker(settings, workers.identity(settings))
+    health = _watch_outages(settings, worker)
     claims = worker.join()  # refuses to run beside a live twin; claims workers that are gone
     try:
         rt = runtime.build(blueprint, executor_id=worker.me.executor_id)
@@ -38,13 +44,14 @@ def serve(blueprint: runtime.Blueprint) -> None:
         try:
             collector.recovered_at_start = runtime.launch(rt) + worker.recover(claims)
             worker.start_heartbeat()
+            _start_watchdog(health, worker, resources)
             failpoint("service.recovery")
             _start_http(blueprint, resources)
         except AppError:  # one clear line and exit 2, from the command line
             _stop(rt, worker)  # what was recovering stays PENDING for the next worker
             raise
-        except BaseException:
-            log.exception("service_start_failed")
+        except BaseException as exc:
+            _start_failed(exc)
             _stop(rt, worker)
             _exit_now(1)
         log.info("service_ready", executor_id=worker.me.executor_id)
@@ -53,6 +60,21 @@ def serve(blueprint: runtime.Blueprint) -> None:
     _stop(rt, worker)
     log.info("service_stopped")
     _exit_now(0)
+
+
+def _start_failed(exc: BaseException) -> None:
+    """A database lost during start-up is one line (a supervisor restarts the service); any
+    other failure keeps its traceback."""
+    cause: BaseException | None = exc
+    for _ in range(CAUSE_DEPTH):
+        if cause is None:
+            break
+        reason = connection_failure(cause)
+        if reason is not None:
+            log.error("service_start_failed", reason=f"lost a database during start-up: {reason}")
+            return
+        cause = cause.__cause__ or cause.__context__
+    log.exception("service_start_failed")
 
 
 def _exit_now(code: int) -> NoReturn:
@@ -71,6 +93,26 @@ def _stop(rt: runtime.Runtime, worker: workers.Worker) -> None:
         runtime.shutdown(rt)
     finally:
         worker.leave()
+
+
+def _watch_outages(settings: Settings, worker: workers.Worker) -> DatabaseHealth:
+    """One line when a database goes away and one when it is back, whoever notices."""
+    health = DatabaseHealth((settings.system_db, settings.app_db))
+    logs.add_filter(health.screen)
+    worker.on_outage = health.suspect
+    return health
+
+
+def _start_watchdog(health: DatabaseHealth, worker: workers.Worker, resources: ExitStack) -> None:
+    """Exit 1, for a supervisor to restart the service, rather than live on without working."""
+
+    def stopped_threads() -> list[str]:
+        lease = [] if worker.heartbeat_alive() else ["worker-lease"]
+        return [*dbos_gateway.stopped_queue_threads(), *lease]
+
+    watchdog = Watchdog(health, stopped_threads, _exit_now)
+    watchdog.start()
+    resources.callback(watchdog.stop)
 
 
 def _start_http(blueprint: runtime.Blueprint, resources: ExitStack) -> None:

@@ -1,5 +1,5 @@
 """Work still to do, read from DBOS's active workflows: counts per queue, and orphans (pending
-work of a publisher that is no longer declared, which no process here can run)."""
+work of a publisher that is not declared here, which this process cannot run)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from app.dbos_gateway import ACTIVE_STATUSES
 from app.errors import StateError
 from app.publishers.base import BATCH_WORKFLOW, PUBLISHER_CLASS_NAME
 from app.queues import BATCH_QUEUE, CHUNK_QUEUE
+
+MAX_LISTED_WORKFLOWS = 10  # a warning names this many; `status` counts them all
 
 
 class OrphanedWorkError(StateError):
@@ -37,15 +39,34 @@ def dead_work(dead: Iterable[WorkflowStatus]) -> dict[str, dict[str, int]]:
     return {name: dict(sorted(c.items())) for name, c in sorted(counts.items())}
 
 
-def find_orphans(settings: Settings, active: Iterable[WorkflowStatus]) -> Counter[str]:
-    """Pending or enqueued publisher workflows whose publisher is not declared, per name."""
+def orphaned_workflows(
+    settings: Settings, active: Iterable[WorkflowStatus]
+) -> dict[str, list[str]]:
+    """Pending or enqueued publisher workflows whose publisher is not declared: their ids per
+    publisher name."""
     declared = {d.name for d in settings.publishers}
-    return Counter(
-        wf.config_name
-        for wf in active
-        if wf.class_name == PUBLISHER_CLASS_NAME
-        and wf.config_name is not None
-        and wf.config_name not in declared
+    found: dict[str, list[str]] = {}
+    for wf in active:
+        name = wf.config_name
+        if wf.class_name == PUBLISHER_CLASS_NAME and name is not None and name not in declared:
+            found.setdefault(name, []).append(wf.workflow_id)
+    return {name: sorted(ids) for name, ids in sorted(found.items())}
+
+
+def find_orphans(settings: Settings, active: Iterable[WorkflowStatus]) -> Counter[str]:
+    """How many orphaned workflows each undeclared publisher has."""
+    return Counter({name: len(ids) for name, ids in orphaned_workflows(settings, active).items()})
+
+
+def orphan_resolution(publisher: str, workflow_ids: list[str]) -> str:
+    """The two ways out, as commands: declare the publisher again, or give its work up."""
+    shown = workflow_ids[:MAX_LISTED_WORKFLOWS]
+    cancel = "; ".join(f"dbos workflow cancel {wf}" for wf in shown)
+    more = len(workflow_ids) - len(shown)
+    rest = f" (and {more} more: `python -m app status` counts them)" if more else ""
+    return (
+        f"declare publisher '{publisher}' again in the publishers file (APP_PUBLISHERS_FILE) "
+        f"and restart, or give its work up: {cancel}{rest}"
     )
 
 

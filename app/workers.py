@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import structlog
 
 from app import dbos_gateway, leases
 from app.config import Settings
-from app.database import make_engine
+from app.database import connection_failure, make_engine
 from app.errors import StateError
 from app.leases import ClaimReason, TakeoverRow, WorkerIdentity, WorkerRow
 
@@ -36,6 +37,10 @@ EXIT_LEASE_LOST = 3  # a worker that finds itself taken over stops at once
 # nothing, and the late PENDING row would be stranded behind a finished claim.
 RECHECK_TTLS = 3.0
 DEAD_STATES = frozenset({"Z", "X"})  # zombie, dead: /proc still lists them
+# How long a starting worker waits for a twin on its host to finish stopping: a service stops in
+# about 2 s, DBOS.destroy() waits up to 10 s for running work, and the lease is marked last.
+PREDECESSOR_WAIT_SEC = 30.0
+PREDECESSOR_POLL_SEC = 0.1
 
 
 class WorkerRefusedError(StateError):
@@ -98,6 +103,11 @@ class Worker:
     _owed: list[Claim] = field(default_factory=list)  # claimed, recovery failed: retried
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    on_outage: Callable[[str], None] | None = None  # told when a heartbeat cannot connect
+    # Since when this worker's heartbeats have got through (None: the last one failed). Others'
+    # leases lapse in an outage too: none is judged expired before this worker has been back
+    # for a whole TTL, so their heartbeats have had the time to renew them.
+    _reachable_since: float | None = float("-inf")  # joining connected: reachable till now
 
     def __post_init__(self) -> None:
         extra = (
@@ -110,6 +120,7 @@ class Worker:
     def join(self) -> list[Claim]:
         """Before DBOS.launch(): refuse to run beside what must not run twice, announce this
         worker, and claim the workers that are gone (their work is recovered after launch)."""
+        self._wait_for_predecessor()
         with self.engine.begin() as conn:
             rows = leases.list_workers(conn, leases.CLAIMABLE)
             self._refuse(rows)
@@ -128,22 +139,49 @@ class Worker:
         self.engine.dispose()
         log.info("worker_left", executor_id=self.me.executor_id)
 
-    def _refuse(self, rows: list[WorkerRow]) -> None:
+    def _twins(self, rows: list[WorkerRow]) -> list[WorkerRow]:
+        """Live workers this one must not run beside: any on SQLite, its executor id on Postgres."""
         live = [r for r in rows if r.state == "alive" and self.gone_reason(r) is None]
-        if live and self.settings.system_db.backend == "sqlite":
-            other = live[0]
+        if self.settings.system_db.backend == "sqlite":
+            return live
+        return [r for r in live if r.executor_id == self.me.executor_id]
+
+    def _refuse(self, rows: list[WorkerRow]) -> None:
+        twins = self._twins(rows)
+        if not twins:
+            return
+        other = twins[0]
+        if self.settings.system_db.backend == "sqlite":
             raise WorkerRefusedError(
                 f"another worker is running on this SQLite database (executor {other.executor_id}, "
                 f"pid {other.pid} on {other.host}); SQLite takes one worker: run several "
                 "workers on Postgres"
             )
-        for other in live:
-            if other.executor_id == self.me.executor_id:
-                raise WorkerRefusedError(
-                    f"executor id {other.executor_id!r} belongs to a live worker (pid {other.pid} "
-                    f"on {other.host}, heartbeat {other.heartbeat_age:.1f} s ago); give each "
-                    "worker its own APP_EXECUTOR_ID"
+        raise WorkerRefusedError(
+            f"executor id {other.executor_id!r} belongs to a live worker (pid {other.pid} "
+            f"on {other.host}, heartbeat {other.heartbeat_age:.1f} s ago); give each "
+            "worker its own APP_EXECUTOR_ID"
+        )
+
+    def _wait_for_predecessor(self) -> None:
+        """A supervisor may start this process while the one it replaces is still stopping
+        (`dbos start` exits at once on SIGTERM, about 2 s before its service has): wait up to
+        PREDECESSOR_WAIT_SEC for twins on this host to exit instead of refusing to run. A twin
+        on another host, or one still running at the deadline, is refused by `_refuse`."""
+        deadline = time.monotonic() + PREDECESSOR_WAIT_SEC
+        waited = False
+        while time.monotonic() < deadline:
+            with self.engine.connect() as conn:
+                twins = self._twins(leases.list_workers(conn, leases.CLAIMABLE))
+            local = [r for r in twins if r.host == self.me.host and r.pid != self.me.pid]
+            if not local or len(local) < len(twins):
+                return
+            if not waited:
+                log.info(
+                    "waiting_for_predecessor", executor_id=local[0].executor_id, pid=local[0].pid
                 )
+                waited = True
+            time.sleep(PREDECESSOR_POLL_SEC)
 
     # ---- takeover -------------------------------------------------------------------------
 
@@ -153,9 +191,13 @@ class Worker:
             return "stopped"
         if row.host == self.me.host and process_token(row.pid) != row.process_token:
             return "exited"  # on this machine, and its process is not running
-        if row.expired:
+        if row.expired and self._back_for_a_ttl():
             return "expired"
         return None
+
+    def _back_for_a_ttl(self) -> bool:
+        since = self._reachable_since
+        return since is not None and time.monotonic() - since >= self.settings.leases.ttl_sec
 
     def _claim_gone(self, rows: list[WorkerRow]) -> list[Claim]:
         claims = []
@@ -246,6 +288,9 @@ class Worker:
 
     # ---- the lease ------------------------------------------------------------------------
 
+    def heartbeat_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def start_heartbeat(self) -> None:
         self._thread = threading.Thread(target=self._run, name="worker-lease", daemon=True)
         self._thread.start()
@@ -254,13 +299,23 @@ class Worker:
         while not self._stop.wait(self.settings.leases.heartbeat_sec):
             try:
                 self._beat()
+                if self._reachable_since is None:
+                    self._reachable_since = time.monotonic()
                 rows = self._sweep_rows()
                 self.recover(self._claim_gone(rows))
                 self._recheck({r.executor_id for r in rows if r.state == "alive"})
             except sa.exc.DBAPIError as exc:  # an outage: the lease may lapse, never silently
-                log.warning("worker_heartbeat_failed", error=str(exc.orig or exc).splitlines()[0])
+                self._beat_failed(exc)
             except Exception:  # the lease thread must outlive any one sweep
                 log.exception("worker_sweep_failed")
+
+    def _beat_failed(self, exc: sa.exc.DBAPIError) -> None:
+        self._reachable_since = None
+        reason = connection_failure(exc)
+        if reason is not None and self.on_outage is not None:
+            self.on_outage(reason)  # the watchdog tells an outage once, not once per heartbeat
+        else:
+            log.warning("worker_heartbeat_failed", error=str(exc.orig or exc).splitlines()[0])
 
     def _beat(self) -> None:
         with self.engine.begin() as conn:

@@ -7,10 +7,10 @@ from typing import Any
 
 from alembic import context
 
-from app.config import DatabaseUrl, database_urls_from_env
+from app.config import DatabaseUrl, database_urls_from_env, log_level
 from app.database import short_lived_engine
 from app.logs import configure_logging
-from app.migrate import DBOS_OWNED_TABLES, ensure_database
+from app.migrate import DBOS_OWNED_TABLES, at_head, datasource_tables, ensure_database
 from app.schema import metadata
 
 config = context.config
@@ -21,7 +21,7 @@ def _app_db() -> DatabaseUrl:
     if isinstance(given, DatabaseUrl):
         return given
     # Run as `alembic ...` from a shell: configure logging the way the service does.
-    configure_logging("auto", os.environ.get("APP_LOG_LEVEL", "INFO").upper())
+    configure_logging("auto", log_level(os.environ))
     return database_urls_from_env(os.environ)[1]
 
 
@@ -52,6 +52,19 @@ def run_online(app_db: DatabaseUrl) -> None:
         context.configure(connection=conn, **_options(app_db))
         with context.begin_transaction():
             context.run_migrations()
+        upgraded = _names_a_destination() and at_head(conn, app_db)
+    if upgraded:  # `dbos migrate` runs this: the service's role then needs no CREATE
+        datasource_tables(app_db)
+
+
+def _names_a_destination() -> bool:
+    """`upgrade` and `downgrade` name a destination revision; `check` and autogenerate, which
+    must write nothing, do not."""
+    try:
+        context.get_revision_argument()
+    except KeyError:
+        return False
+    return True
 
 
 if context.is_offline_mode():

@@ -13,6 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from dbos import DBOS
+from psycopg import sql
 
 from app import migrate
 from app.config import DatabaseUrl
@@ -38,6 +39,12 @@ def _postgres_reachable() -> str | None:
 
 def _admin() -> psycopg.Connection[tuple[object, ...]]:
     return psycopg.connect(POSTGRES_URL, autocommit=True)
+
+
+def _drop(name: str, *, force: bool = True) -> sql.Composed:
+    """DROP DATABASE for a name quoted as an identifier (never pasted into SQL)."""
+    forced = sql.SQL(" WITH (FORCE)" if force else "")
+    return sql.SQL("DROP DATABASE IF EXISTS {}{}").format(sql.Identifier(name), forced)
 
 
 def _db_url(name: str) -> str:
@@ -67,7 +74,7 @@ def _drop_orphaned_databases(admin: psycopg.Connection[tuple[object, ...]]) -> N
         owner = OWNER_PID.match(str(name))
         if owner and _process_gone(int(owner.group(1))):
             with contextlib.suppress(psycopg.Error):  # another worker may be dropping it too
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+                admin.execute(_drop(str(name), force=False))
 
 
 @pytest.fixture(scope="session")
@@ -86,14 +93,14 @@ def postgres_template(postgres_server: str) -> Iterator[str]:
     """Migrate one template database per test process (app tables and DBOS tables)."""
     with _admin() as admin:
         _drop_orphaned_databases(admin)
-        admin.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}"')
-        admin.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
+        admin.execute(_drop(TEMPLATE_DB, force=False))
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE_DB)))
     url = _db_url(TEMPLATE_DB)
     DBOS.migrate(url)  # first, as `dbos migrate` does: some views join DBOS's tables
     migrate.upgrade(DatabaseUrl.parse(url, "template"))
     yield TEMPLATE_DB
     with _admin() as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)')
+        admin.execute(_drop(TEMPLATE_DB))
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -116,11 +123,15 @@ def databases(
     template = request.getfixturevalue("postgres_template")
     name = f"{DB_PREFIX}{uuid.uuid4().hex[:12]}"
     with _admin() as admin:
-        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        admin.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template)
+            )
+        )
     url = _db_url(name)
     yield Databases(backend="postgres", system_url=url, app_url=url)
     with _admin() as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(_drop(name))
 
 
 @pytest.fixture

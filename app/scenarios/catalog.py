@@ -11,6 +11,7 @@ from app.failpoints import CATALOG as FAILPOINTS
 EVENTS = "app.publishers.events:EventPublisher"
 WEBHOOK = "app.publishers.webhook:WebhookPublisher"
 BROKEN = "app.publishers.broken"
+VERSIONS = "app.publishers.versions"
 
 # How a faulty run ends:
 #   crash          the service SIGKILLs itself at the failpoint
@@ -68,6 +69,7 @@ class Scenario:
     chunk_size: int = 20
     chunk_concurrency: int = 2
     restart_env: dict[str, str] = field(default_factory=dict)  # the restart's deployment
+    restart_publishers: dict[str, str] = field(default_factory=dict)  # N+1's classes (upgrade/*)
     receiver: bool = False  # publishers deliver side effects to the lab's HTTP receiver
     chaos_kills: int = 0  # > 0: the faults are a seeded kill schedule (see chaos.py)
     outcome: Outcome = "complete"
@@ -217,15 +219,87 @@ def _takeover_scenarios() -> list[Scenario]:
 
 
 def _infra_scenarios() -> list[Scenario]:
-    return []
+    summaries: dict[InfraFault, str] = {
+        "restart": "fast restart of Postgres mid-batch; the running service finishes the work",
+        "outage": "Postgres down mid-batch, then up: /readyz 503 then 200, /healthz 200, "
+        "the outage logged once",
+        "terminate-connections": "pg_terminate_backend on every connection of the service, "
+        "three times mid-batch",
+        "restart-during-recovery": "SIGKILL the service, start it again, restart Postgres "
+        "while it recovers",
+        "immediate-stop": "pg_ctl stop -m immediate mid-batch (a crash: WAL replay), then start",
+    }
+    return [
+        Scenario(
+            name=f"pg/{fault}",
+            summary=summary,
+            faults=(),
+            infra=fault,
+            messages=4000,
+            chunk_size=20,
+            chunk_concurrency=4,
+        )
+        for fault, summary in summaries.items()
+    ]
 
 
 def _upgrade_scenarios() -> list[Scenario]:
-    return []
+    validated = {"orders": f"{VERSIONS}:ValidatedEventPublisher"}
+    return [
+        Scenario(
+            name="upgrade/compatible",
+            summary="SIGKILL on version N mid-batch; N+1 under the same APP_VERSION (a log line "
+            "per chunk, a new option with a default) finishes it",
+            faults=(Fault(_spec("chunk.start", "crash"), "crash"),),
+            restart_publishers={"orders": f"{VERSIONS}:LoggingEventPublisher"},
+            upgrade="compatible",
+        ),
+        Scenario(
+            name="upgrade/patched",
+            summary="SIGKILL on N mid-batch; N+1 adds a chunk step behind DBOS.patch: chunks "
+            "past the patch point finish the old way, the rest and a new batch the new way",
+            faults=(Fault(_spec("chunk.before_commit", "crash"), "crash"),),
+            publishers=validated,
+            topics=("default", "later"),  # orders-later is submitted after the restart
+            restart_publishers={"orders": f"{VERSIONS}:MeasuredEventPublisher"},
+            upgrade="patched",
+        ),
+        Scenario(
+            name="upgrade/new-version",
+            summary="SIGKILL on N mid-batch; N+1 runs APP_VERSION=2: the old work is reported "
+            "stranded, `upgrade` (SIGKILLed mid-move, then run again) moves it, N+1 finishes it",
+            faults=(
+                Fault(_spec("chunk.start", "crash"), "crash"),
+                Fault("upgrade.after_move=crash@3", "crash"),  # the `upgrade` command's
+            ),
+            restart_env={"APP_VERSION": "2"},
+            upgrade="new-version",
+        ),
+        Scenario(
+            name="broken/patch-before-commit",
+            summary="N+1's DBOS.patch directly before the chunk transaction; N SIGKILLed after "
+            "a commit, before DBOS recorded the step",
+            faults=(Fault(_spec("chunk.after_commit", "crash"), "crash"),),
+            publishers=validated,
+            topics=("default", "later"),
+            restart_publishers={"orders": f"{VERSIONS}:PatchBeforeCommitPublisher"},
+            upgrade="patched",
+            broken=True,
+        ),
+    ]
 
 
 def _broken_scenarios() -> list[Scenario]:
     return [
+        Scenario(
+            name="broken/outage-flood",
+            summary="the service logs every failed connection of a Postgres outage (no screen)",
+            faults=(),
+            infra="outage",
+            messages=4000,
+            serve=("-m", "app.scenarios.noisy"),
+            broken=True,
+        ),
         _fleet(
             "broken/takeover-without-claim",
             "workers take a gone worker over without the guarded claim",

@@ -64,6 +64,14 @@ class ScenarioReport:
     # Database outages the lab met while polling (not invariant violations: the lab waited them
     # out; one that outlasts OUTAGE_LIMIT_SEC also stops the scenario with a violation).
     infrastructure: list[str] = field(default_factory=list)
+    # pg/*: each Postgres fault (what, when, how long, fault end to the next committed chunk)
+    infra_faults: list[dict[str, Any]] = field(default_factory=list)
+    terminated_connections: list[int] = field(default_factory=list)  # per pg_terminate_backend
+    probes: dict[str, list[int]] = field(default_factory=dict)  # /readyz, /healthz statuses
+    outage_log: dict[str, int] = field(default_factory=dict)  # outage lines the service logged
+    supervisor_restarts: list[str] = field(default_factory=list)  # the service exited: why
+    fault_to_done_sec: float | None = None  # pg/*: the last fault's end to all work done
+    deploy: list[str] = field(default_factory=list)  # upgrade/*: what N+1 and `upgrade` did
     violations: list[str] = field(default_factory=list)
 
     @property
@@ -171,6 +179,28 @@ def _takeover_lines(report: ScenarioReport) -> list[str]:
     return lines
 
 
+def _infra_lines(report: ScenarioReport) -> list[str]:
+    lines = []
+    for fault in report.infra_faults:
+        first = fault.get("to_first_commit_sec")
+        lasted = f", lasted {fault['lasted_sec']:.2f} s" if "lasted_sec" in fault else ""
+        at = f" at {fault['at_rows']} ledger rows" if "at_rows" in fault else ""
+        lines.append(
+            f"  postgres: {fault['fault']}{at}{lasted}; first chunk committed "
+            + ("-" if first is None else f"{first:.2f} s after")
+        )
+    if report.terminated_connections:
+        lines.append(f"  connections terminated: {report.terminated_connections}")
+    for name, codes in report.probes.items():
+        lines.append(f"  {name}: {codes}")
+    if report.outage_log:
+        lines.append(f"  outage log lines: {report.outage_log}")
+    lines += [f"  supervisor restart: {why}" for why in report.supervisor_restarts]
+    if report.fault_to_done_sec is not None:
+        lines.append(f"  last fault to all work done: {report.fault_to_done_sec:.1f} s")
+    return lines
+
+
 def render(report: ScenarioReport) -> str:
     restart = "-" if report.restart_seconds is None else f"{report.restart_seconds:.2f} s"
     lines = [
@@ -184,6 +214,8 @@ def render(report: ScenarioReport) -> str:
         f"  restart to first resumed step: {restart}   total: {report.total_seconds:.1f} s",
     ]
     lines += _takeover_lines(report)
+    lines += _infra_lines(report)
+    lines += [f"  deploy: {line}" for line in report.deploy]
     lines += [f"  infrastructure: {event}" for event in report.infrastructure]
     if report.violations:
         lines += [f"  violation: {v}" for v in report.violations]

@@ -23,6 +23,7 @@ from app.publishers.base import (
 )
 from app.scenarios import chaos, infra, takeover, upgrades
 from app.scenarios.catalog import Batch, Fault, Scenario, plan_batches
+from app.scenarios.cluster import Cluster, own_cluster
 from app.scenarios.harness import (
     Databases,
     HarnessError,
@@ -53,18 +54,22 @@ class RunOptions:
     workers: int | None = None  # None: the scenario's own count (1 but for takeover/*)
     postgres_url: str = DEFAULT_POSTGRES
     stall_sec: float = 20.0  # no progress for this long after the restart: work is stranded
+    outage_sec: float = 30.0  # pg/outage: how long Postgres stays down
 
 
 def run(scenario: Scenario, options: RunOptions, progress: Progress) -> ScenarioReport:
     started = time.monotonic()
     with (
-        scratch_databases(options.backend, options.postgres_url, "scenario") as (system, app),
+        _cluster(scenario) as cluster,
+        scratch_databases(
+            options.backend, cluster.url if cluster else options.postgres_url, "scenario"
+        ) as (system, app),
         tempfile.TemporaryDirectory(prefix="scenario-") as workdir,
         _receiver(scenario) as receiver,
     ):
         databases = Databases(options.backend, system.raw, app.raw)
         harness = ServiceHarness(databases=databases, workdir=Path(workdir))
-        lab = Lab(scenario, options, harness, receiver, progress)
+        lab = Lab(scenario, options, harness, receiver, progress, cluster=cluster)
         try:
             report = lab.run()
         except (HarnessError, UnreachableDatabaseError) as exc:  # the lab could not go on
@@ -82,6 +87,17 @@ def run(scenario: Scenario, options: RunOptions, progress: Progress) -> Scenario
             lab.report.infrastructure = lab.outages.events
     report.total_seconds = round(time.monotonic() - started, 2)
     return report
+
+
+@contextlib.contextmanager
+def _cluster(scenario: Scenario) -> Iterator[Cluster | None]:
+    """pg/* scenarios stop and restart Postgres: on a cluster of the lab's own, never a shared
+    server (--postgres-url is for the others)."""
+    if scenario.infra is None:
+        yield None
+        return
+    with own_cluster() as cluster:
+        yield cluster
 
 
 @contextlib.contextmanager
@@ -108,6 +124,8 @@ class Lab(Verdict):
     victims: list[tuple[str, float, set[str]]] = field(
         default_factory=list
     )  # executor, when, its work
+    cluster: Cluster | None = None  # pg/*: the lab's own Postgres server
+    http_base: str = ""  # the service's HTTP API, when the scenario probes it
 
     def __post_init__(self) -> None:
         messages = self.options.messages or self.scenario.messages
@@ -295,11 +313,14 @@ class Lab(Verdict):
         self.harness.stop()
 
     def _restart(self) -> None:
-        """Start the service without faults; again while it cannot reach a database (what a
-        supervisor such as `docker compose` or systemd does)."""
+        self.restart_until_up("")
+
+    def restart_until_up(self, failpoints: str) -> None:
+        """Start the service; again while it cannot reach a database (what a supervisor such
+        as `docker compose` or systemd does)."""
         while True:
             try:
-                self.harness.start("", env=self.scenario.restart_env)
+                self.harness.start(failpoints, env=self.scenario.restart_env)
             except HarnessError:
                 reason = self.harness.unreachable_reason()
                 if reason is None:
@@ -331,7 +352,15 @@ class Lab(Verdict):
                 return  # stranded: the report says what is left
             time.sleep(0.1)
 
+    def done(self) -> bool:
+        """Every batch finished and no workflow left to run."""
+        statuses = self._batch_statuses()
+        return all(s in self._finished for s in statuses.values()) and not self._active()
+
     # ---- reads ------------------------------------------------------------------------------
+
+    def active(self) -> list[str]:
+        return self._active()
 
     def ledger_rows(self) -> int:
         return self.outages.poll(self.harness.ledger_rows, 0)

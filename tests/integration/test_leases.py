@@ -255,3 +255,23 @@ def test_a_claim_whose_recovery_fails_is_owed_and_retried(
         assert [t.workflows for t in leases.list_takeovers(conn)] == [3]
     assert survivor._owed == []
     survivor.leave()
+
+
+def test_after_an_outage_no_lease_is_judged_expired_until_a_whole_ttl_has_passed(
+    engine: sa.Engine, app_db: DatabaseUrl
+) -> None:
+    """Everyone's heartbeats failed in the outage: a worker back first must not take the others
+    over for leases that lapsed while nobody could renew them."""
+    lapsed = who("lapsed", ttl=0.01)
+    with engine.begin() as conn:
+        leases.register(conn, lapsed)
+    while not row_of(engine, lapsed.worker_id).expired:
+        pass  # the database clock moves past a 10 ms lease
+    me = _worker(_settings(app_db, "postgresql://u@h/sys"))
+    row = row_of(engine, lapsed.worker_id)
+    assert me.gone_reason(row) == "expired"  # reachable all along: the lease lapsed for real
+    me._beat_failed(sa.exc.OperationalError("SELECT 1", {}, Exception("connection refused")))
+    assert me.gone_reason(row) is None  # its own heartbeat failed: maybe everyone's did
+    me._reachable_since = -float(me.settings.leases.ttl_sec)  # back for longer than a TTL
+    assert me.gone_reason(row) == "expired"
+    me.engine.dispose()

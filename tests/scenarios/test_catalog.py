@@ -88,7 +88,8 @@ def test_scenario_passes(scenario_backend: Backend, name: str) -> None:
     scenario = catalog()[name]
     # Takeover needs work in flight on the worker that goes: those run at their own size (at 200
     # messages takeover/chaos reports "nobody took over the work of executor ...").
-    messages = str(scenario.messages) if scenario.takeover else SMALL
+    # pg/* too: a Postgres fault must land while the batch is still running.
+    messages = str(scenario.messages) if scenario.takeover or scenario.infra else SMALL
     code, (report,) = run_scenario(scenario_backend, name, "--messages", messages, "--seed", SEED)
     assert (code, report["ok"], report["violations"]) == (0, True, []), report["fault_runs"]
     assert report["scenario"] == name
@@ -101,6 +102,19 @@ def test_scenario_passes(scenario_backend: Backend, name: str) -> None:
         assert any(f["failpoint"] == failpoint for f in fired), fired
     if name == "chaos":
         _assert_chaos(report)
+    if scenario.infra:
+        _assert_infra(report)
+
+
+def _assert_infra(report: dict[str, Any]) -> None:
+    """Each Postgres fault landed mid-batch, and the service was never restarted but where it
+    exited with a reason (a supervisor's restart, reported)."""
+    landed = [f for f in report["infra_faults"] if "at_rows" in f]
+    assert landed, report["infra_faults"]
+    assert all(f["at_rows"] < report["messages"] for f in landed), landed
+    assert all(": " in why and "exit 0" not in why for why in report["supervisor_restarts"])
+    if report["scenario"] == "pg/outage":
+        assert report["outage_log"]["database_unreachable"] == 1, report["outage_log"]
 
 
 def _assert_chaos(report: dict[str, Any]) -> None:
@@ -121,7 +135,12 @@ def _assert_chaos(report: dict[str, Any]) -> None:
         ("broken/in-memory-buffer", ["batch orders-default: 80 of 400 messages missing"]),  # lost
         ("broken/no-idempotency-key", ["side effects applied 4"]),  # duplicated (420 or 440)
         ("broken/version-change", ["workflows left PENDING or ENQUEUED"]),  # stranded
+        (  # a patch that moves a committed transaction to another step id runs it again
+            "broken/patch-before-commit",
+            ["batch orders-default: its summary reports 20 of 200 messages failed"],
+        ),
         ("broken/takeover-without-claim", ["was taken over"]),  # a gone worker claimed twice
+        ("broken/outage-flood", ["the outage flooded the log"]),  # an outage told once
     ),
 )
 def test_each_check_catches_its_broken_variant(

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
+from app.api import refuse_an_open_api
 from app.config import (
     DEFAULT_APP_DATABASE_URL,
+    DEFAULT_PUBLISHERS_FILE,
     DEFAULT_SYSTEM_DATABASE_URL,
+    PROJECT_ROOT,
     ConfigError,
     DatabaseUrl,
+    LeaseSettings,
     PublisherDeclaration,
     QueueSettings,
     Settings,
     load_declarations,
 )
+from app.declarations import MAX_PUBLISHERS_FILE_BYTES
+from app.errors import BadInputError
+from app.runtime import validate
 
 LABEL = "APP_DATABASE_URL"
 PG_WITH_PASSWORD = "postgresql://alice:hunter2@db.example:6543/publishing"
@@ -364,3 +374,237 @@ def test_publisher_unknown_name_lists_declared(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as excinfo:
         settings.publisher("shipping")
     assert str(excinfo.value) == "unknown publisher 'shipping' (declared: orders, billing)"
+
+
+# ---- every environment variable, odd forms -----------------------------------------------
+
+ODD_FORMS = {
+    "empty": "",
+    "leading space": " 12",
+    "trailing space": "12 ",
+    "tab": "\t12",
+    "newline": "1\n2",
+    "fullwidth digits": "\uff11\uff12",
+    "plus sign": "+5",
+    "hex": "0x10",
+    "underscores": "1_000",
+}
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - what the tests bind to, on purpose
+SECRET_VARIABLES = {"DBOS_SYSTEM_DATABASE_URL", "APP_DATABASE_URL", "APP_API_TOKEN"}
+Read = Callable[[Settings], object]
+# Every variable the README documents: how to read it back, and its value when unset or empty.
+VARIABLES: dict[str, tuple[Read, object]] = {
+    "DBOS_SYSTEM_DATABASE_URL": (lambda s: s.system_db.raw, DEFAULT_SYSTEM_DATABASE_URL),
+    "APP_DATABASE_URL": (lambda s: s.app_db.raw, DEFAULT_APP_DATABASE_URL),
+    "APP_PUBLISHERS_FILE": (
+        lambda s: s.publishers,
+        load_declarations(DEFAULT_PUBLISHERS_FILE)[0],  # the project's own file
+    ),
+    "APP_FAILPOINTS": (lambda s: s.failpoints, ""),
+    "APP_FAILPOINT_SEED": (lambda s: s.failpoint_seed, 0),
+    "APP_LOG_FORMAT": (lambda s: s.log_format, "auto"),
+    "APP_LOG_LEVEL": (lambda s: s.log_level, "INFO"),
+    "APP_VERSION": (lambda s: s.application_version, "1"),
+    "APP_EXECUTOR_ID": (lambda s: s.executor_id, None),
+    "APP_HEARTBEAT_SEC": (lambda s: s.leases.heartbeat_sec, 2.0),
+    "APP_LEASE_TTL_SEC": (lambda s: s.leases.ttl_sec, 10.0),
+    "APP_CONNECTIONS": (lambda s: s.connections, 24),
+    "APP_HTTP_HOST": (lambda s: s.http_host, "127.0.0.1"),
+    "APP_HTTP_PORT": (lambda s: s.http_port, 8000),
+    "APP_API_TOKEN": (lambda s: s.api_token, None),
+    "APP_ALLOW_NO_TOKEN": (lambda s: s.allow_no_token, False),
+}
+# The odd forms a variable takes as written (free text); every other one is refused.
+ACCEPTED = {
+    ("APP_VERSION", "0x10"),
+    ("APP_VERSION", "1_000"),
+    ("APP_EXECUTOR_ID", "0x10"),
+    ("APP_EXECUTOR_ID", "1_000"),
+    ("APP_API_TOKEN", "+5"),
+    ("APP_API_TOKEN", "0x10"),
+    ("APP_API_TOKEN", "1_000"),
+}
+
+
+def _started(env: dict[str, str]) -> Settings:
+    """What `serve` checks before it touches a database: the environment, the publisher
+    classes and the failpoint spec, the API's exposure."""
+    settings = validate(Settings.from_env(env)).settings
+    refuse_an_open_api(settings)
+    return settings
+
+
+def test_the_matrix_covers_every_variable_the_readme_documents() -> None:
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n\n", 2)[1]
+    documented = set(re.findall(r"`((?:APP|DBOS)_[A-Z_]+)`", table))
+    assert documented == set(VARIABLES)
+
+
+@pytest.mark.parametrize("form", ODD_FORMS, ids=str)
+@pytest.mark.parametrize("variable", VARIABLES)
+def test_an_odd_form_is_taken_as_documented_or_refused_in_one_line_naming_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, form: str
+) -> None:
+    monkeypatch.chdir(tmp_path)  # a relative publishers file is looked for here, and not found
+    value = ODD_FORMS[form]
+    env = {"APP_PUBLISHERS_FILE": str(publishers_file(tmp_path, "orders")), variable: value}
+    read, default = VARIABLES[variable]
+    if value == "":
+        assert read(_started(env)) == default
+    elif (variable, value) in ACCEPTED:
+        assert read(_started(env)) == value
+    else:
+        with pytest.raises(BadInputError) as refused:
+            _started(env)
+        message = str(refused.value)
+        assert variable in message and "\n" not in message, message
+        if variable in SECRET_VARIABLES:
+            assert value.strip() not in message
+
+
+@pytest.mark.parametrize(
+    ("env", "attribute", "expected"),
+    [
+        ({"APP_LOG_LEVEL": "warning"}, "log_level", "WARNING"),
+        ({"APP_FAILPOINT_SEED": "-7"}, "failpoint_seed", -7),
+        ({"APP_FAILPOINTS": "  chunk.start=raise ; batch.start=crash  "}, "failpoints", None),
+        ({"APP_HTTP_PORT": "off"}, "http_port", None),
+        ({"APP_HTTP_HOST": "::1"}, "http_host", "::1"),
+        ({"APP_HTTP_HOST": "localhost"}, "http_host", "localhost"),
+        ({"APP_HTTP_HOST": ALL_INTERFACES, "APP_API_TOKEN": "s3cret-t0ken"}, "api_token", None),
+        ({"APP_HTTP_HOST": ALL_INTERFACES, "APP_ALLOW_NO_TOKEN": "1"}, "allow_no_token", True),
+        ({"APP_HTTP_HOST": ALL_INTERFACES, "APP_HTTP_PORT": "off"}, "http_host", ALL_INTERFACES),
+        ({"APP_VERSION": "2.1.0+build-7"}, "application_version", "2.1.0+build-7"),
+        ({"APP_HEARTBEAT_SEC": "0.5", "APP_LEASE_TTL_SEC": "3"}, "leases", None),
+    ],
+)
+def test_documented_forms_are_accepted(
+    tmp_path: Path, env: dict[str, str], attribute: str, expected: object
+) -> None:
+    env = {"APP_PUBLISHERS_FILE": str(publishers_file(tmp_path, "orders")), **env}
+    settings = _started(env)
+    if expected is not None:
+        assert getattr(settings, attribute) == expected
+    else:  # read back in its own terms
+        assert (
+            getattr(settings, attribute)
+            == {
+                "failpoints": "chunk.start=raise ; batch.start=crash",
+                "http_port": None,
+                "api_token": "s3cret-t0ken",
+                "leases": LeaseSettings(heartbeat_sec=0.5, ttl_sec=3.0),
+            }[attribute]
+        )
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        ({"APP_LOG_LEVEL": "\u0131nfo"}, "APP_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR"),
+        ({"APP_FAILPOINTS": "chunk.start=crash@\uff13"}, "APP_FAILPOINTS must be printable ASCII"),
+        ({"APP_HTTP_HOST": "[::1]"}, "APP_HTTP_HOST must be an IP address or a host name"),
+        ({"APP_HTTP_HOST": "a..b"}, "APP_HTTP_HOST must be an IP address or a host name"),
+        ({"APP_API_TOKEN": "two words"}, "APP_API_TOKEN must be printable ASCII without spaces"),
+        ({"APP_ALLOW_NO_TOKEN": "yes"}, "APP_ALLOW_NO_TOKEN must be 1 or 0, not 'yes'"),
+        ({"APP_VERSION": "v" * 65}, "APP_VERSION"),
+        ({"APP_HTTP_PORT": "65536"}, "APP_HTTP_PORT must be 1-65535 or 'off', not '65536'"),
+        ({"APP_HTTP_PORT": "OFF"}, "APP_HTTP_PORT must be an integer, not 'OFF'"),
+    ],
+)
+def test_odd_forms_beyond_the_matrix_are_refused(
+    tmp_path: Path, env: dict[str, str], problem: str
+) -> None:
+    env = {"APP_PUBLISHERS_FILE": str(publishers_file(tmp_path, "orders")), **env}
+    with pytest.raises(BadInputError) as refused:
+        _started(env)
+    assert problem in str(refused.value)
+
+
+@pytest.mark.parametrize("host", [ALL_INTERFACES, "::", "192.0.2.7", "publishers.internal"])
+def test_binding_beyond_loopback_needs_a_token_or_the_opt_in(tmp_path: Path, host: str) -> None:
+    env = {"APP_PUBLISHERS_FILE": str(publishers_file(tmp_path, "orders")), "APP_HTTP_HOST": host}
+    with pytest.raises(ConfigError, match="beyond loopback without a token") as refused:
+        _started(env)
+    assert str(refused.value).startswith(f"APP_HTTP_HOST={host} ")
+    assert _started({**env, "APP_API_TOKEN": "t0ken"}).api_token == "t0ken"
+    assert _started({**env, "APP_ALLOW_NO_TOKEN": "1"}).allow_no_token is True
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.10", "::1", "localhost"])
+def test_loopback_needs_no_token(tmp_path: Path, host: str) -> None:
+    env = {"APP_PUBLISHERS_FILE": str(publishers_file(tmp_path, "orders")), "APP_HTTP_HOST": host}
+    assert _started(env).api_token is None
+
+
+# ---- the publishers file, whatever it is ------------------------------------------------
+
+
+def test_a_publishers_file_over_one_mib_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    path = publishers_file(tmp_path, "orders")
+    with path.open("a") as file:  # valid TOML all the way: only the size is wrong
+        file.write("# padding\n" * (MAX_PUBLISHERS_FILE_BYTES // 10))
+    assert path.stat().st_size > MAX_PUBLISHERS_FILE_BYTES
+    with pytest.raises(ConfigError, match="is over the 1 MiB a publishers file may take"):
+        load_declarations(path)
+    path.write_bytes(path.read_bytes()[: MAX_PUBLISHERS_FILE_BYTES - 1])  # just under: fine
+    assert [p.name for p in load_declarations(path)[0]] == ["orders"]
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (bytes(range(256)), "is not UTF-8 text (byte 0x80 at offset 128)"),
+        (b'[[publishers]]\nname = "orders"\n\x00', "is not valid TOML"),
+        (b"\xef\xbb\xbf" + b"\xff" * 10, "is not UTF-8 text (byte 0xff at offset 3)"),
+    ],
+)
+def test_a_binary_publishers_file_is_one_line(tmp_path: Path, content: bytes, problem: str) -> None:
+    path = tmp_path / "publishers.toml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as refused:
+        load_declarations(path)
+    message = str(refused.value)
+    assert problem in message and "\n" not in message and "APP_PUBLISHERS_FILE" in message
+
+
+def test_a_publishers_file_that_is_no_regular_file_is_refused_without_reading_it(
+    tmp_path: Path,
+) -> None:
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)  # opening it would wait for a writer forever
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        load_declarations(fifo)
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_declarations(tmp_path)
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        load_declarations(Path("/dev/zero"))  # endless: never read
+
+
+# ---- database names ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ['rel_inj" TEMPLATE "template0', 'one"quote', "spaced name", "ünïcödé", "x" * 63]
+)
+def test_any_database_name_postgres_can_hold_is_accepted(name: str) -> None:
+    raw = sa.make_url("postgresql://u@h/x").set(database=name).render_as_string(False)
+    assert DatabaseUrl.parse(raw, LABEL).sqlalchemy_url.database == name
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("x" * 64, "over 63 bytes"),
+        ("é" * 32, "over 63 bytes"),  # 64 bytes in UTF-8
+        ("a\nb", "control character"),
+        ("a\x00b", "control character"),
+    ],
+)
+def test_a_database_name_postgres_cannot_hold_is_refused(name: str, problem: str) -> None:
+    raw = sa.make_url("postgresql://u:hunter2@h/x").set(database=name).render_as_string(False)
+    with pytest.raises(ConfigError) as refused:
+        DatabaseUrl.parse(raw, LABEL)
+    message = str(refused.value)
+    assert message.startswith(LABEL) and problem in message
+    assert "\n" not in message and "hunter2" not in message

@@ -8,7 +8,7 @@ import inspect
 from pathlib import Path
 from typing import get_args, get_type_hints
 
-from dbos import DBOS, _datasource, _dbos
+from dbos import DBOS, DBOSClient, _datasource, _dbos, _sys_db, _utils
 
 from app import dbos_gateway
 from tests.helpers import ROOT
@@ -60,3 +60,14 @@ def test_the_datasource_types_match_dbos_own() -> None:
 def test_the_recovery_call_the_takeover_uses_still_takes_executor_ids() -> None:
     parameters = inspect.signature(DBOS._recover_pending_workflows).parameters
     assert list(parameters) == ["executor_ids"]
+
+
+def test_the_system_database_names_the_version_move_uses_are_where_it_expects() -> None:
+    """`move_to_version` writes through the client's own SystemDatabase, as DBOS's recovery does."""
+    assert "self._sys_db = SystemDatabase.create(" in inspect.getsource(DBOSClient.__init__)
+    table = _sys_db.SystemDatabase.tables.workflow_status
+    used = {"status", "application_version", "application_name", "owner_xid", "queue_name"}
+    assert used | {"started_at_epoch_ms", "updated_at"} <= set(table.c.keys())
+    for name in ("_wf", "_name_filter", "_now_ms_sql"):
+        assert callable(getattr(_sys_db.SystemDatabase, name)), name
+    assert _utils.INTERNAL_QUEUE_NAME == "_dbos_internal_queue"

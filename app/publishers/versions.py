@@ -1,0 +1,96 @@
+"""Publisher classes for the deploy scenarios (`upgrade/*`): version N and the version N+1 that
+replaces it while N's work is still pending. Lab classes, declared only by the scenarios.
+
+A subclass is recovered as its base is: DBOS records the registered class name (`Publisher`,
+inherited) and the instance name, never the Python class, so N+1 finds N's workflows.
+
+- compatible: N+1 (`LoggingEventPublisher`) logs every chunk and takes a new option with a
+  default; the chunk workflow's steps are unchanged, so the same APP_VERSION replays N's work.
+- patched: N (`ValidatedEventPublisher`) validates each chunk in a step, then commits it; N+1
+  (`MeasuredEventPublisher`) first measures the chunk in a new step, behind `DBOS.patch`.
+- broken: `PatchBeforeCommitPublisher` puts that patch directly before the chunk transaction,
+  which shifts the transaction's step id for a chunk that committed on N just before the crash.
+"""
+
+from __future__ import annotations
+
+import json
+
+import structlog
+from dbos import DBOS
+
+from app.ledger import LedgerEntry
+from app.publishers.events import EventPublisher
+from app.publishers.options import PublisherOptions
+
+log = structlog.get_logger()
+
+VALIDATE_STEP = "validate_chunk"
+MEASURE_STEP = "measure_chunk"
+MEASURE_PATCH = "measure-chunk"  # DBOS records the marker as "DBOS.patch-measure-chunk"
+MAX_MESSAGE_BYTES = 64 * 1024
+
+
+class LoggingOptions(PublisherOptions):
+    log_chunks: bool = True  # new in N+1; the default keeps N's publishers file valid
+
+
+class LoggingEventPublisher(EventPublisher):
+    """N+1 of `upgrade/compatible`: one log line per chunk written, inside its transaction (no
+    new step), switched by a new option."""
+
+    Options = LoggingOptions
+    options: LoggingOptions
+
+    def write_chunk(self, entries: list[LedgerEntry]) -> int:
+        if self.options.log_chunks:
+            log.info("chunk_written", first=entries[0].message_id, messages=len(entries))
+        return super().write_chunk(entries)
+
+
+class ValidatedEventPublisher(EventPublisher):
+    """N of `upgrade/patched`: a `validate_chunk` step, then the chunk transaction."""
+
+    def commit_chunk(self, entries: list[LedgerEntry]) -> int:
+        DBOS.run_step({"name": VALIDATE_STEP}, self._validate, entries)
+        return self._record(entries)
+
+    def _record(self, entries: list[LedgerEntry]) -> int:
+        return super().commit_chunk(entries)
+
+    def _validate(self, entries: list[LedgerEntry]) -> int:
+        for entry in entries:
+            json.loads(entry.payload)  # each message is a JSON event
+            if len(entry.payload) > MAX_MESSAGE_BYTES:
+                raise ValueError(f"message {entry.message_id} is over {MAX_MESSAGE_BYTES} bytes")
+        return len(entries)
+
+    def _measure(self, entries: list[LedgerEntry]) -> int:
+        size = sum(len(entry.payload) for entry in entries)
+        log.info("chunk_measured", first=entries[0].message_id, bytes=size)
+        return size
+
+
+class MeasuredEventPublisher(ValidatedEventPublisher):
+    """N+1 of `upgrade/patched`: a `measure_chunk` step before everything else, behind a patch.
+
+    A chunk with a step recorded where the patch stands (it had validated on N) replays the old
+    path; one with none takes the new path. The patch precedes `validate_chunk`, a plain step, so
+    no transaction moves to another step id."""
+
+    def commit_chunk(self, entries: list[LedgerEntry]) -> int:
+        if DBOS.patch(MEASURE_PATCH):
+            DBOS.run_step({"name": MEASURE_STEP}, self._measure, entries)
+        return super().commit_chunk(entries)
+
+
+class PatchBeforeCommitPublisher(ValidatedEventPublisher):
+    """Broken N+1: the patch sits directly before the chunk transaction. A chunk whose
+    transaction committed on N, but whose step DBOS had not yet recorded when N died, has no
+    record where the patch stands: it takes the new path, its transaction gets a later step id,
+    finds no result recorded under it and runs again, and the ledger refuses the repeat."""
+
+    def _record(self, entries: list[LedgerEntry]) -> int:
+        if DBOS.patch(MEASURE_PATCH):
+            DBOS.run_step({"name": MEASURE_STEP}, self._measure, entries)
+        return super()._record(entries)
