@@ -58,7 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     move = commands.add_parser(
         "upgrade", help="move older versions' pending work to this APP_VERSION, to run here"
     )
-    move.add_argument("--from", dest="from_version", help="only this version's work")
+    move.add_argument(
+        "--from", dest="from_version", metavar="VERSION", help="only this version's work"
+    )
     move.add_argument("--json", action="store_true", help="machine-readable output")
     _scenario_arguments(commands.add_parser("scenario", help="failure-simulation scenarios"))
     return parser
@@ -73,7 +75,9 @@ def _scenario_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
     run.add_argument("--messages", help="messages per scenario (default: its own size)")
     run.add_argument("--seed", default="0", help="seeds the chaos schedule and pPROB triggers")
-    run.add_argument("--kills", help="chaos: how many SIGKILLs (default 20)")
+    run.add_argument(
+        "--kills", help="chaos: how many SIGKILLs (default 20); pg/chaos: how many faults"
+    )
     run.add_argument(
         "--workers", help="chaos: that many workers, killed at random (Postgres; default 1)"
     )

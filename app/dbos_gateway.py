@@ -1,5 +1,6 @@
-"""The one door to DBOS's records: the client on the system database and every read of DBOS's
-tables (workflows, steps, results), with typed results.
+"""The one door to DBOS's records: the client on the system database, every read of DBOS's
+tables (workflows, steps, results), with typed results, and the one write the product makes to
+them (`move_to_version`, for `python -m app upgrade`).
 
 Everything else in the product uses public `dbos` names only; the few private ones it needs live
 here alone, and tests/unit/test_dbos_gateway.py fails loudly if DBOS moves them.

@@ -38,8 +38,14 @@ TakeoverKind = Literal["sigkill", "zombie", "rolling", "chaos"]
 #   terminate-connections    pg_terminate_backend on every connection of the service, repeatedly
 #   restart-during-recovery  SIGKILL the service, restart it, restart Postgres while it recovers
 #   immediate-stop           pg_ctl stop -m immediate (a crash: WAL replay at the next start)
+#   chaos                    seeded mix of the above and SIGKILLs of the service
 InfraFault = Literal[
-    "restart", "outage", "terminate-connections", "restart-during-recovery", "immediate-stop"
+    "restart",
+    "outage",
+    "terminate-connections",
+    "restart-during-recovery",
+    "immediate-stop",
+    "chaos",
 ]
 # Deploys while work is pending: the crash on version N, the restart on N+1.
 #   compatible   N+1 changes code compatibly under the same APP_VERSION
@@ -229,7 +235,7 @@ def _infra_scenarios() -> list[Scenario]:
         "while it recovers",
         "immediate-stop": "pg_ctl stop -m immediate mid-batch (a crash: WAL replay), then start",
     }
-    return [
+    single = [
         Scenario(
             name=f"pg/{fault}",
             summary=summary,
@@ -241,6 +247,20 @@ def _infra_scenarios() -> list[Scenario]:
         )
         for fault, summary in summaries.items()
     ]
+    mixed = Scenario(
+        name="pg/chaos",
+        summary="seeded mix of service SIGKILLs and Postgres restarts, crashes, short outages "
+        "and terminated connections (3 publishers, 2 topics)",
+        faults=(),
+        infra="chaos",
+        publishers={name: EVENTS for name in ("orders", "billing", "audit")},
+        topics=("default", "priority"),
+        messages=6000,
+        chunk_size=50,
+        chunk_concurrency=4,
+        chaos_kills=12,
+    )
+    return [*single, mixed]
 
 
 def _upgrade_scenarios() -> list[Scenario]:

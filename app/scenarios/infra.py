@@ -6,6 +6,7 @@ the restart must finish the work."""
 from __future__ import annotations
 
 import contextlib
+import random
 import time
 import urllib.error
 import urllib.request
@@ -29,6 +30,14 @@ WAIT_SEC = 120.0
 # 32 s before its next try.
 STALL_SEC = 75.0
 PROBE_SEC = 2.0
+CHAOS_FAULTS = (
+    "service SIGKILL",
+    "fast restart",
+    "immediate stop and start",
+    "pg_terminate_backend",
+    "outage",
+)
+CHAOS_OUTAGE_SEC = (1.0, 5.0)
 PROBE_TIMEOUT_SEC = 5.0
 OUTAGE_LOG_LIMIT = 2  # warning-or-worse lines an outage may cost: gone once, (no) flood
 
@@ -55,6 +64,8 @@ def run(lab: Lab) -> None:
                 _at(lab, point, "pg_terminate_backend", lambda: _terminate(lab, cluster))
         case "restart-during-recovery":
             _restart_during_recovery(lab, cluster)
+        case "chaos":
+            _chaos(lab, cluster)
         case None:
             raise HarnessError("not an infrastructure scenario")
         case _:
@@ -203,6 +214,42 @@ def _restart_during_recovery(lab: Lab, cluster: Cluster) -> None:
     _await_event(lab, "worker_joined")  # started: migrated, about to launch and recover
 
     _at(lab, 0.0, "fast restart during recovery", cluster.restart)
+
+
+def _chaos(lab: Lab, cluster: Cluster) -> None:
+    """Seeded faults at seeded points of the run: the service SIGKILLed (and restarted, as by a
+    supervisor) or Postgres restarted, crashed, stopped for a few seconds, or its connections
+    terminated. The same seed gives the same schedule."""
+    rng = random.Random(lab.options.seed)  # noqa: S311 - a reproducible schedule
+    count = lab.options.kills or lab.scenario.chaos_kills
+    points = sorted(rng.uniform(0.03, 0.9) for _ in range(count))
+    for point in points:
+        kind = rng.choice(CHAOS_FAULTS)
+        outage = round(rng.uniform(*CHAOS_OUTAGE_SEC), 1)
+        if not lab.harness.running():
+            _restarted(lab)
+        what = kind if kind != "outage" else f"outage {outage} s"
+        _at(lab, point, what, _chaos_fault(lab, cluster, kind, outage))
+
+
+def _chaos_fault(lab: Lab, cluster: Cluster, kind: str, outage_sec: float) -> Callable[[], None]:
+    def kill() -> None:
+        lab.harness.kill()
+        lab.restart_until_up(PACE)  # a supervisor's restart
+
+    def outage() -> None:
+        cluster.stop("fast")
+        time.sleep(outage_sec)  # the fault itself: Postgres stays down this long
+        cluster.start()
+
+    faults: dict[str, Callable[[], None]] = {
+        "service SIGKILL": kill,
+        "fast restart": cluster.restart,
+        "immediate stop and start": lambda: _crash(cluster),
+        "pg_terminate_backend": lambda: _terminate(lab, cluster),
+        "outage": outage,
+    }
+    return faults[kind]
 
 
 def _await_event(lab: Lab, event: str) -> None:

@@ -186,7 +186,7 @@ def _infra_lines(report: ScenarioReport) -> list[str]:
         lasted = f", lasted {fault['lasted_sec']:.2f} s" if "lasted_sec" in fault else ""
         at = f" at {fault['at_rows']} ledger rows" if "at_rows" in fault else ""
         lines.append(
-            f"  postgres: {fault['fault']}{at}{lasted}; first chunk committed "
+            f"  fault: {fault['fault']}{at}{lasted}; first chunk committed "
             + ("-" if first is None else f"{first:.2f} s after")
         )
     if report.terminated_connections:

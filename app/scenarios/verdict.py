@@ -59,8 +59,24 @@ class Verdict:
         report.unfinished = {b: s for b, s in statuses.items() if s not in self._finished}
         for batch_id, status in report.unfinished.items():
             report.violations.append(f"batch {batch_id} ended {status}")
+        if self.scenario.outcome == "complete":
+            self._collect_summaries()
         self._collect_steps(restarted_at)
         self._collect_effects()
+
+    def _collect_summaries(self) -> None:
+        """Every batch's own summary agrees: no chunk reported failed. (A chunk that ran its
+        committed transaction again ends in ERROR on the ledger's primary key while its
+        messages are in, so the ledger checks alone would pass.)"""
+        for batch in self.batches:
+            _, summary = self.harness.batch_outcome(batch.batch_id)
+            if summary and summary["failed"]:
+                chunk = summary["failed_chunks"][0]
+                self.report.violations.append(
+                    f"batch {batch.batch_id}: its summary reports {summary['failed']} of "
+                    f"{batch.count} messages failed ({chunk['workflow_id']}: "
+                    f"{str(chunk['error']).splitlines()[0][:160]})"
+                )
 
     @property
     def _finished(self) -> set[str]:

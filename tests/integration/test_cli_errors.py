@@ -60,6 +60,8 @@ UNREACHABLE_CASES = [
     (["status"], "DBOS_SYSTEM_DATABASE_URL"),
     (["serve"], "DBOS_SYSTEM_DATABASE_URL"),
     (["inspect", "b"], "DBOS_SYSTEM_DATABASE_URL"),
+    (["upgrade"], "DBOS_SYSTEM_DATABASE_URL"),
+    (["upgrade"], "APP_DATABASE_URL"),
     # publish and inspect never open the application database
     (["status"], "APP_DATABASE_URL"),
     (["serve"], "APP_DATABASE_URL"),
@@ -127,7 +129,7 @@ def test_invalid_publisher_declarations_are_refused_at_start(
 def test_help_lists_the_commands(cli: InProcessCli) -> None:
     done = cli("--help")
     assert (done.returncode, done.stderr) == (0, "")
-    for command in ("serve", "publish", "status", "inspect", "bench", "scenario"):
+    for command in ("serve", "publish", "status", "inspect", "upgrade", "bench", "scenario"):
         assert command in done.stdout
 
 
