@@ -46,6 +46,14 @@ def _bin_dir() -> Path:
     return versions[0].parent
 
 
+def _runuser() -> str:
+    """runuser, also where a minimal PATH (no sbin) does not look."""
+    found = shutil.which("runuser") or shutil.which("runuser", path="/usr/sbin:/sbin")
+    if found is None:
+        raise ClusterError("running as root, and no runuser to start Postgres as postgres")
+    return found
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -71,7 +79,7 @@ class Cluster:
     def _run(self, tool: str, *args: str) -> None:
         command = [str(self.bin_dir / tool), *args]
         if os.geteuid() == 0:
-            command = ["runuser", "-u", SERVER_USER, "--", *command]
+            command = [_runuser(), "-u", SERVER_USER, "--", *command]
         done = subprocess.run(
             command, capture_output=True, text=True, timeout=PG_CTL_TIMEOUT_SEC, check=False
         )

@@ -94,6 +94,7 @@ def _await_rows(lab: Lab, fraction: float) -> int:
 def _at(lab: Lab, fraction: float, what: str, fault: Callable[[], object]) -> None:
     """At `fraction` of the messages: the fault, then how soon the next chunk committed."""
     rows = _await_rows(lab, fraction)
+    at_sec = round(time.time() - lab.harness.started_at[0], 2)
     began = time.monotonic()
     fault()
     ended = time.monotonic()
@@ -101,7 +102,7 @@ def _at(lab: Lab, fraction: float, what: str, fault: Callable[[], object]) -> No
         {
             "fault": what,
             "at_rows": rows,
-            "at_sec": round(time.time() - lab.harness.started_at[0], 2),
+            "at_sec": at_sec,
             "lasted_sec": round(ended - began, 2),
             "to_first_commit_sec": _first_commit_after(lab, ended),
         }

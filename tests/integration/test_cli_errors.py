@@ -6,11 +6,17 @@ each); two smoke tests run the real `python -m app` to show the process exits th
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from app import dbos_gateway, migrate
+from app.declarations import MAX_PUBLISHERS_FILE_BYTES
 from app.scenarios.harness import json_records
 from tests.helpers import CliRun, InProcessCli, ServiceRunner
 
@@ -126,6 +132,87 @@ def test_invalid_publisher_declarations_are_refused_at_start(
     _nothing_written(tmp_path)
 
 
+def _binary(path: Path) -> Path:
+    path.write_bytes(bytes(range(256)))
+    return path
+
+
+def _huge(path: Path) -> Path:
+    """Valid TOML all the way, one byte over the limit: only its size is wrong."""
+    head = b'[[publishers]]\nname = "orders"\n'
+    path.write_bytes(head + b"#" * (MAX_PUBLISHERS_FILE_BYTES - len(head)) + b"\n")
+    return path
+
+
+PUBLISHERS_FILES: dict[str, tuple[Callable[[Path], Path], str]] = {
+    "a directory": (lambda tmp: tmp, "is a directory"),
+    "binary": (lambda tmp: _binary(tmp / "bytes.toml"), "is not UTF-8 text (byte 0x80"),
+    "over 1 MiB": (lambda tmp: _huge(tmp / "huge.toml"), "is over the 1 MiB"),
+    "endless": (lambda _tmp: Path("/dev/zero"), "is not a regular file"),
+}
+PUBLISHERS_FILE_COMMANDS = [["serve"], ["status"], ["publish", "orders", "--count", "5"]]
+
+
+@pytest.mark.parametrize("command", PUBLISHERS_FILE_COMMANDS, ids=" ".join)
+@pytest.mark.parametrize("kind", PUBLISHERS_FILES)
+def test_a_publishers_file_that_is_no_text_file_is_one_line_and_exit_2(
+    cli: InProcessCli, tmp_path: Path, kind: str, command: list[str]
+) -> None:
+    make, fragment = PUBLISHERS_FILES[kind]
+    path = make(tmp_path)
+    done = cli(*command, APP_PUBLISHERS_FILE=str(path))
+    _refused(
+        done, fragment, f"publishers file {path} (APP_PUBLISHERS_FILE)", serve=command == ["serve"]
+    )
+    _nothing_written(tmp_path)
+
+
+def _unprivileged() -> list[str]:
+    """A command prefix under which file permissions hold: as root, the real process runs
+    without the capabilities that override them, as in a container started with
+    `--cap-drop DAC_OVERRIDE --cap-drop DAC_READ_SEARCH` (root ignores chmod otherwise)."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    assert setpriv is not None, "running as root, the test needs setpriv (util-linux)"
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "command", [["serve"], ["publish", "orders", "--count", "5"]], ids=" ".join
+)
+def test_an_unreadable_publishers_file_is_one_line_and_exit_2(
+    sqlite_runner: ServiceRunner, tmp_path: Path, command: list[str]
+) -> None:
+    path = sqlite_runner.declare(name="locked.toml")
+    path.chmod(0)
+    done = subprocess.run(
+        [*_unprivileged(), sys.executable, "-m", "app", *command],
+        cwd=tmp_path,
+        env=sqlite_runner.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    refused = CliRun(done.returncode, done.stdout, done.stderr)
+    _refused(
+        refused,
+        f"publishers file {path} (APP_PUBLISHERS_FILE) cannot be read (permission denied)",
+        serve=command == ["serve"],
+    )
+    _nothing_written(tmp_path)
+
+
+def test_an_open_api_without_a_token_stops_the_service_before_it_starts(
+    cli: InProcessCli, tmp_path: Path
+) -> None:
+    done = cli("serve", APP_HTTP_HOST="0.0.0.0", APP_HTTP_PORT="18111")  # noqa: S104 - on purpose
+    _refused(done, "APP_HTTP_HOST=0.0.0.0 serves the API beyond loopback", serve=True)
+    _nothing_written(tmp_path)
+
+
 def test_help_lists_the_commands(cli: InProcessCli) -> None:
     done = cli("--help")
     assert (done.returncode, done.stderr) == (0, "")
@@ -178,12 +265,14 @@ def test_the_real_process_refuses_bad_input_in_one_line(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("variable", ["DBOS_SYSTEM_DATABASE_URL", "APP_DATABASE_URL"])
 def test_the_real_service_process_names_an_unreachable_database_in_one_line(
-    sqlite_runner: ServiceRunner, tmp_path: Path
+    sqlite_runner: ServiceRunner, tmp_path: Path, variable: str
 ) -> None:
-    done = sqlite_runner.cli("serve", DBOS_SYSTEM_DATABASE_URL=UNREACHABLE)
+    """A database down at start: exit 2 and one line, no traceback, no hang (a closed port)."""
+    done = sqlite_runner.cli("serve", **{variable: UNREACHABLE})
     refused = CliRun(done.returncode, done.stdout, done.stderr)
-    _refused(refused, "nowhere_db", "127.0.0.1:1", "DBOS_SYSTEM_DATABASE_URL", serve=True)
+    _refused(refused, "nowhere_db", "127.0.0.1:1", variable, serve=True)
     assert "s3cret-pw" not in done.stdout + done.stderr
     _nothing_written(tmp_path)
 

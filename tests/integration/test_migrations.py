@@ -10,13 +10,16 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from alembic.config import CommandLine, Config
+from dbos import DBOS
 
 from app import dbos_gateway, migrate
 from app.config import DatabaseUrl
 from app.database import short_lived_engine
+from app.scratch import scratch_databases
 from tests.helpers import ROOT, Databases, InProcessCli
 
 APP_TABLES = {"ledger", "local_counters", "global_counters"}
@@ -112,3 +115,30 @@ def test_a_database_name_is_quoted_never_run_as_sql(postgres_server: str) -> Non
             conn.execute(sa.text(f"DROP DATABASE {quoted}"))
     finally:
         admin.dispose()
+
+
+HOSTILE_NAMES = ['rel_inj" TEMPLATE "template0', 'one"quote', "semi; DROP DATABASE postgres; --"]
+
+
+def _exists(postgres_server: str, name: str) -> bool:
+    with psycopg.connect(postgres_server) as admin:
+        found = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        return found.fetchone() is not None
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("hostile", HOSTILE_NAMES)
+def test_a_hostile_scratch_database_is_created_migrated_and_dropped_by_its_name(
+    postgres_server: str, hostile: str
+) -> None:
+    """What the lab and the benchmark do: CREATE, both migrations, DROP, each naming exactly the
+    database (never "unterminated quoted identifier", never another statement)."""
+    prefix = f"pubtest_{os.getpid()}_{hostile}"  # the next run drops a copy a crash left
+    with scratch_databases("postgresql", postgres_server, prefix) as (system_db, app_db):
+        name = str(app_db.sqlalchemy_url.database)
+        assert name.startswith(prefix) and _exists(postgres_server, name)
+        DBOS.migrate(system_db.raw)
+        migrate.upgrade(app_db)
+        assert _tables(app_db) >= APP_TABLES
+    assert not _exists(postgres_server, name)
+    assert _exists(postgres_server, "postgres")

@@ -95,7 +95,7 @@ def test_sigterm_stops_the_service_cleanly(service: ServiceRunner) -> None:
     assert events.index("service_stopping") < events.index("service_stopped")
 
 
-def test_pending_work_for_an_undeclared_publisher_stops_the_service_naming_it(
+def test_pending_work_for_an_undeclared_publisher_is_named_and_never_blocks_a_start(
     service: ServiceRunner,
 ) -> None:
     service.declare(
@@ -106,9 +106,13 @@ def test_pending_work_for_an_undeclared_publisher_stops_the_service_naming_it(
     )
     service.publish("ghost", 10, "haunt")
     service.declare({"orders": "app.publishers.events:EventPublisher"})
-    service.start(wait_ready=False)
-    assert service.wait_exit(timeout=60) == 2
-    assert "not declared: 'ghost' (1 workflows)" in service.tail()
+    service.start()
+    (warning,) = [r for r in service.records() if r.get("event") == "orphaned_work"]
+    assert (warning["publisher"], warning["workflows"]) == ("ghost", 1)
+    assert "dbos workflow cancel batch-haunt" in warning["resolve"]
+    service.publish("orders", 100, "meanwhile")
+    assert service.wait_batch("meanwhile")["published"] == 100
+    assert _status(service)["orphans"] == {"ghost": 1}
 
 
 def test_logs_are_json_with_workflow_id_and_publisher_inside_workflows(
