@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from alembic import context
 
 from app.config import DatabaseUrl, database_urls_from_env, log_level
-from app.database import short_lived_engine
+from app.database import reported, short_lived_engine
+from app.errors import AppError
 from app.logs import configure_logging
 from app.migrate import DBOS_OWNED_TABLES, at_head, datasource_tables, ensure_database
 from app.schema import metadata
 
 config = context.config
+EXIT_BAD_INPUT = 2
 
 
 def _app_db() -> DatabaseUrl:
-    given = config.attributes.get("app_db")
-    if isinstance(given, DatabaseUrl):
-        return given
-    # Run as `alembic ...` from a shell: configure logging the way the service does.
+    """From the environment, as the service reads it; logging configured the way it does."""
     configure_logging("auto", log_level(os.environ))
     return database_urls_from_env(os.environ)[1]
 
@@ -67,7 +67,27 @@ def _names_a_destination() -> bool:
     return True
 
 
-if context.is_offline_mode():
-    run_offline(_app_db())
+def _run(app_db: DatabaseUrl) -> None:
+    if context.is_offline_mode():
+        run_offline(app_db)
+    else:
+        run_online(app_db)
+
+
+def _from_a_shell() -> None:
+    """`alembic ...` or `dbos migrate`: bad input or a database that cannot be used is one line
+    and exit 2, as from the CLI (run in-process by app.migrate, errors reach the caller)."""
+    try:
+        app_db = _app_db()
+        with reported(app_db, "cannot migrate"):
+            _run(app_db)
+    except AppError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        raise SystemExit(EXIT_BAD_INPUT) from None
+
+
+given = config.attributes.get("app_db")
+if isinstance(given, DatabaseUrl):
+    _run(given)
 else:
-    run_online(_app_db())
+    _from_a_shell()

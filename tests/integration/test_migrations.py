@@ -142,3 +142,27 @@ def test_a_hostile_scratch_database_is_created_migrated_and_dropped_by_its_name(
         assert _tables(app_db) >= APP_TABLES
     assert not _exists(postgres_server, name)
     assert _exists(postgres_server, "postgres")
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # the settings, not the backend, are the point
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"APP_LOG_LEVEL": "loud"}, "APP_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR"),
+        ({"APP_DATABASE_URL": "mysql://u@h/db"}, "APP_DATABASE_URL: unsupported scheme"),
+        (
+            {"APP_DATABASE_URL": "postgresql://u:s3cret-pw@127.0.0.1:1/far"},
+            "cannot migrate postgresql database 'far' on 127.0.0.1:1 (APP_DATABASE_URL)",
+        ),
+    ],
+)
+def test_alembic_from_a_shell_refuses_bad_settings_in_one_line(
+    alembic: InProcessCli, env: dict[str, str], fragment: str
+) -> None:
+    """What `dbos migrate` runs: one line and exit 2, never a traceback or a password."""
+    done = alembic("upgrade", "head", **env)
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if not line.startswith("{")]  # logs: JSON
+    assert len(errors) == 1 and errors[0].startswith("error: "), done.stderr
+    assert fragment in errors[0]
+    assert "s3cret-pw" not in done.stdout + done.stderr
