@@ -48,10 +48,12 @@ def serve(blueprint: runtime.Blueprint) -> None:
             failpoint("service.recovery")
             _start_http(blueprint, resources)
         except AppError:  # one clear line and exit 2, from the command line
+            resources.close()  # the watchdog first: stopping DBOS stops the threads it watches
             _stop(rt, worker)  # what was recovering stays PENDING for the next worker
             raise
         except BaseException as exc:
             _start_failed(exc)
+            resources.close()
             _stop(rt, worker)
             _exit_now(1)
         log.info("service_ready", executor_id=worker.me.executor_id)

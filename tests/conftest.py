@@ -168,7 +168,7 @@ def cli(
 
 # 25-45 s each with 4 workers: chaos (twenty SIGKILLs), fleets of workers, version change (waits
 # out the stall), the benchmark.
-LONGEST = ("chaos", "takeover", "version-change", "test_bench.py")
+LONGEST = ("chaos", "takeover", "version-change", "test_bench.py", "outage", "upgrade", "secrets")
 
 
 def _expected_cost(item: pytest.Item) -> int:
