@@ -8,4 +8,6 @@ COPY migrations ./migrations
 RUN pip install --no-cache-dir -e .
 ENV APP_HTTP_HOST=0.0.0.0 APP_LOG_FORMAT=json
 EXPOSE 8000
-CMD ["dbos", "start"]
+# The service itself, not `dbos start` (which runs it): a SIGTERM must reach the process that
+# stops cleanly, and `dbos start` exits at once on it.
+CMD ["python", "-m", "app", "serve"]

@@ -36,9 +36,10 @@ def test_postgres_has_a_healthcheck_and_a_named_volume() -> None:
 def test_service_waits_for_a_healthy_postgres_and_a_finished_migration() -> None:
     services = _compose()["services"]
     assert services["migrate"]["command"] == ["dbos", "migrate"]  # type: ignore[index]
-    # Each replica's executor id is its hostname, then `dbos start` takes over the process.
+    # Each replica's executor id is its hostname, then the service takes over the process (so
+    # a SIGTERM reaches it, not `dbos start`, which would exit before the service has stopped).
     command = services["service"]["command"]  # type: ignore[index]
-    assert command[:2] == ["sh", "-c"] and command[2].endswith("exec dbos start")
+    assert command[:2] == ["sh", "-c"] and command[2].endswith("exec python -m app serve")
     assert 'APP_EXECUTOR_ID="$$(hostname)"' in command[2]
     assert services["service"]["depends_on"] == {  # type: ignore[index]
         "postgres": {"condition": "service_healthy"},
