@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from app.scenarios.runner import Lab
 
 FAULT_AT = 0.3  # fraction of the messages in the ledger when the (first) fault lands
-OUTAGE_SEC = 30.0
 TERMINATIONS = (0.25, 0.45, 0.65)  # pg_terminate_backend at these fractions
 WAIT_SEC = 120.0
 # No progress for this long, the service alive and Postgres up: stranded. Past DBOS's own
