@@ -132,7 +132,7 @@ def _first_commit_after(lab: Lab, since: float) -> float | None:
 
 
 def _outage(lab: Lab, cluster: Cluster) -> None:
-    """Postgres down for OUTAGE_SEC; /readyz must say 503 during it and 200 after, /healthz
+    """Postgres down for `outage_sec`; /readyz must say 503 during it and 200 after, /healthz
     200 throughout, and the log must say once that the database is gone and once that it is
     back."""
     outage_sec = lab.options.outage_sec
