@@ -139,7 +139,7 @@ class Watchdog:
         if dead:
             self._give_up(f"a thread the service needs has stopped: {', '.join(dead)}")
         elif self.health.recovery_failures and not self.health.down:
-            failed = self.health.recovery_failures[0].split()[0]
+            failed = (self.health.recovery_failures[0].split() or ["?"])[0]
             self._give_up(f"DBOS could not recover workflow {failed}: PENDING until a restart")
 
     def _give_up(self, why: str) -> None:

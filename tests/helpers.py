@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,14 +17,45 @@ import structlog
 from dbos import DBOS
 
 from app import cli, dbos_gateway
-from app.config import PROJECT_ROOT
-from app.scenarios.harness import Databases, ScenarioBackend, ServiceHarness
+from app.config import PROJECT_ROOT, Settings
+from app.scenarios.harness import VENV_BIN, Databases, ScenarioBackend, ServiceHarness
 
 Backend = ScenarioBackend
 ROOT = PROJECT_ROOT
 ServiceRunner = ServiceHarness
 # What `serve` replaces with its own handlers; restored after each in-process run.
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def dbos_migrate(url: str) -> subprocess.CompletedProcess[str]:
+    """The real `dbos migrate`, from the project root, as a deployment runs it."""
+    env = {
+        **os.environ,
+        "DBOS_SYSTEM_DATABASE_URL": url,
+        "APP_DATABASE_URL": url,
+        "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",  # `alembic` in dbos-config.yaml
+    }
+    return subprocess.run(
+        [str(VENV_BIN / "dbos"), "migrate"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def sqlite_settings(tmp_path: Path, publishers: Path, **extra: str) -> Settings:
+    """Settings for both databases as SQLite files in `tmp_path`, and a publishers file."""
+    return Settings.from_env(
+        {
+            "APP_PUBLISHERS_FILE": str(publishers),
+            "DBOS_SYSTEM_DATABASE_URL": f"sqlite:///{tmp_path / 'system.sqlite'}",
+            "APP_DATABASE_URL": f"sqlite:///{tmp_path / 'app.sqlite'}",
+            **extra,
+        }
+    )
 
 
 @dataclass(frozen=True)

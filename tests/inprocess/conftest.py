@@ -13,7 +13,7 @@ from app import batches, dbos_gateway, failpoints, invariants, ledger, migrate, 
 from app.config import Settings
 from app.database import short_lived_engine
 from app.publishers import BatchSummary
-from tests.helpers import process_state_restored
+from tests.helpers import process_state_restored, sqlite_settings
 
 QUEUE_TUNING = "[queues]\nchunk_concurrency = 4\npolling_interval_sec = 0.05\n"
 RESULT_POLL_SEC = 0.05
@@ -87,15 +87,12 @@ def start_service(tmp_path: Path) -> Iterator[StartService]:
         assert not started, "one service per test"
         path = tmp_path / "publishers.toml"
         path.write_text(QUEUE_TUNING + publishers)
-        settings = Settings.from_env(
-            {
-                "APP_PUBLISHERS_FILE": str(path),
-                "DBOS_SYSTEM_DATABASE_URL": f"sqlite:///{tmp_path / 'system.sqlite'}",
-                "APP_DATABASE_URL": f"sqlite:///{tmp_path / 'app.sqlite'}",
-                "APP_FAILPOINTS": failpoint_spec,
-                "APP_LOG_LEVEL": "WARNING",
-                "APP_HTTP_PORT": "off",
-            }
+        settings = sqlite_settings(
+            tmp_path,
+            path,
+            APP_FAILPOINTS=failpoint_spec,
+            APP_LOG_LEVEL="WARNING",
+            APP_HTTP_PORT="off",
         )
         migrate.upgrade_all(settings)
         service = InProcessService(settings, runtime.build(runtime.validate(settings)))

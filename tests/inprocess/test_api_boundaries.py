@@ -14,6 +14,7 @@ import pytest
 from app import dbos_gateway, migrate
 from app.api import MAX_BODY_BYTES, create_app, serve_in_thread
 from app.config import Settings
+from tests.helpers import sqlite_settings
 
 Api = tuple[httpx.Client, Settings]
 
@@ -22,13 +23,7 @@ Api = tuple[httpx.Client, Settings]
 def api(tmp_path: Path) -> Iterator[Api]:
     publishers = tmp_path / "publishers.toml"
     publishers.write_text('[[publishers]]\nname = "orders"\n')
-    settings = Settings.from_env(
-        {
-            "APP_PUBLISHERS_FILE": str(publishers),
-            "DBOS_SYSTEM_DATABASE_URL": f"sqlite:///{tmp_path / 'system.sqlite'}",
-            "APP_DATABASE_URL": f"sqlite:///{tmp_path / 'app.sqlite'}",
-        }
-    )
+    settings = sqlite_settings(tmp_path, publishers)
     migrate.upgrade_all(settings)
     with dbos_gateway.client(settings.system_db) as client:
         server = serve_in_thread(create_app(settings, client, token=None), "127.0.0.1", 0)

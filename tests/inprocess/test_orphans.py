@@ -13,6 +13,7 @@ import pytest
 
 from app import batches, dbos_gateway, migrate, runtime, status
 from app.config import Settings
+from tests.helpers import sqlite_settings
 from tests.inprocess.conftest import StartService
 
 DISPATCH_DEADLINE_SEC = 60
@@ -32,13 +33,7 @@ def _submit_for_ghost(tmp_path: Path) -> None:
     """A client whose publishers file declares `ghost` (the service's does not) submits a batch."""
     path = tmp_path / "client.toml"
     path.write_text('[[publishers]]\nname = "ghost"\n')
-    client = Settings.from_env(
-        {
-            "APP_PUBLISHERS_FILE": str(path),
-            "DBOS_SYSTEM_DATABASE_URL": f"sqlite:///{tmp_path / 'system.sqlite'}",
-            "APP_DATABASE_URL": f"sqlite:///{tmp_path / 'app.sqlite'}",
-        }
-    )
+    client = sqlite_settings(tmp_path, path)
     migrate.upgrade_all(client)
     batch = batches.validate(client, "ghost", count=5, topic="default", batch_id="haunt")
     batches.submit(client, batch)

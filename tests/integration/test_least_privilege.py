@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,11 +15,9 @@ import pytest
 import sqlalchemy as sa
 from psycopg import sql
 
-from tests.helpers import ROOT, Databases, ServiceRunner
+from tests.helpers import ROOT, Databases, ServiceRunner, dbos_migrate
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]  # `dbos migrate` and the real service
-
-VENV_BIN = Path(sys.executable).parent
 
 
 @dataclass(frozen=True)
@@ -66,25 +62,6 @@ def cluster(postgres_server: str) -> Iterator[Cluster]:
             admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
-def _dbos_migrate(url: str) -> subprocess.CompletedProcess[str]:
-    """The real `dbos migrate`, from the project root, as a deployment runs it."""
-    env = {
-        **os.environ,
-        "DBOS_SYSTEM_DATABASE_URL": url,
-        "APP_DATABASE_URL": url,
-        "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",  # `alembic` in dbos-config.yaml
-    }
-    return subprocess.run(
-        [str(VENV_BIN / "dbos"), "migrate"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-
-
 def _privileges(cluster: Cluster) -> dict[str, bool]:
     checks = {
         "create on the database": "has_database_privilege(:role, :db, 'CREATE')",
@@ -110,7 +87,7 @@ def _privileges(cluster: Cluster) -> dict[str, bool]:
 def test_the_service_runs_exactly_under_a_role_that_cannot_create_anything(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    migrated = _dbos_migrate(cluster.admin_url)
+    migrated = dbos_migrate(cluster.admin_url)
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
     with psycopg.connect(cluster.admin_url, autocommit=True) as owner:
         owner.execute(readme_grants(cluster.role, cluster.database).encode())

@@ -4,22 +4,18 @@ command line) or any command, while both are in use; and the grep does find them
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.helpers import ROOT, Databases, ServiceRunner
+from tests.helpers import Databases, ServiceRunner, dbos_migrate
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 PASSWORD = "PLANTED-pw-123"  # trust auth accepts any password: it travels, and is never needed
 TOKEN = "PLANTED-token-456"
-VENV_BIN = Path(sys.executable).parent
 COMMANDS = [
     ["status"],
     ["status", "--json"],
@@ -55,24 +51,6 @@ def test_the_grep_finds_a_planted_secret_where_it_is_shown(postgres_server: str)
     assert leaks(shown) == ["the raw URL", "a repr of it", "the header"]
 
 
-def _dbos_migrate(url: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "DBOS_SYSTEM_DATABASE_URL": url,
-        "APP_DATABASE_URL": url,
-        "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
-    }
-    return subprocess.run(
-        [str(VENV_BIN / "dbos"), "migrate"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-
-
 def _http(base: str, seen: dict[str, str]) -> None:
     """Every route with the token, and the refusals without it or with a wrong one."""
     bearer = {"Authorization": f"Bearer {TOKEN}"}
@@ -106,7 +84,7 @@ def test_no_planted_secret_shows_anywhere(
     )  # fmt: skip
     assert lab.returncode == 0, lab.stderr[-3000:]
     seen["scenario stdout"], seen["scenario stderr"] = lab.stdout, lab.stderr
-    migrated = _dbos_migrate(url)
+    migrated = dbos_migrate(url)
     assert migrated.returncode == 0, migrated.stderr[-3000:]
     seen["dbos migrate stdout"], seen["dbos migrate stderr"] = migrated.stdout, migrated.stderr
     try:
