@@ -48,6 +48,27 @@ global_counters = sa.Table(
     sa.CheckConstraint("value >= 0", name="non_negative"),
 )
 
+# One row per batch, written by the batch workflow's first step (`plan_batch`, a datasource
+# transaction): what was asked (messages, chunk size), so progress has a total, and its state,
+# which the chunk transaction reads so that nothing of a cancelled batch is published.
+batches = sa.Table(
+    "batches",
+    metadata,
+    sa.Column("batch_id", sa.String(80), primary_key=True),
+    sa.Column("publisher", sa.String(40), nullable=False),
+    sa.Column("topic", sa.String(64), nullable=False),
+    sa.Column("messages", sa.BigInteger, nullable=False),
+    sa.Column("chunk_size", sa.Integer, nullable=False),
+    sa.Column("chunks", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False, server_default="active"),
+    sa.Column(
+        "planned_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Column("state_changed_at", sa.DateTime(timezone=True), nullable=True),
+    sa.CheckConstraint("state IN ('active', 'cancelled')", name="state"),
+    sa.CheckConstraint("messages > 0 AND chunk_size > 0 AND chunks > 0", name="positive"),
+)
+
 # One row per worker process that ever ran against this database: its lease (a heartbeat that
 # expires) and how it ended. Times are epoch seconds from the database's clock, so workers on
 # machines with skewed clocks still agree on who has expired.

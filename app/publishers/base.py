@@ -17,7 +17,8 @@ import structlog
 from dbos import DBOS, DBOSConfiguredInstance, SetWorkflowID, SQLAlchemyDatasource, StepOptions
 from dbos import error as dbos_error
 
-from app import failpoints, ledger, metrics, queues
+from app import batch_records, failpoints, ledger, metrics, queues
+from app.batch_records import PlannedBatch
 from app.config import ConfigError
 from app.dbos_gateway import DatasourceOptions, IsolationLevel
 from app.failpoints import FailpointError, TransientFailpointError, failpoint
@@ -43,6 +44,7 @@ CHUNK_WORKFLOW = "publish_chunk"
 CHUNK_RECOVERY_ATTEMPTS = 25
 BATCH_RECOVERY_ATTEMPTS = 10_000
 DELIVERY_STEP = "deliver"
+PLAN_STEP = "plan_batch"
 TRANSIENT_ATTEMPTS = 5
 FAN_OUT_WINDOW = 512  # chunk handles a batch workflow holds at once
 RESULT_POLL_SEC = 0.05  # DBOS polls a child's status once a second by default
@@ -209,8 +211,14 @@ class Publisher(DBOSConfiguredInstance):
         with structlog.contextvars.bound_contextvars(publisher=self.name):
             failpoint("batch.start")
             log.info("batch_started", batch_id=request["batch_id"], messages=request["count"])
-            # Config may change between a crash and the restart; the plan must not.
-            chunk_size: int = DBOS.run_step({"name": "plan_batch"}, self._current_chunk_size)
+            # Config may change between a crash and the restart; the plan must not. The step is
+            # a datasource transaction that also records the batch (its total, its state); a
+            # batch planned by an earlier release replays the plain step recorded under this name.
+            chunk_size: int = self.datasource.run_tx_step(
+                {"name": PLAN_STEP, "isolation_level": self.tx_options["isolation_level"]},
+                self._plan_batch,
+                request,
+            )
             summary = self._fan_out_fan_in(request, chunk_size)
             failpoint("batch.before_complete")
             log.info(
@@ -243,7 +251,18 @@ class Publisher(DBOSConfiguredInstance):
 
     # ---- internals ------------------------------------------------------------------------
 
-    def _current_chunk_size(self) -> int:
+    def _plan_batch(self, request: BatchRequest) -> int:
+        conn = self.datasource.sql_session().connection()
+        batch_records.record_batch(
+            conn,
+            PlannedBatch(
+                batch_id=request["batch_id"],
+                publisher=self.name,
+                topic=request["topic"],
+                messages=request["count"],
+                chunk_size=self.chunk_size,
+            ),
+        )
         return self.chunk_size
 
     def _delivers(self) -> bool:
