@@ -19,7 +19,7 @@ from app import connections, dbos_gateway, failpoints, queues, work
 from app.config import APP_NAME, ConfigError, DatabaseUrl, PublisherDeclaration, Settings
 from app.connections import ConnectionPlan
 from app.dbos_gateway import IsolationLevel
-from app.publishers.base import Publisher
+from app.publishers.base import PLANNING, Publisher
 
 log = structlog.get_logger()
 
@@ -205,9 +205,11 @@ def _chunk_sessionmaker() -> sessionmaker[sa.orm.Session]:
     return factory
 
 
-def _after_chunk_commit(_session: sa.orm.Session) -> None:
+def _after_chunk_commit(session: sa.orm.Session) -> None:
     # The step's writes and its recorded output are durable now; scenarios count these records
     # to prove no step commits twice.
     log.info("step_committed")
+    if session.info.get(PLANNING):
+        return  # a batch's plan, not a chunk: `@N` triggers count chunk commits only
     # Fires after COMMIT and before DBOS checkpoints the step: the window exactly-once must cover.
     failpoints.failpoint("chunk.after_commit")

@@ -45,6 +45,7 @@ CHUNK_RECOVERY_ATTEMPTS = 25
 BATCH_RECOVERY_ATTEMPTS = 10_000
 DELIVERY_STEP = "deliver"
 PLAN_STEP = "plan_batch"
+PLANNING = "planning"  # marks the session of a plan_batch transaction
 TRANSIENT_ATTEMPTS = 5
 FAN_OUT_WINDOW = 512  # chunk handles a batch workflow holds at once
 RESULT_POLL_SEC = 0.05  # DBOS polls a child's status once a second by default
@@ -252,7 +253,9 @@ class Publisher(DBOSConfiguredInstance):
     # ---- internals ------------------------------------------------------------------------
 
     def _plan_batch(self, request: BatchRequest) -> int:
-        conn = self.datasource.sql_session().connection()
+        session = self.datasource.sql_session()
+        session.info[PLANNING] = True  # its commit is no chunk's: `chunk.after_commit` skips it
+        conn = session.connection()
         batch_records.record_batch(
             conn,
             PlannedBatch(
