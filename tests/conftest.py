@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from psycopg import sql
 
 from app import migrate
 from app.config import DatabaseUrl
+from app.scenarios.harness import descendants
 from tests.helpers import Backend, Databases, InProcessCli, ServiceRunner, harness_env
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -75,6 +77,34 @@ def _drop_orphaned_databases(admin: psycopg.Connection[tuple[object, ...]]) -> N
         if owner and _process_gone(int(owner.group(1))):
             with contextlib.suppress(psycopg.Error):  # another worker may be dropping it too
                 admin.execute(_drop(str(name), force=False))
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting to be reaped."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_behind() -> Iterator[None]:
+    """A test that leaves a process of its own running fails (and the process is killed): a
+    leaked service would hold CPU and leases for the rest of the run."""
+    yield
+    leftover = {pid: _command(pid) for pid in descendants(os.getpid()) if _running(pid)}
+    for pid in leftover:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    if leftover:
+        pytest.fail(f"the test left {len(leftover)} processes running: {list(leftover.values())}")
+
+
+def _command(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:100]
+    return "?"
 
 
 @pytest.fixture(scope="session")
@@ -142,8 +172,9 @@ def service(databases: Databases, tmp_path: Path) -> Iterator[ServiceRunner]:
 
 
 @pytest.fixture
-def sqlite_runner(tmp_path: Path) -> ServiceRunner:
-    """A harness on SQLite files in tmp_path (not created yet), with `orders` declared."""
+def sqlite_runner(tmp_path: Path) -> Iterator[ServiceRunner]:
+    """A harness on SQLite files in tmp_path (not created yet), with `orders` declared; a
+    service a test started through it is killed afterwards, whatever the test's outcome."""
     databases = Databases(
         backend="sqlite",
         system_url=f"sqlite:///{tmp_path / 'system.sqlite'}",
@@ -151,7 +182,8 @@ def sqlite_runner(tmp_path: Path) -> ServiceRunner:
     )
     runner = ServiceRunner(databases=databases, workdir=tmp_path)
     runner.declare()
-    return runner
+    yield runner
+    runner.kill()
 
 
 @pytest.fixture
