@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, create_model
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import batches, dbos_gateway, fleet, ledger, migrate
+from app import batches, dbos_gateway, fleet, ledger, lifecycle, migrate
 from app import status as service_status
 from app.config import BATCH_ID, TOPIC_NAME, ConfigError, Settings, is_loopback
 from app.connections import API_READERS
@@ -27,6 +27,7 @@ from app.errors import (
     AppError,
     BadInputError,
     ConflictError,
+    NotFoundError,
     StateError,
     UnreachableDatabaseError,
 )
@@ -81,6 +82,14 @@ class BatchState(BaseModel):
     status: str
     published: int
     summary: dict[str, Any] | None
+
+
+class BatchAction(BaseModel):
+    batch_id: str
+    action: str
+    state: str
+    workflows: list[str]
+    published: int
 
 
 class Problem(BaseModel):
@@ -164,8 +173,14 @@ def create_app(settings: Settings, client: DBOSClient, *, token: str | None) -> 
             workflow_id=workflow_id,
             status=found[0].status,
             published=published,
-            summary=found[0].output if found[0].status == "SUCCESS" else None,
+            summary=(
+                lifecycle.merged_summary(client, found[0].output)
+                if found[0].status == "SUCCESS" and found[0].output is not None
+                else None
+            ),
         )
+
+    lifecycle_routes(app, settings, client, guarded)
 
     @app.get("/publishers", dependencies=guarded)
     def publishers() -> dict[str, Any]:
@@ -193,6 +208,33 @@ def create_app(settings: Settings, client: DBOSClient, *, token: str | None) -> 
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def lifecycle_routes(
+    app: FastAPI, settings: Settings, client: DBOSClient, guarded: list[Any]
+) -> None:
+    """POST /batches/{id}/cancel | resume | retry (app.lifecycle): 404 for an unknown batch, 409
+    for one in the wrong state, with the same token rules as every other route."""
+    acted: dict[int | str, dict[str, Any]] = {code: {"model": Problem} for code in (404, 409)}
+    batch_path = Annotated[str, Path(pattern=f"^{BATCH_ID.pattern}$")]
+
+    def batch_action(action: lifecycle.Action, batch_id: str) -> BatchAction:
+        return BatchAction(**lifecycle.apply(settings, client, action, batch_id).to_json())
+
+    @app.post("/batches/{batch_id}/cancel", dependencies=guarded, responses=acted)
+    def cancel_batch(batch_id: batch_path) -> BatchAction:
+        """Cancel a batch: nothing more of it is published (404 unknown, 409 already ended)."""
+        return batch_action("cancel", batch_id)
+
+    @app.post("/batches/{batch_id}/resume", dependencies=guarded, responses=acted)
+    def resume_batch(batch_id: batch_path) -> BatchAction:
+        """Resume a cancelled batch where it stopped (409 if it is not cancelled)."""
+        return batch_action("resume", batch_id)
+
+    @app.post("/batches/{batch_id}/retry", status_code=202, dependencies=guarded, responses=acted)
+    def retry_batch(batch_id: batch_path) -> BatchAction:
+        """Enqueue the failed chunks of a finished batch again, once (409 if none failed)."""
+        return batch_action("retry", batch_id)
 
 
 class BodyLimit:
@@ -240,6 +282,8 @@ class BodyLimit:
 
 def http_status(exc: AppError) -> int:
     """The HTTP status of an error the product raised on purpose."""
+    if isinstance(exc, NotFoundError):
+        return status.HTTP_404_NOT_FOUND
     if isinstance(exc, ConflictError | StateError):
         return status.HTTP_409_CONFLICT
     if isinstance(exc, UnreachableDatabaseError):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from dbos import DBOS, DBOSClient, EnqueueOptions
 
-from app import dbos_gateway
+from app import dbos_gateway, lifecycle
 from app.config import BATCH_ID, TOPIC_NAME, ConfigError, Settings
 from app.database import require_reachable, system_tables_exist
 from app.errors import ConflictError, StateError
@@ -110,8 +111,9 @@ def _refuse_changed_batch(client: DBOSClient, submission: Submission) -> None:
         )
 
 
-def wait(settings: Settings, workflow_id: str) -> BatchSummary:
-    """The batch's summary once it ends; BatchEndedError, one line, if it ended without one."""
+def wait(settings: Settings, workflow_id: str) -> dict[str, Any]:
+    """The batch's summary once it ends, its retried chunks merged in (`lifecycle.merged_summary`);
+    BatchEndedError, one line, if it ended without one."""
     with dbos_gateway.client(settings.system_db) as client:
         try:
             summary: BatchSummary = dbos_gateway.wait_result(client, workflow_id)
@@ -120,4 +122,4 @@ def wait(settings: Settings, workflow_id: str) -> BatchSummary:
             ended = found[0].status if found else "unknown"
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise BatchEndedError(f"workflow {workflow_id} ended {ended}: {reason}") from None
-        return summary
+        return lifecycle.merged_summary(client, summary)

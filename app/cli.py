@@ -1,5 +1,5 @@
-"""`python -m app serve | publish | status | inspect | upgrade | bench`: the command line other
-tools call."""
+"""`python -m app serve | publish | status | inspect | cancel | resume | retry | upgrade | bench`:
+the command line other tools call."""
 
 from __future__ import annotations
 
@@ -11,7 +11,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from app import batches, failpoints, fleet, history, runtime, service, status, upgrade
+from app import (
+    batches,
+    failpoints,
+    fleet,
+    history,
+    lifecycle,
+    runtime,
+    service,
+    status,
+    upgrade,
+)
 from app.bench import runner
 from app.bench.modes import MODES
 from app.config import ConfigError, Settings
@@ -55,6 +65,16 @@ def _parser() -> argparse.ArgumentParser:
     look = commands.add_parser("inspect", help="a batch's workflows and steps, replays marked")
     look.add_argument("batch_id")
     look.add_argument("--json", action="store_true", help="machine-readable output")
+    for action, about in (
+        ("cancel", "cancel a batch: nothing more of it is published"),
+        ("resume", "resume a cancelled batch where it stopped"),
+        ("retry", "re-drive the failed chunks of a finished batch, once"),
+    ):
+        lifecycle_command = commands.add_parser(action, help=about)
+        lifecycle_command.add_argument("batch_id")
+        lifecycle_command.add_argument(
+            "--json", action="store_true", help="machine-readable output"
+        )
     move = commands.add_parser(
         "upgrade", help="move older versions' pending work to this APP_VERSION, to run here"
     )
@@ -183,8 +203,8 @@ def _run(args: argparse.Namespace, blueprint: runtime.Blueprint) -> int:
         snapshot = fleet.gather(settings)
         print(json.dumps(snapshot.to_json(), indent=2) if args.json else fleet.render(snapshot))
         return 0
-    if args.command == "upgrade":
-        return _upgrade(args, settings)
+    if args.command in ("upgrade", *lifecycle.ACTIONS):
+        return _operate(args, settings)
     if args.command == "inspect":
         description = history.describe(settings, args.batch_id)
         print(json.dumps(description, indent=2) if args.json else history.render(description))
@@ -209,10 +229,15 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
         return 0
 
 
-def _upgrade(args: argparse.Namespace, settings: Settings) -> int:
+def _operate(args: argparse.Namespace, settings: Settings) -> int:
+    """The commands that change work in place (with their failpoints armed, for the lab)."""
     failpoints.arm(settings.failpoints, settings.failpoint_seed)
-    result = upgrade.upgrade(settings, args.from_version)
-    print(json.dumps(result.to_json(), indent=2) if args.json else upgrade.render(result))
+    if args.command == "upgrade":
+        moved = upgrade.upgrade(settings, args.from_version)
+        print(json.dumps(moved.to_json(), indent=2) if args.json else upgrade.render(moved))
+        return 0
+    result = lifecycle.act(settings, args.command, args.batch_id)
+    print(json.dumps(result.to_json(), indent=2) if args.json else lifecycle.render(result))
     return 0
 
 

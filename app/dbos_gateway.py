@@ -116,6 +116,28 @@ def workflow_family(dbos_client: DBOSClient, parent_id: str) -> list[WorkflowSta
     return [*found, *children]
 
 
+def workflows_under(
+    dbos_client: DBOSClient, prefix: str, *, with_output: bool = False
+) -> list[WorkflowStatus]:
+    """The workflows whose ids start with `prefix` (a chunk's retries: `<chunk>/retry-`)."""
+    return dbos_client.list_workflows(
+        workflow_id_prefix=prefix, load_input=False, load_output=with_output
+    )
+
+
+def cancel(dbos_client: DBOSClient, workflow_ids: Sequence[str]) -> None:
+    """Cancel the workflows (one transaction; SUCCESS and ERROR ones stay as they are). A
+    cancelled workflow loses its owner, so its execution still running writes nothing more."""
+    if workflow_ids:
+        dbos_client.cancel_workflows(list(workflow_ids))
+
+
+def resume(dbos_client: DBOSClient, workflow_ids: Sequence[str], queue_name: str) -> None:
+    """Put cancelled workflows back on `queue_name`, to run from their last checkpoint."""
+    if workflow_ids:
+        dbos_client.resume_workflows(list(workflow_ids), queue_name=queue_name)
+
+
 def workflow_input(dbos_client: DBOSClient, workflow_id: str) -> tuple[Any, ...] | None:
     """The positional arguments a workflow was started with (None: no such workflow)."""
     found = dbos_client.list_workflows(workflow_ids=[workflow_id], load_output=False)

@@ -1,8 +1,8 @@
 """The product's exceptions: one root, and the three kinds a caller reacts to differently.
 
 No DBOS import here: this is the rules layer. The CLI maps every `AppError` to one line and exit
-code 2; the HTTP API maps bad input to 400/422, a conflict to 409 and an unreachable database to
-503.
+code 2; the HTTP API maps bad input to 400/422, an unknown name to 404, a conflict or a wrong
+state to 409 and an unreachable database to 503.
 """
 
 from __future__ import annotations
@@ -22,6 +22,10 @@ class ConfigError(BadInputError):
 
 class UnreachableDatabaseError(AppError):
     """A database cannot be reached; the message names host and database, never the password."""
+
+
+class NotFoundError(AppError):
+    """The request names something that does not exist (an unknown batch id)."""
 
 
 class ConflictError(AppError):

@@ -111,7 +111,11 @@ def _render_counters(snapshot: dict[str, Any]) -> str:
         f"  {queue:<24} pending={c['PENDING']} enqueued={c['ENQUEUED']}"
         for queue, c in snapshot["work"].items()
     ]
-    lines += [f"  ORPHANED publisher '{n}': {c} workflows" for n, c in snapshot["orphans"].items()]
+    lines += [
+        f"  ORPHANED publisher '{n}': {c} workflows (declare it again, or "
+        f"`{work.CANCEL_COMMAND} BATCH_ID`)"
+        for n, c in snapshot["orphans"].items()
+    ]
     lines += [
         f"  DEAD {name:<19} "
         + " ".join(f"{state.lower()}={n}" for state, n in counts.items())

@@ -11,10 +11,11 @@ from dbos import WorkflowStatus
 from app.config import Settings
 from app.dbos_gateway import ACTIVE_STATUSES
 from app.errors import StateError
-from app.publishers.base import BATCH_WORKFLOW, PUBLISHER_CLASS_NAME
+from app.publishers.base import PUBLISHER_CLASS_NAME
 from app.queues import BATCH_QUEUE, CHUNK_QUEUE
 
-MAX_LISTED_WORKFLOWS = 10  # a warning names this many; `status` counts them all
+MAX_LISTED_WORKFLOWS = 10  # a warning names this many batches; `status` counts them all
+CANCEL_COMMAND = "python -m app cancel"  # app.lifecycle: the batch and all its chunks, exactly
 
 
 class OrphanedWorkError(StateError):
@@ -31,8 +32,8 @@ def pending_work(active: Iterable[WorkflowStatus]) -> dict[str, dict[str, int]]:
 
 def dead_work(dead: Iterable[WorkflowStatus]) -> dict[str, dict[str, int]]:
     """Counts of workflows that ended without succeeding, per workflow (publish_batch,
-    publish_chunk) and status: work that will not publish unless someone acts (`dbos workflow
-    resume`, or a new batch). Keyed by name: a cancelled workflow leaves its queue."""
+    publish_chunk) and status: work that will not publish unless someone acts (`python -m app
+    resume` or `retry`, or a new batch). Keyed by name: a cancelled workflow leaves its queue."""
     counts: dict[str, Counter[str]] = {}
     for wf in dead:
         counts.setdefault(wf.name, Counter())[wf.status] += 1
@@ -58,12 +59,19 @@ def find_orphans(settings: Settings, active: Iterable[WorkflowStatus]) -> Counte
     return Counter({name: len(ids) for name, ids in orphaned_workflows(settings, active).items()})
 
 
+def batch_ids(workflow_ids: Iterable[str]) -> list[str]:
+    """The batches these batch and chunk workflows belong to (`batch-<id>[/chunk-<n>...]`)."""
+    return sorted({wf.removeprefix("batch-").split("/")[0] for wf in workflow_ids})
+
+
 def orphan_resolution(publisher: str, workflow_ids: list[str]) -> str:
-    """The two ways out, as commands: declare the publisher again, or give its work up."""
-    shown = workflow_ids[:MAX_LISTED_WORKFLOWS]
-    cancel = "; ".join(f"dbos workflow cancel {wf}" for wf in shown)
-    more = len(workflow_ids) - len(shown)
-    rest = f" (and {more} more: `python -m app status` counts them)" if more else ""
+    """The two ways out, as commands: declare the publisher again, or cancel its batches (each
+    with all its chunks, and nothing of it published afterwards)."""
+    batches = batch_ids(workflow_ids)
+    shown = batches[:MAX_LISTED_WORKFLOWS]
+    cancel = "; ".join(f"{CANCEL_COMMAND} {batch}" for batch in shown)
+    more = len(batches) - len(shown)
+    rest = f" (and {more} more batches: `python -m app status` counts them)" if more else ""
     return (
         f"declare publisher '{publisher}' again in the publishers file (APP_PUBLISHERS_FILE) "
         f"and restart, or give its work up: {cancel}{rest}"
@@ -76,6 +84,5 @@ def refuse_orphans(settings: Settings, active: Iterable[WorkflowStatus]) -> None
         names = ", ".join(f"'{name}' ({count} workflows)" for name, count in orphans.items())
         raise OrphanedWorkError(
             f"pending work needs publishers that are not declared: {names}; declare them again "
-            f"in the publishers file, or cancel their {BATCH_WORKFLOW} workflows with "
-            "`dbos workflow cancel`"
+            f"in the publishers file, or cancel their batches with `{CANCEL_COMMAND} BATCH_ID`"
         )

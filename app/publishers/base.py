@@ -18,7 +18,7 @@ from dbos import DBOS, DBOSConfiguredInstance, SetWorkflowID, SQLAlchemyDatasour
 from dbos import error as dbos_error
 
 from app import batch_records, failpoints, ledger, metrics, queues
-from app.batch_records import PlannedBatch
+from app.batch_records import BatchCancelledError, PlannedBatch
 from app.config import ConfigError
 from app.dbos_gateway import DatasourceOptions, IsolationLevel
 from app.failpoints import FailpointError, TransientFailpointError, failpoint
@@ -47,6 +47,10 @@ DELIVERY_STEP = "deliver"
 PLAN_STEP = "plan_batch"
 PLANNING = "planning"  # marks the session of a plan_batch transaction
 TRANSIENT_ATTEMPTS = 5
+# A chunk whose batch was cancelled (its transaction rolled back) waits, durably, for DBOS's
+# cancel to stop it or a resume to let it commit: 1 s, doubling, at most a minute per wait.
+HELD_FIRST_SEC = 1.0
+HELD_MAX_SEC = 60.0
 FAN_OUT_WINDOW = 512  # chunk handles a batch workflow holds at once
 RESULT_POLL_SEC = 0.05  # DBOS polls a child's status once a second by default
 
@@ -240,7 +244,7 @@ class Publisher(DBOSConfiguredInstance):
                 if self._delivers():
                     # Outside the commit retries: a retried commit must not deliver again.
                     DBOS.run_step(self._delivery_step(), self._delivery, chunk, entries)
-                published = self._commit_with_retries(entries)
+                published = self._commit_unless_cancelled(entries)
             log.debug("chunk_published", batch_id=chunk["batch_id"], chunk=chunk["index"])
             return ChunkOutcome(
                 index=chunk["index"],
@@ -349,6 +353,19 @@ class Publisher(DBOSConfiguredInstance):
             for position in range(chunk["start"], chunk["start"] + chunk["count"])
         ]
 
+    def _commit_unless_cancelled(self, entries: list[LedgerEntry]) -> int:
+        """Commit, or, while the batch is cancelled, wait and try again (each wait and attempt
+        its own step, so a replay walks them). Step-compatible with pending work of a release
+        before cancel existed: its recorded commits never raised BatchCancelledError."""
+        wait = HELD_FIRST_SEC
+        while True:
+            try:
+                return self._commit_with_retries(entries)
+            except BatchCancelledError:
+                log.info("chunk_held", batch_id=entries[0].batch_id, wait_sec=wait)
+                DBOS.sleep(wait)
+                wait = min(wait * 2, HELD_MAX_SEC)
+
     def _commit_with_retries(self, entries: list[LedgerEntry]) -> int:
         # Each attempt is its own checkpointed step, so a replay walks the same attempts.
         for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
@@ -361,6 +378,10 @@ class Publisher(DBOSConfiguredInstance):
         raise AssertionError("unreachable")
 
     def _chunk_transaction(self, entries: list[LedgerEntry]) -> int:
+        conn = self.datasource.sql_session().connection()
+        batch_records.require_active(
+            conn, entries[0].batch_id, self.tx_options["isolation_level"] or "SERIALIZABLE"
+        )
         published = self.write_chunk(entries)
         failpoint("chunk.before_commit")
         return published
