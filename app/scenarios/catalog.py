@@ -52,6 +52,14 @@ InfraFault = Literal[
 #   patched      N+1 changes the chunk workflow's steps behind DBOS.patch
 #   new-version  N+1 runs a new APP_VERSION; `python -m app upgrade` moves the old work over
 UpgradeKind = Literal["compatible", "patched", "new-version"]
+# A batch's lifecycle, with the service running throughout:
+#   cancel            `cancel` SIGKILLed after its state committed, run again, then `resume`
+#   retry             a chunk fails for good; `retry` (twice) re-drives it once
+#   cancel-dbos-only  `dbos workflow cancel batch-X`, the advice before `cancel` existed
+LifecycleKind = Literal["cancel", "retry", "cancel-dbos-only"]
+# One chunk at a time, each 1.5 s: a cancel (a CLI that takes seconds to start on a loaded box)
+# lands mid-batch, and chunks keep trying to commit while the lab watches the ledger.
+PACED = "chunk.start=delay(1500)@every"
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,7 @@ class Scenario:
     via_dbos_start: bool = False  # workers run under `dbos start`, as deployed
     infra: InfraFault | None = None  # pg/*: runs on a Postgres cluster the lab owns
     upgrade: UpgradeKind | None = None
+    lifecycle: LifecycleKind | None = None
 
     @property
     def postgres_only(self) -> bool:
@@ -309,8 +318,37 @@ def _upgrade_scenarios() -> list[Scenario]:
     ]
 
 
+def _lifecycle_scenarios() -> list[Scenario]:
+    return [
+        Scenario(
+            name="lifecycle/cancel",
+            summary="`cancel` mid-batch, SIGKILLed after its state committed: nothing more is "
+            "published; run again it stops every chunk; `resume` completes the batch exactly",
+            faults=(Fault("cancel.after_state=crash", "crash"),),  # the `cancel` command's
+            chunk_concurrency=1,
+            lifecycle="cancel",
+        ),
+        Scenario(
+            name="lifecycle/retry",
+            summary="a chunk fails for good; `retry` twice (CLI, then API) re-drives it once: "
+            "the merged summary reports 0 failed",
+            faults=(Fault(_spec("chunk.start", "raise"), "settled"),),
+            lifecycle="retry",
+        ),
+    ]
+
+
 def _broken_scenarios() -> list[Scenario]:
     return [
+        Scenario(
+            name="broken/cancel-without-guard",
+            summary="a batch cancelled with `dbos workflow cancel` only (the old advice): its "
+            "queued chunks publish on",
+            faults=(),
+            chunk_concurrency=1,
+            lifecycle="cancel-dbos-only",
+            broken=True,
+        ),
         Scenario(
             name="broken/outage-flood",
             summary="the service logs every failed connection of a Postgres outage (no screen)",
@@ -365,7 +403,8 @@ def _broken_scenarios() -> list[Scenario]:
 def catalog() -> dict[str, Scenario]:
     scenarios = [s for point in LAB_FAILPOINTS for s in _failpoint_scenarios(point)]
     scenarios += _special_scenarios() + _takeover_scenarios()
-    scenarios += _infra_scenarios() + _upgrade_scenarios() + _broken_scenarios()
+    scenarios += _infra_scenarios() + _upgrade_scenarios() + _lifecycle_scenarios()
+    scenarios += _broken_scenarios()
     return {s.name: s for s in scenarios}
 
 

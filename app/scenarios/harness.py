@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from dbos import WorkflowStatus
 
-from app import dbos_gateway, invariants, ledger
+from app import dbos_gateway, invariants, ledger, lifecycle
 from app.config import PROJECT_ROOT, DatabaseUrl, Settings
 from app.database import short_lived_engine
 from app.errors import AppError
@@ -314,12 +314,15 @@ class ServiceHarness:
         return [wf.workflow_id for wf in self.active_workflow_statuses()]
 
     def batch_outcome(self, batch_id: str) -> tuple[str | None, dict[str, Any] | None]:
-        """A batch workflow's status and, once it succeeded, its summary."""
+        """A batch workflow's status and, once it succeeded, its summary (retried chunks
+        merged in, as `publish --wait` and the API show it)."""
         with dbos_gateway.client(self.system_db) as client:
             found = dbos_gateway.workflows(client, [batch_workflow_id(batch_id)], with_output=True)
-        if not found:
-            return None, None
-        return found[0].status, found[0].output if found[0].status == "SUCCESS" else None
+            if not found:
+                return None, None
+            if found[0].status != "SUCCESS" or found[0].output is None:
+                return found[0].status, None
+            return found[0].status, lifecycle.merged_summary(client, found[0].output)
 
     def positions(self, batch_id: str) -> list[int]:
         """The positions of a batch's messages in the ledger, repeats included."""

@@ -72,6 +72,7 @@ class ScenarioReport:
     supervisor_restarts: list[str] = field(default_factory=list)  # the service exited: why
     fault_to_done_sec: float | None = None  # pg/*: the last fault's end to all work done
     deploy: list[str] = field(default_factory=list)  # upgrade/*: what N+1 and `upgrade` did
+    lifecycle: list[str] = field(default_factory=list)  # lifecycle/*: cancel, resume, retry
     violations: list[str] = field(default_factory=list)
 
     @property
@@ -216,6 +217,7 @@ def render(report: ScenarioReport) -> str:
     lines += _takeover_lines(report)
     lines += _infra_lines(report)
     lines += [f"  deploy: {line}" for line in report.deploy]
+    lines += [f"  lifecycle: {line}" for line in report.lifecycle]
     lines += [f"  infrastructure: {event}" for event in report.infrastructure]
     if report.violations:
         lines += [f"  violation: {v}" for v in report.violations]

@@ -21,7 +21,7 @@ from app.errors import UnreachableDatabaseError
 from app.publishers.base import (
     batch_workflow_id,
 )
-from app.scenarios import chaos, infra, takeover, upgrades
+from app.scenarios import chaos, infra, lifecycles, takeover, upgrades
 from app.scenarios.catalog import Batch, Fault, Scenario, plan_batches
 from app.scenarios.cluster import Cluster, own_cluster
 from app.scenarios.harness import (
@@ -182,6 +182,9 @@ class Lab(Verdict):
             return self.report
         if self.scenario.upgrade is not None:
             upgrades.run(self)
+            return self.report
+        if self.scenario.lifecycle is not None:
+            lifecycles.run(self)
             return self.report
         faults = self.faults()
         for number, fault in enumerate(faults, start=1):

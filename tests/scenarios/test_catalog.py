@@ -141,6 +141,10 @@ def _assert_chaos(report: dict[str, Any]) -> None:
         ),
         ("broken/takeover-without-claim", ["was taken over"]),  # a gone worker claimed twice
         ("broken/outage-flood", ["the outage flooded the log"]),  # an outage told once
+        (  # a cancel that only tells DBOS: the queued chunks publish on
+            "broken/cancel-without-guard",
+            ["messages published after the cancel"],
+        ),
     ),
 )
 def test_each_check_catches_its_broken_variant(
