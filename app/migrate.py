@@ -11,7 +11,7 @@ from alembic.script import ScriptDirectory
 from dbos import DBOS
 from sqlalchemy.exc import DBAPIError
 
-from app import dbos_gateway
+from app import dbos_gateway, views
 from app.config import PROJECT_ROOT, DatabaseUrl, Settings
 from app.database import make_engine, reported, require_reachable, short_lived_engine
 
@@ -73,6 +73,20 @@ def datasource_tables(app_db: DatabaseUrl) -> None:
     its version and issues no DDL."""
     with reported(app_db, "cannot migrate"):
         dbos_gateway.migrate_datasource_tables(app_db)
+
+
+def dbos_joined_views(app_db: DatabaseUrl) -> None:
+    """The views that join DBOS's tables, created if they are missing and both DBOS's tables and
+    ours are here (alembic's env.py calls this after every upgrade to head, so `alembic upgrade
+    head` before `dbos migrate` still ends with them); no DDL when none is missing."""
+    with (
+        reported(app_db, "cannot migrate"),
+        short_lived_engine(app_db) as engine,
+        engine.begin() as conn,
+    ):
+        created = views.create_missing(conn)
+    if created:
+        log.info("views_created", views=created)
 
 
 def upgrade_all(settings: Settings) -> None:

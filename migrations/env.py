@@ -12,7 +12,13 @@ from app.config import DatabaseUrl, database_urls_from_env, log_level
 from app.database import reported, short_lived_engine
 from app.errors import AppError
 from app.logs import configure_logging
-from app.migrate import DBOS_OWNED_TABLES, at_head, datasource_tables, ensure_database
+from app.migrate import (
+    DBOS_OWNED_TABLES,
+    at_head,
+    datasource_tables,
+    dbos_joined_views,
+    ensure_database,
+)
 from app.schema import metadata
 
 config = context.config
@@ -55,6 +61,7 @@ def run_online(app_db: DatabaseUrl) -> None:
         upgraded = _names_a_destination() and at_head(conn, app_db)
     if upgraded:  # `dbos migrate` runs this: the service's role then needs no CREATE
         datasource_tables(app_db)
+        dbos_joined_views(app_db)
 
 
 def _names_a_destination() -> bool:
