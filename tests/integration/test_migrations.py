@@ -16,11 +16,11 @@ import sqlalchemy as sa
 from alembic.config import CommandLine, Config
 from dbos import DBOS
 
-from app import dbos_gateway, migrate
+from app import dbos_gateway, migrate, views
 from app.config import DatabaseUrl
 from app.database import short_lived_engine
 from app.scratch import scratch_databases
-from tests.helpers import ROOT, Databases, InProcessCli
+from tests.helpers import ROOT, Databases, InProcessCli, dbos_migrate
 
 APP_TABLES = {"ledger", "local_counters", "global_counters"}
 
@@ -166,3 +166,28 @@ def test_alembic_from_a_shell_refuses_bad_settings_in_one_line(
     assert len(errors) == 1 and errors[0].startswith("error: "), done.stderr
     assert fragment in errors[0]
     assert "s3cret-pw" not in done.stdout + done.stderr
+
+
+@pytest.mark.slow  # the real `dbos migrate` in a subprocess
+@pytest.mark.postgres
+def test_views_joining_dbos_appear_when_alembic_ran_before_dbos_migrate(
+    postgres_server: str,
+) -> None:
+    """`alembic upgrade head` first cannot create the views that join DBOS's tables (they are not
+    there yet); the `dbos migrate` after it creates them, though alembic is already at head."""
+    with scratch_databases("postgresql", postgres_server, f"pubtest_{os.getpid()}_order") as (
+        _,
+        db,
+    ):
+        migrate.upgrade(db)
+        assert _views(db) & set(views.JOINING_DBOS) == set()
+        done = dbos_migrate(db.raw)
+        assert done.returncode == 0, done.stderr
+        assert _views(db) >= set(views.JOINING_DBOS)
+        again = dbos_migrate(db.raw)  # all there: nothing created, nothing refused
+        assert again.returncode == 0 and "views_created" not in again.stdout + again.stderr
+
+
+def _views(url: DatabaseUrl) -> set[str]:
+    with short_lived_engine(url) as engine, engine.connect() as conn:
+        return set(sa.inspect(conn).get_view_names())

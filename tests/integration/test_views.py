@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shlex
+import time
+from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
 
-from app import ledger, migrate
+from app import ledger, migrate, views
 from app.database import short_lived_engine
 from tests.helpers import ROOT, ServiceRunner
 from tests.integration.test_crash_recovery import CHUNK, TOTAL, crash_then_restart
 
 pytestmark = pytest.mark.slow  # the real service and CLI in subprocesses
 
-JOINS_DBOS = ("dbos.", "batch_workflows", "stuck_work")
+JOINS_DBOS = ("dbos.", "batch_workflows", "stuck_work", "stranded_work")
+OLDER_THAN_STUCK_MS = (views.STUCK_MINUTES + 5) * 60 * 1000
+DEADLINE_SEC = 120
 
 
 def _rows(service: ServiceRunner, sql: str) -> list[tuple[object, ...]]:
@@ -33,12 +38,26 @@ def test_views_agree_with_the_ledger_after_a_crash(service: ServiceRunner) -> No
         expected_topics = [(*dataclasses.astuple(r), True) for r in ledger.topic_counts(conn)]
     assert _normalise(_rows(service, "SELECT * FROM publisher_counters")) == expected_locals
     assert _normalise(_rows(service, "SELECT * FROM topic_counters")) == expected_topics
-    (progress,) = _rows(service, "SELECT batch_id, published, chunks_committed FROM batch_progress")
-    assert tuple(progress) == ("viewed", TOTAL, TOTAL // CHUNK)
+    (progress,) = _rows(
+        service,
+        "SELECT batch_id, state, messages, published, percent, chunks, chunks_committed "
+        "FROM batch_progress",
+    )
+    assert tuple(progress) == (
+        "viewed",
+        "active",
+        TOTAL,
+        TOTAL,
+        100,
+        TOTAL // CHUNK,
+        TOTAL // CHUNK,
+    )
     assert len(_rows(service, "SELECT * FROM recent_ledger")) == 100
     if service.databases.backend == "postgres":
-        (batch,) = _rows(service, "SELECT batch_id, status, published FROM batch_workflows")
-        assert tuple(batch) == ("viewed", "SUCCESS", TOTAL)
+        (batch,) = _rows(
+            service, "SELECT batch_id, status, messages, published, percent FROM batch_workflows"
+        )
+        assert tuple(batch) == ("viewed", "SUCCESS", TOTAL, TOTAL, 100)
         assert _rows(service, "SELECT * FROM stuck_work") == []
 
 
@@ -55,23 +74,84 @@ def test_views_flag_drift_and_stuck_work(service: ServiceRunner) -> None:
         ("default", 7, 7, 0, False)
     ]
     if service.databases.backend == "postgres":
-        stuck = _rows(service, "SELECT workflow_id, status, publisher FROM stuck_work")
-        assert [tuple(r) for r in stuck] == [("batch-waiting", "ENQUEUED", "orders")]
+        assert _stuck(service) == []  # just submitted: not stuck yet
+        _age(service, "created_at", "status = 'ENQUEUED'")
+        assert _stuck(service) == [("batch-waiting", "ENQUEUED", "queue not moving")]
 
 
-def test_the_readme_cookbook_runs_as_written(service: ServiceRunner) -> None:
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"])  # stuck_work joins DBOS's tables
+def test_stuck_work_ignores_a_healthy_batch_and_names_one_that_stopped(
+    service: ServiceRunner,
+) -> None:
+    """Chunks queued behind a running batch are not stuck, however long the batch runs; the same
+    work once nothing moves any more is, each with its reason."""
+    service.declare(chunk_size=10, chunk_concurrency=1)
+    service.start(failpoints="chunk.start=delay(300)@every")
+    service.publish("orders", 300, "long")
+    _until(lambda: _count(service, "status = 'SUCCESS' AND name = 'publish_chunk'") >= 2)
+    # As if the batch had run for ten minutes: queued chunks and the waiting batch are old.
+    _age(service, "created_at", "status = 'ENQUEUED'")
+    _age(service, "updated_at", "name = 'publish_batch'")
+    assert _count(service, "status = 'ENQUEUED'") > 0
+    assert _stuck(service) == []  # chunks keep completing: nothing is stuck
+    service.kill()
+    _age(service, "completed_at", "completed_at IS NOT NULL")  # ... and nothing since
+    _age(service, "started_at_epoch_ms", "started_at_epoch_ms IS NOT NULL")
+    _age(service, "updated_at", "status = 'PENDING'")
+    reasons = {(status, reason) for _, status, reason in _stuck(service)}
+    assert reasons == {("ENQUEUED", "queue not moving"), ("PENDING", "pending, idle")}
+    assert ("batch-long", "PENDING", "pending, idle") in _stuck(service)
+
+
+def _stuck(service: ServiceRunner) -> list[tuple[object, ...]]:
+    return _rows(service, "SELECT workflow_id, status, reason FROM stuck_work ORDER BY 1")
+
+
+def _age(service: ServiceRunner, column: str, where: str) -> None:
+    """Move a DBOS timestamp (epoch ms) of the matching workflows into the past."""
+    with short_lived_engine(service.settings().app_db) as engine, engine.begin() as conn:
+        conn.execute(
+            sa.text(f"UPDATE dbos.workflow_status SET {column} = {column} - :ms WHERE {where}"),
+            {"ms": OLDER_THAN_STUCK_MS},
+        )
+
+
+def _count(service: ServiceRunner, where: str) -> int:
+    (row,) = _rows(service, f"SELECT count(*) FROM dbos.workflow_status WHERE {where}")
+    return int(str(row[0]))
+
+
+def _until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + DEADLINE_SEC
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.1)
+
+
+def test_the_readme_cookbook_returns_rows_after_its_steps(service: ServiceRunner) -> None:
+    """The README's steps, in order, through the real CLI; then every query returns rows."""
     readme = (ROOT / "README.md").read_text()
-    section = readme.split("<!-- cookbook:start -->")[1].split("<!-- cookbook:end -->")[0]
+    steps = _between(readme, "cookbook-steps")
+    commands = [line for line in re.findall(r"^python -m app .*$", steps, re.M)]
+    section = _between(readme, "cookbook")
     blocks = [_without_comments(b) for b in re.findall(r"```sql\n(.*?)```", section, re.S)]
     queries = [q.strip() for block in blocks for q in block.split(";") if q.strip()]
-    assert len(queries) >= 6
+    assert len(commands) >= 1 and len(queries) >= 8
     service.start()
-    service.publish("orders", 60, "cookbook")
-    service.wait_batch("cookbook")
+    for command in commands:
+        done = service.cli(*shlex.split(command)[3:])
+        assert done.returncode == 0, (command, done.stderr)
     for query in queries:
         if service.databases.backend != "postgres" and any(n in query for n in JOINS_DBOS):
             continue  # these join DBOS's tables: Postgres with both in one database
-        _rows(service, query)
+        assert _rows(service, query), query
+
+
+def _between(readme: str, marker: str) -> str:
+    return readme.split(f"<!-- {marker}:start -->")[1].split(f"<!-- {marker}:end -->", maxsplit=1)[
+        0
+    ]
 
 
 def _without_comments(statement: str) -> str:
