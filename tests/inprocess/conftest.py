@@ -4,12 +4,15 @@ each test, so a test submits through DBOS's client and reads both databases with
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from app import batches, dbos_gateway, failpoints, invariants, ledger, migrate, runtime
+from app.api import create_app, serve_in_thread
 from app.config import Settings
 from app.database import short_lived_engine
 from app.publishers import BatchSummary
@@ -107,3 +110,26 @@ def start_service(tmp_path: Path) -> Iterator[StartService]:
             for service in started:
                 service.stop()
             failpoints.arm("")
+
+
+Api = tuple[httpx.Client, Settings]
+
+
+@contextmanager
+def served_api(tmp_path: Path, publishers: str, token: str | None = None) -> Iterator[Api]:
+    """The HTTP API served by uvicorn in a thread of this process on SQLite files (migrated, no
+    DBOS launched: submitted batches wait ENQUEUED), and a client that sends the token."""
+    path = tmp_path / "publishers.toml"
+    path.write_text(publishers)
+    settings = sqlite_settings(tmp_path, path)
+    migrate.upgrade_all(settings)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with dbos_gateway.client(settings.system_db) as client:
+        server = serve_in_thread(create_app(settings, client, token=token), "127.0.0.1", 0)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        base_url = f"http://127.0.0.1:{port}"
+        try:
+            with httpx.Client(base_url=base_url, timeout=30, headers=headers) as http:
+                yield http, settings
+        finally:
+            server.should_exit = True

@@ -8,31 +8,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from app import dbos_gateway, migrate
-from app.api import MAX_BODY_BYTES, create_app, serve_in_thread
+from app import dbos_gateway
+from app.api import MAX_BODY_BYTES
 from app.config import Settings
-from tests.helpers import sqlite_settings
-
-Api = tuple[httpx.Client, Settings]
+from tests.inprocess.conftest import Api, served_api
 
 
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[Api]:
-    publishers = tmp_path / "publishers.toml"
-    publishers.write_text('[[publishers]]\nname = "orders"\n')
-    settings = sqlite_settings(tmp_path, publishers)
-    migrate.upgrade_all(settings)
-    with dbos_gateway.client(settings.system_db) as client:
-        server = serve_in_thread(create_app(settings, client, token=None), "127.0.0.1", 0)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-                yield http, settings
-        finally:
-            server.should_exit = True
+    with served_api(tmp_path, '[[publishers]]\nname = "orders"\n') as served:
+        yield served
 
 
 def _nothing_written(settings: Settings) -> bool:

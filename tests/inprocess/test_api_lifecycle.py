@@ -7,36 +7,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from app import batch_records, dbos_gateway, migrate
-from app.api import create_app, serve_in_thread
+from app import batch_records, dbos_gateway
 from app.config import Settings
 from app.database import short_lived_engine
-from tests.helpers import sqlite_settings
+from tests.inprocess.conftest import Api, served_api
 
 TOKEN = "lifecycle-test-token"
-Api = tuple[httpx.Client, Settings]
+PUBLISHERS = '[[publishers]]\nname = "orders"\nchunk_size = 25\n'
 
 
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[Api]:
-    publishers = tmp_path / "publishers.toml"
-    publishers.write_text('[[publishers]]\nname = "orders"\nchunk_size = 25\n')
-    settings = sqlite_settings(tmp_path, publishers)
-    migrate.upgrade_all(settings)
-    with dbos_gateway.client(settings.system_db) as client:
-        server = serve_in_thread(create_app(settings, client, token=TOKEN), "127.0.0.1", 0)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        try:
-            with httpx.Client(
-                base_url=f"http://127.0.0.1:{port}", timeout=30, headers=headers
-            ) as http:
-                yield http, settings
-        finally:
-            server.should_exit = True
+    with served_api(tmp_path, PUBLISHERS, token=TOKEN) as served:
+        yield served
 
 
 def _status(settings: Settings, workflow_id: str) -> str:
