@@ -31,7 +31,7 @@ from dbos import DBOSClient, EnqueueOptions, WorkflowStatus
 
 from app import batch_records, dbos_gateway, failpoints, ledger
 from app.batch_records import PlannedBatch
-from app.config import BATCH_ID, ConfigError, Settings
+from app.config import BATCH_ID, ConfigError, DatabaseUrl, Settings
 from app.database import require_reachable, short_lived_engine, system_tables_exist
 from app.dbos_gateway import ACTIVE_STATUSES
 from app.errors import NotFoundError, StateError
@@ -242,6 +242,30 @@ def _succeeded_retry(client: DBOSClient, chunk_workflow_id: str) -> dict[str, An
         if wf.status == "SUCCESS" and isinstance(wf.output, dict):
             return {**wf.output, "workflow_id": wf.workflow_id}
     return None
+
+
+def without_retried(system_db: DatabaseUrl, dead: list[WorkflowStatus]) -> list[WorkflowStatus]:
+    """Dead work less the failed chunks (and failed retries of them) that a later retry has
+    published or is running: `retry` resolved those, so `status` no longer counts them dead."""
+    roots = {_retry_root(wf.workflow_id) for wf in dead if "/chunk-" in wf.workflow_id}
+    if not roots:
+        return dead
+    settled = ("SUCCESS", *ACTIVE_STATUSES)
+    with dbos_gateway.client(system_db) as client:
+        resolved = {
+            root
+            for root in roots
+            if any(
+                wf.status in settled
+                for wf in dbos_gateway.workflows_under(client, root + RETRY_SUFFIX)
+            )
+        }
+    return [wf for wf in dead if _retry_root(wf.workflow_id) not in resolved]
+
+
+def _retry_root(workflow_id: str) -> str:
+    """The chunk workflow a retry re-drives (a chunk's own id is its root)."""
+    return workflow_id.split(RETRY_SUFFIX, 1)[0]
 
 
 def render(result: LifecycleResult) -> str:

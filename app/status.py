@@ -10,7 +10,7 @@ from dbos import WorkflowStatus
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from app import dbos_gateway, failpoints, fleet, invariants, ledger, work
+from app import dbos_gateway, failpoints, fleet, invariants, ledger, lifecycle, work
 from app.config import ConfigError, Settings
 from app.database import app_tables_exist, require_reachable, short_lived_engine
 from app.metrics import REGISTRY
@@ -68,6 +68,7 @@ def gather(settings: Settings) -> StatusSnapshot:
         report = invariants.check(conn)
     # Work, orphans and dead work alike, in one read.
     active, dead = dbos_gateway.active_and_dead_at(settings.system_db)
+    dead = lifecycle.without_retried(settings.system_db, dead)  # retried: no longer dead
     return StatusSnapshot(
         publishers=[PublisherInfo(d.name, d.class_path, d.chunk_size) for d in settings.publishers],
         local_counters=report.publishers,
@@ -137,6 +138,7 @@ class StateCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self._ledger()
         active, dead = dbos_gateway.active_and_dead_at(self.settings.system_db)
+        dead = lifecycle.without_retried(self.settings.system_db, dead)
         yield from self._queues(active, dead)
         yield from self._workers(fleet.gather(self.settings, active))
         recovered = GaugeMetricFamily(

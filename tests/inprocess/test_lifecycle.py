@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from app import dbos_gateway, failpoints, ledger, lifecycle
+from app import dbos_gateway, failpoints, ledger, lifecycle, status
 from app.database import short_lived_engine
 from app.failpoints import FailpointError
 from app.lifecycle import BatchNotFoundError, BatchStateError
@@ -102,6 +102,7 @@ def test_retry_re_drives_a_failed_chunk_once_and_the_summary_merges_it(
     before = service.publish("orders", 50, "flaky")
     assert (before["published"], before["failed"]) == (40, 10)
     (failed,) = before["failed_chunks"]
+    assert status.gather(service.settings).dead == {"publish_chunk": {"ERROR": 1}}
 
     first = lifecycle.act(service.settings, "retry", "flaky")
     assert first.workflows == [f"{failed['workflow_id']}/retry-1"]
@@ -109,6 +110,7 @@ def test_retry_re_drives_a_failed_chunk_once_and_the_summary_merges_it(
     _until(lambda: _ledger(service, "flaky") == 50, "the retried chunk published")
     _until(lambda: _statuses(service, "flaky")[first.workflows[0]] == "SUCCESS", "retry succeeded")
     assert lifecycle.act(service.settings, "retry", "flaky").workflows == []  # done already
+    assert status.gather(service.settings).dead == {}  # resolved by its retry
 
     merged = _summary(service, "flaky")
     assert (merged["published"], merged["failed"], merged["failed_chunks"]) == (50, 0, [])
