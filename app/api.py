@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import batches, dbos_gateway, fleet, ledger, lifecycle, migrate
 from app import status as service_status
+from app.dashboard import docs, routes
 from app.config import BATCH_ID, TOPIC_NAME, ConfigError, Settings, is_loopback
 from app.connections import API_READERS
 from app.database import short_lived_engine
@@ -34,7 +35,7 @@ from app.errors import (
 from app.metrics import REGISTRY
 from app.publishers.base import batch_workflow_id
 
-bearer = HTTPBearer(auto_error=False)
+bearer = HTTPBearer(auto_error=False, description="APP_API_TOKEN, as `Authorization: Bearer`")
 HTTP_START_TIMEOUT_SEC = 30
 READ_WAIT_SEC = 10.0  # a request waits this long for a read slot, then gets a 503
 MAX_BODY_BYTES = 64 * 1024  # a batch request is a few fields; anything bigger is refused (413)
@@ -96,16 +97,40 @@ class Problem(BaseModel):
     detail: str
 
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": Problem} for code in (400, 401, 404, 409, 503)
+class Readiness(BaseModel):
+    system_database: bool
+    app_database: bool
+    migrations_at_head: bool
+
+
+# Each route lists only the errors it can answer (FastAPI adds 422 where a request has fields).
+REASONS = {
+    400: "refused by a rule the schema cannot say (the message names it)",
+    401: "missing or wrong bearer token",
+    404: "no such batch",
+    409: "the batch id is taken by a different batch",
+    413: f"request body over {MAX_BODY_BYTES} bytes",
+    503: "a database is unreachable, or every read slot is busy",
 }
 
 
-def create_app(settings: Settings, client: DBOSClient, *, token: str | None) -> FastAPI:
+def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": Problem, "description": REASONS[code]} for code in codes}
+
+
+def create_app(
+    settings: Settings, client: DBOSClient, *, token: str | None, recovered_at_start: int = 0
+) -> FastAPI:
     """The FastAPI app; `client` is a DBOS client on the system database, owned by the caller."""
-    app = FastAPI(title="dbos-publishers", version="1", responses=ERRORS)
+    app = FastAPI(title="dbos-publishers", version="1", docs_url=None, redoc_url=None)
     app.add_middleware(BodyLimit)
+    docs.mount(app)
     batch_in = batch_model(settings)
+    auth = (401,) if token is not None else ()
+
+    def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+        """A guarded route's errors: 401 when a token is required, then its own."""
+        return problems(*auth, *codes)
 
     def authorize(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
@@ -139,7 +164,9 @@ def create_app(settings: Settings, client: DBOSClient, *, token: str | None) -> 
     async def refused(_request: Request, exc: AppError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=http_status(exc))
 
-    @app.post("/batches", status_code=202, dependencies=guarded)
+    @app.post(
+        "/batches", status_code=202, dependencies=guarded, responses=errors(400, 409, 413, 503)
+    )
     def submit_batch(body: batch_in) -> BatchAccepted:  # type: ignore[valid-type]
         """Submit a batch; the same batch id again returns the first submission."""
         fields = body.model_dump()  # type: ignore[attr-defined]
@@ -158,7 +185,7 @@ def create_app(settings: Settings, client: DBOSClient, *, token: str | None) -> 
             status_url=f"/batches/{batch_id}",
         )
 
-    @app.get("/batches/{batch_id}", dependencies=guarded)
+    @app.get("/batches/{batch_id}", dependencies=guarded, responses=errors(404, 503))
     def batch_state(
         batch_id: Annotated[str, Path(pattern=f"^{BATCH_ID.pattern}$")],
     ) -> BatchState:
@@ -180,14 +207,14 @@ def create_app(settings: Settings, client: DBOSClient, *, token: str | None) -> 
             ),
         )
 
-    lifecycle_routes(app, settings, client, guarded)
+    lifecycle_routes(app, settings, client, guarded, errors(404, 409, 503))
 
-    @app.get("/publishers", dependencies=guarded)
+    @app.get("/publishers", dependencies=guarded, responses=errors(400, 503))
     def publishers() -> dict[str, Any]:
         """Declared publishers, local and global counters, and whether they agree."""
         return service_status.gather(settings).to_json()
 
-    @app.get("/workers", dependencies=guarded)
+    @app.get("/workers", dependencies=guarded, responses=errors(503))
     def workers() -> dict[str, Any]:
         """Worker leases, in-flight work, takeovers, and work stranded under another version."""
         return fleet.gather(settings).to_json()
@@ -196,26 +223,38 @@ def create_app(settings: Settings, client: DBOSClient, *, token: str | None) -> 
     def liveness() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", responses={503: {"model": Problem}}, dependencies=open_reads)
-    def readiness(response: Response) -> dict[str, bool]:
+    not_ready = "not ready: the checks say which failed (or every read slot is busy)"
+    ready_errors = {503: {"model": Readiness | Problem, "description": not_ready}}
+
+    @app.get("/readyz", responses=ready_errors, dependencies=open_reads)
+    def readiness(response: Response) -> Readiness:
         checks = readiness_checks(settings)
         if not all(checks.values()):
             response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-        return checks
+        return Readiness(**checks)
 
-    @app.get("/metrics", dependencies=guarded, response_class=Response)
+    @app.get("/metrics", dependencies=guarded, response_class=Response, responses=errors(503))
     def metrics() -> Response:
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
+    app.mount("/dashboard/static", routes.assets(), name="dashboard-static")
+    app.include_router(
+        routes.router(
+            settings, client, guarded=guarded, errors=errors, recovered_at_start=recovered_at_start
+        )
+    )
     return app
 
 
 def lifecycle_routes(
-    app: FastAPI, settings: Settings, client: DBOSClient, guarded: list[Any]
+    app: FastAPI,
+    settings: Settings,
+    client: DBOSClient,
+    guarded: list[Any],
+    acted: dict[int | str, dict[str, Any]],
 ) -> None:
     """POST /batches/{id}/cancel | resume | retry (app.lifecycle): 404 for an unknown batch, 409
-    for one in the wrong state, with the same token rules as every other route."""
-    acted: dict[int | str, dict[str, Any]] = {code: {"model": Problem} for code in (404, 409)}
+    for one in the wrong state (`acted`), with the same token rules as every other route."""
     batch_path = Annotated[str, Path(pattern=f"^{BATCH_ID.pattern}$")]
 
     def batch_action(action: lifecycle.Action, batch_id: str) -> BatchAction:

@@ -79,9 +79,14 @@ def active_and_dead_at(
     if not system_tables_exist(system_db):
         return [], []
     with client(system_db) as dbos_client:
-        found = dbos_client.list_workflows(
-            status=[*ACTIVE_STATUSES, *DEAD_STATUSES], load_input=False, load_output=False
-        )
+        return active_and_dead(dbos_client)
+
+
+def active_and_dead(dbos_client: DBOSClient) -> tuple[list[WorkflowStatus], list[WorkflowStatus]]:
+    """The same through a client the caller owns (the API's)."""
+    found = dbos_client.list_workflows(
+        status=[*ACTIVE_STATUSES, *DEAD_STATUSES], load_input=False, load_output=False
+    )
     active = [wf for wf in found if wf.status in ACTIVE_STATUSES]
     return active, [wf for wf in found if wf.status in DEAD_STATUSES]
 

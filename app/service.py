@@ -46,7 +46,7 @@ def serve(blueprint: runtime.Blueprint) -> None:
             worker.start_heartbeat()
             _start_watchdog(health, worker, resources)
             failpoint("service.recovery")
-            _start_http(blueprint, resources)
+            _start_http(blueprint, resources, collector.recovered_at_start)
         except AppError:  # one clear line and exit 2, from the command line
             resources.close()  # the watchdog first: stopping DBOS stops the threads it watches
             _stop(rt, worker)  # what was recovering stays PENDING for the next worker
@@ -117,13 +117,13 @@ def _start_watchdog(health: DatabaseHealth, worker: workers.Worker, resources: E
     resources.callback(watchdog.stop)
 
 
-def _start_http(blueprint: runtime.Blueprint, resources: ExitStack) -> None:
+def _start_http(blueprint: runtime.Blueprint, resources: ExitStack, recovered: int) -> None:
     """Serve the HTTP API until `resources` closes (the client it reads with closes after it)."""
     settings = blueprint.settings
     if settings.http_port is None:
         return
     client = resources.enter_context(dbos_gateway.client(settings.system_db))
-    app = api.create_app(settings, client, token=settings.api_token)
+    app = api.create_app(settings, client, token=settings.api_token, recovered_at_start=recovered)
     server = api.serve_in_thread(app, settings.http_host, settings.http_port)
     resources.callback(setattr, server, "should_exit", True)
     log.info("http_listening", host=settings.http_host, port=settings.http_port)

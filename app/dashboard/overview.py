@@ -1,0 +1,105 @@
+"""The dashboard's data: counters, queues, batches, workers, takeovers and the invariant check,
+read from both databases for one request."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from dbos import DBOSClient, WorkflowStatus
+
+from app import batch_records, dbos_gateway, failpoints, fleet, history, invariants, work
+from app.config import ConfigError, Settings
+from app.dashboard.models import (
+    BatchTimeline,
+    BatchView,
+    CounterSample,
+    Invariant,
+    Overview,
+    QueueDepth,
+    TakeoverView,
+    WorkerRow,
+)
+from app.database import require_reachable, short_lived_engine
+from app.publishers.base import batch_workflow_id
+
+RECENT_BATCHES = 12
+
+
+class UnknownBatchError(ConfigError):
+    """No batch with that id (the API answers 404)."""
+
+
+def gather(settings: Settings, client: DBOSClient, recovered_at_start: int) -> Overview:
+    require_reachable(settings.app_db)
+    require_reachable(settings.system_db)
+    active, dead = dbos_gateway.active_and_dead(client)
+    with short_lived_engine(settings.app_db) as engine, engine.connect() as conn:
+        report = invariants.check(conn)
+        recent = batch_records.recent_batches(conn, RECENT_BATCHES)
+    crew = fleet.gather(settings, active)
+    return Overview(
+        publishers=[d.name for d in settings.publishers],
+        counters=[
+            CounterSample(publisher=r.publisher, topic=r.topic, local_counter=r.local_counter)
+            for r in report.publishers
+        ],
+        ledger_rows=report.ledger_rows,
+        queues=[
+            QueueDepth(queue=queue, pending=c["PENDING"], enqueued=c["ENQUEUED"])
+            for queue, c in work.pending_work(active).items()
+        ],
+        batches=_batches(client, recent, dead),
+        workers=[WorkerRow(**vars(w)) for w in crew.workers],
+        takeovers=[TakeoverView(**_takeover(t)) for t in reversed(crew.takeovers)],
+        takeovers_total=crew.takeovers_total,
+        recovered_at_start=recovered_at_start,
+        failpoints_fired=failpoints.fired_counts(),
+        invariant=invariant(report),
+    )
+
+
+def _takeover(row: dict[str, object]) -> dict[str, object]:
+    keys = ("executor_id", "by_executor_id", "reason", "claimed_at", "workflows")
+    return {key: row[key] for key in keys}
+
+
+def _batches(
+    client: DBOSClient, recent: list[batch_records.BatchProgress], dead: list[WorkflowStatus]
+) -> list[BatchView]:
+    """Each planned batch beside its workflow's DBOS status and its chunks that died."""
+    ids = [batch_workflow_id(b.batch_id) for b in recent]
+    status = {wf.workflow_id: wf.status for wf in dbos_gateway.workflows(client, ids)}
+    failed = Counter(wf.workflow_id.partition("/")[0] for wf in dead if "/" in wf.workflow_id)
+    return [
+        BatchView(
+            batch_id=b.batch_id,
+            publisher=b.publisher,
+            topic=b.topic,
+            messages=b.messages,
+            chunks=b.chunks,
+            published=b.published,
+            percent=b.percent,
+            status=status.get(batch_workflow_id(b.batch_id)),
+            failed_chunks=failed[batch_workflow_id(b.batch_id)],
+        )
+        for b in recent
+    ]
+
+
+def invariant(report: invariants.InvariantReport) -> Invariant:
+    """The invariant check as one sentence a person reads."""
+    if report.ok:
+        sentence = (
+            f"Every counter agrees with the ledger: {len(report.publishers)} local and "
+            f"{len(report.topics)} global counters match its {report.ledger_rows} rows."
+        )
+    else:
+        sentence = f"Counters disagree with the ledger: {'; '.join(report.violations)}."
+    return Invariant(consistent=report.ok, sentence=sentence, violations=report.violations)
+
+
+def timeline(settings: Settings, batch_id: str) -> BatchTimeline:
+    try:
+        return BatchTimeline(**history.describe(settings, batch_id))
+    except ConfigError as exc:  # describe's only refusal: no such batch
+        raise UnknownBatchError(str(exc)) from None
