@@ -20,9 +20,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import batches, dbos_gateway, fleet, ledger, lifecycle, migrate
 from app import status as service_status
-from app.dashboard import docs, routes
 from app.config import BATCH_ID, TOPIC_NAME, ConfigError, Settings, is_loopback
 from app.connections import API_READERS
+from app.dashboard import docs, routes
 from app.database import short_lived_engine
 from app.errors import (
     AppError,
@@ -116,6 +116,14 @@ REASONS = {
 
 def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": Problem, "description": REASONS[code]} for code in codes}
+
+
+READY_ERRORS: dict[int | str, dict[str, Any]] = {
+    503: {
+        "model": Readiness | Problem,
+        "description": "not ready: the checks say which failed (or every read slot is busy)",
+    }
+}
 
 
 def create_app(
@@ -219,29 +227,14 @@ def create_app(
         """Worker leases, in-flight work, takeovers, and work stranded under another version."""
         return fleet.gather(settings).to_json()
 
-    @app.get("/healthz")
-    def liveness() -> dict[str, str]:
-        return {"status": "ok"}
-
-    not_ready = "not ready: the checks say which failed (or every read slot is busy)"
-    ready_errors = {503: {"model": Readiness | Problem, "description": not_ready}}
-
-    @app.get("/readyz", responses=ready_errors, dependencies=open_reads)
-    def readiness(response: Response) -> Readiness:
-        checks = readiness_checks(settings)
-        if not all(checks.values()):
-            response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-        return Readiness(**checks)
+    _add_probes(app, settings, open_reads)
 
     @app.get("/metrics", dependencies=guarded, response_class=Response, responses=errors(503))
     def metrics() -> Response:
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
-    app.mount("/dashboard/static", routes.assets(), name="dashboard-static")
-    app.include_router(
-        routes.router(
-            settings, client, guarded=guarded, errors=errors, recovered_at_start=recovered_at_start
-        )
+    routes.install(
+        app, settings, client, guarded=guarded, errors=errors, recovered_at_start=recovered_at_start
     )
     return app
 
@@ -274,6 +267,21 @@ def lifecycle_routes(
     def retry_batch(batch_id: batch_path) -> BatchAction:
         """Enqueue the failed chunks of a finished batch again, once (409 if none failed)."""
         return batch_action("retry", batch_id)
+
+
+def _add_probes(app: FastAPI, settings: Settings, open_reads: list[Any]) -> None:
+    """Liveness and readiness: open to anyone, whatever the token."""
+
+    @app.get("/healthz")
+    def liveness() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", responses=READY_ERRORS, dependencies=open_reads)
+    def readiness(response: Response) -> Readiness:
+        checks = readiness_checks(settings)
+        if not all(checks.values()):
+            response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        return Readiness(**checks)
 
 
 class BodyLimit:

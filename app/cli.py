@@ -192,7 +192,9 @@ def _run(args: argparse.Namespace, blueprint: runtime.Blueprint) -> int:
     settings = blueprint.settings
     if args.command == "serve":
         # The service's output is its log: stdout, at the configured level.
-        configure_logging(settings.log_format, settings.log_level, sys.stdout)
+        configure_logging(
+            settings.log_format, settings.log_level, sys.stdout, dict(settings.log_levels)
+        )
         service.serve(blueprint)
         return 0
     configure_logging(settings.log_format, "WARNING")

@@ -58,6 +58,10 @@ DEFAULT_CONNECTIONS = 24  # per worker: three workers, the CLI and a lab fit und
 MAX_CONNECTIONS = 1000
 MAX_POSTGRES_NAME_BYTES = 63  # NAMEDATALEN - 1: Postgres cuts longer names short, silently
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# Their INFO records are start-up chatter (125 migration lines, queue listings, server banners):
+# WARNING unless APP_LOG_LEVEL=DEBUG or APP_LOG_LEVELS names them.
+QUIET_LOGGERS = ("dbos", "alembic", "uvicorn")
+LOGGER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 LogFormat = Literal["auto", "json", "console"]
 Backend = Literal["sqlite", "postgresql"]
@@ -151,6 +155,7 @@ class Settings:
     failpoint_seed: int = 0
     log_format: LogFormat = "auto"
     log_level: str = "INFO"
+    log_levels: tuple[tuple[str, str], ...] = ()  # (logger, level): APP_LOG_LEVELS over defaults
     application_version: str = "1"
     http_host: str = DEFAULT_HTTP_HOST
     http_port: int | None = None  # None: no HTTP API
@@ -176,6 +181,7 @@ class Settings:
             failpoint_seed=_integer(env, "APP_FAILPOINT_SEED", 0),
             log_format=_log_format(env),
             log_level=log_level(env),
+            log_levels=tuple(logger_levels(env).items()),
             application_version=_matching(env, "APP_VERSION", APP_VERSION, _VERSION_RULE) or "1",
             http_host=_http_host(env),
             http_port=_http_port(env),
@@ -185,6 +191,10 @@ class Settings:
             leases=_lease_settings(table, env),
             connections=_connections(table, env),
         )
+
+    def level_of(self, logger: str) -> str:
+        """The level a logger runs at (DBOS reads it from its config, and sets it itself)."""
+        return dict(self.log_levels).get(logger, self.log_level)
 
     def publisher(self, name: str) -> PublisherDeclaration:
         for declaration in self.publishers:
@@ -367,3 +377,20 @@ def log_level(env: Mapping[str, str]) -> str:
     if not (value.isascii() and value.upper() in LOG_LEVELS):
         raise ConfigError(f"APP_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {value!r}")
     return value.upper()
+
+
+def logger_levels(env: Mapping[str, str]) -> dict[str, str]:
+    """Per-logger levels: the QUIET_LOGGERS at WARNING (at APP_LOG_LEVEL when that is DEBUG or
+    above WARNING), then APP_LOG_LEVELS=logger=LEVEL,... over them (e.g. dbos=INFO)."""
+    level = log_level(env)
+    levels = {name: "WARNING" if level == "INFO" else level for name in QUIET_LOGGERS}
+    value = env.get("APP_LOG_LEVELS", "")
+    for entry in value.split(",") if value else []:
+        name, _, given = entry.partition("=")
+        if not (LOGGER_NAME.fullmatch(name) and given.isascii() and given.upper() in LOG_LEVELS):
+            raise ConfigError(
+                f"APP_LOG_LEVELS entry {entry!r} is invalid (logger=LEVEL,... with LEVEL one of "
+                "DEBUG, INFO, WARNING, ERROR; e.g. dbos=INFO,alembic=INFO)"
+            )
+        levels[name] = given.upper()
+    return levels

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -12,6 +12,28 @@ from dbos import DBOS
 from structlog.typing import Processor
 
 from app.config import LogFormat
+
+# Records of this logger print whatever the levels say: where the service listens, once.
+ALWAYS = "app.startup"
+# DBOS logs these each time it opens the system database (migrate, launch, each client): once.
+ONCE_PREFIXES = ("Initializing DBOS system database", "Using SQLite as a system database")
+
+
+class Once(logging.Filter):
+    """Let the first record starting with each of `prefixes` through, and drop its repeats."""
+
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.prefixes, self.seen = prefixes, set[str]()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        prefix = next((p for p in self.prefixes if message.startswith(p)), None)
+        if prefix is None:
+            return True
+        first = prefix not in self.seen
+        self.seen.add(prefix)
+        return first
 
 
 def add_workflow_context(
@@ -27,11 +49,17 @@ def add_workflow_context(
     return event_dict
 
 
-def configure_logging(log_format: LogFormat, level: str, stream: TextIO | None = None) -> None:
+def configure_logging(
+    log_format: LogFormat,
+    level: str,
+    stream: TextIO | None = None,
+    levels: Mapping[str, str] | None = None,
+) -> None:
     """Install structlog and route stdlib loggers through it; call before DBOS(config=...).
 
     Logs go to `stream`, stderr unless given: stdout carries a command's data, and only the
-    service itself (whose output is its log) passes stdout."""
+    service itself (whose output is its log) passes stdout. `levels` sets loggers' own levels
+    (Settings.log_levels: DBOS's and alembic's chatter at WARNING); the rest run at `level`."""
     stream = stream if stream is not None else sys.stderr
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -60,14 +88,19 @@ def configure_logging(log_format: LogFormat, level: str, stream: TextIO | None =
             ],
         )
     )
+    handler.addFilter(Once(ONCE_PREFIXES))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    levels = dict(levels or {})
+    for name, own in levels.items():
+        logging.getLogger(name).setLevel(own)
+    logging.getLogger(ALWAYS).setLevel(logging.INFO)
     # DBOS installs its own console handler unless the "dbos" logger already has one.
     dbos_logger = logging.getLogger("dbos")
     dbos_logger.handlers[:] = [handler]
     dbos_logger.propagate = False
-    dbos_logger.setLevel(level)
+    dbos_logger.setLevel(levels.get("dbos", level))
 
 
 def add_filter(screen: Callable[[logging.LogRecord], bool]) -> None:

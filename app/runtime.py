@@ -72,7 +72,7 @@ def dbos_config(blueprint: Blueprint, executor_id: str = LOCAL_EXECUTOR) -> DBOS
         "executor_id": executor_id,
         # Fixed, so a restart after an unrelated code edit still recovers pending work.
         "application_version": settings.application_version,
-        "log_level": settings.log_level,
+        "log_level": settings.level_of("dbos"),  # DBOS sets its logger's level from this
         # DBOS's default is 20 whatever the concurrency; here it is the budget's share.
         "sys_db_pool_size": blueprint.connections.system,
     }
@@ -91,7 +91,7 @@ def build(
     settings = blueprint.settings
     failpoints.arm(settings.failpoints, settings.failpoint_seed)
     budget = blueprint.connections
-    log.info(
+    log.debug(
         "connection_budget",
         budget=budget.budget,
         system_pool=budget.system,

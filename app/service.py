@@ -21,6 +21,7 @@ from app.failpoints import failpoint
 from app.health import DatabaseHealth, Watchdog
 
 log = structlog.get_logger()
+startup = structlog.get_logger(logs.ALWAYS)  # printed at any APP_LOG_LEVEL
 CAUSE_DEPTH = 8  # how far down an exception's causes a lost connection is looked for
 
 
@@ -46,7 +47,7 @@ def serve(blueprint: runtime.Blueprint) -> None:
             worker.start_heartbeat()
             _start_watchdog(health, worker, resources)
             failpoint("service.recovery")
-            _start_http(blueprint, resources, collector.recovered_at_start)
+            url = _start_http(blueprint, resources, collector.recovered_at_start)
         except AppError:  # one clear line and exit 2, from the command line
             resources.close()  # the watchdog first: stopping DBOS stops the threads it watches
             _stop(rt, worker)  # what was recovering stays PENDING for the next worker
@@ -56,7 +57,12 @@ def serve(blueprint: runtime.Blueprint) -> None:
             resources.close()
             _stop(rt, worker)
             _exit_now(1)
-        log.info("service_ready", executor_id=worker.me.executor_id)
+        startup.info(
+            "service_ready",
+            executor_id=worker.me.executor_id,
+            api=url or "off (APP_HTTP_PORT=off)",
+            dashboard=f"{url}/dashboard" if url else None,
+        )
         stop.wait()
         log.info("service_stopping")
     _stop(rt, worker)
@@ -117,16 +123,18 @@ def _start_watchdog(health: DatabaseHealth, worker: workers.Worker, resources: E
     resources.callback(watchdog.stop)
 
 
-def _start_http(blueprint: runtime.Blueprint, resources: ExitStack, recovered: int) -> None:
-    """Serve the HTTP API until `resources` closes (the client it reads with closes after it)."""
+def _start_http(blueprint: runtime.Blueprint, resources: ExitStack, recovered: int) -> str | None:
+    """Serve the HTTP API until `resources` closes (the client it reads with closes after it);
+    returns its base URL (None: no HTTP API)."""
     settings = blueprint.settings
     if settings.http_port is None:
-        return
+        return None
     client = resources.enter_context(dbos_gateway.client(settings.system_db))
     app = api.create_app(settings, client, token=settings.api_token, recovered_at_start=recovered)
     server = api.serve_in_thread(app, settings.http_host, settings.http_port)
     resources.callback(setattr, server, "should_exit", True)
-    log.info("http_listening", host=settings.http_host, port=settings.http_port)
+    host = f"[{settings.http_host}]" if ":" in settings.http_host else settings.http_host
+    return f"http://{host}:{settings.http_port}"
 
 
 def _install_signal_handlers(stop: threading.Event) -> None:

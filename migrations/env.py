@@ -8,7 +8,7 @@ from typing import Any
 
 from alembic import context
 
-from app.config import DatabaseUrl, database_urls_from_env, log_level
+from app.config import DatabaseUrl, database_urls_from_env, log_level, logger_levels
 from app.database import reported, short_lived_engine
 from app.errors import AppError
 from app.logs import configure_logging
@@ -27,7 +27,7 @@ EXIT_BAD_INPUT = 2
 
 def _app_db() -> DatabaseUrl:
     """From the environment, as the service reads it; logging configured the way it does."""
-    configure_logging("auto", log_level(os.environ))
+    configure_logging("auto", log_level(os.environ), levels=logger_levels(os.environ))
     return database_urls_from_env(os.environ)[1]
 
 

@@ -50,17 +50,12 @@ def gather(settings: Settings, client: DBOSClient, recovered_at_start: int) -> O
         ],
         batches=_batches(client, recent, dead),
         workers=[WorkerRow(**vars(w)) for w in crew.workers],
-        takeovers=[TakeoverView(**_takeover(t)) for t in reversed(crew.takeovers)],
+        takeovers=[TakeoverView.model_validate(t) for t in reversed(crew.takeovers)],
         takeovers_total=crew.takeovers_total,
         recovered_at_start=recovered_at_start,
         failpoints_fired=failpoints.fired_counts(),
         invariant=invariant(report),
     )
-
-
-def _takeover(row: dict[str, object]) -> dict[str, object]:
-    keys = ("executor_id", "by_executor_id", "reason", "claimed_at", "workflows")
-    return {key: row[key] for key in keys}
 
 
 def _batches(

@@ -3,16 +3,15 @@ reads (guarded like the rest of the API)."""
 
 # No `from __future__ import annotations`: FastAPI reads the route signatures' types.
 
-from pathlib import Path as FilePath
 from collections.abc import Callable
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 from dbos import DBOSClient
-from fastapi import APIRouter, HTTPException, Path, status
+from fastapi import APIRouter, FastAPI, HTTPException, Path, status
 from fastapi.params import Depends
 from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.types import ASGIApp
 
 from app.config import BATCH_ID, Settings
 from app.dashboard import overview
@@ -22,9 +21,22 @@ STATIC = FilePath(__file__).parent / "static"
 PAGE = "/dashboard"
 
 
-def assets() -> ASGIApp:
-    """The page's script and style sheet, mounted at /dashboard/static."""
-    return StaticFiles(directory=STATIC)
+def install(
+    app: FastAPI,
+    settings: Settings,
+    client: DBOSClient,
+    *,
+    guarded: list[Depends],
+    errors: Callable[..., dict[int | str, dict[str, Any]]],
+    recovered_at_start: int,
+) -> None:
+    """Mount the page's script and style sheet at /dashboard/static and add the routes."""
+    app.mount(f"{PAGE}/static", StaticFiles(directory=STATIC), name="dashboard-static")
+    app.include_router(
+        router(
+            settings, client, guarded=guarded, errors=errors, recovered_at_start=recovered_at_start
+        )
+    )
 
 
 def router(

@@ -118,7 +118,7 @@ def test_pending_work_for_an_undeclared_publisher_is_named_and_never_blocks_a_st
 def test_logs_are_json_with_workflow_id_and_publisher_inside_workflows(
     service: ServiceRunner,
 ) -> None:
-    service.start()
+    service.start(env={"APP_LOG_LEVELS": "dbos=INFO"})  # DBOS's INFO is hidden by default
     service.publish("orders", 60, "logged")
     service.wait_batch("logged")
     records = service.records()

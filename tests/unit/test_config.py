@@ -23,6 +23,7 @@ from app.config import (
     QueueSettings,
     Settings,
     load_declarations,
+    logger_levels,
 )
 from app.declarations import MAX_PUBLISHERS_FILE_BYTES
 from app.errors import BadInputError
@@ -404,6 +405,10 @@ VARIABLES: dict[str, tuple[Read, object]] = {
     "APP_FAILPOINT_SEED": (lambda s: s.failpoint_seed, 0),
     "APP_LOG_FORMAT": (lambda s: s.log_format, "auto"),
     "APP_LOG_LEVEL": (lambda s: s.log_level, "INFO"),
+    "APP_LOG_LEVELS": (
+        lambda s: dict(s.log_levels),
+        {"dbos": "WARNING", "alembic": "WARNING", "uvicorn": "WARNING"},
+    ),
     "APP_VERSION": (lambda s: s.application_version, "1"),
     "APP_EXECUTOR_ID": (lambda s: s.executor_id, None),
     "APP_HEARTBEAT_SEC": (lambda s: s.leases.heartbeat_sec, 2.0),
@@ -608,3 +613,28 @@ def test_a_database_name_postgres_cannot_hold_is_refused(name: str, problem: str
     message = str(refused.value)
     assert message.startswith(LABEL) and problem in message
     assert "\n" not in message and "hunter2" not in message
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, {"dbos": "WARNING", "alembic": "WARNING", "uvicorn": "WARNING"}),
+        ({"APP_LOG_LEVEL": "debug"}, {"dbos": "DEBUG", "alembic": "DEBUG", "uvicorn": "DEBUG"}),
+        ({"APP_LOG_LEVEL": "ERROR"}, {"dbos": "ERROR", "alembic": "ERROR", "uvicorn": "ERROR"}),
+        (
+            {"APP_LOG_LEVELS": "dbos=info,app.workers=DEBUG"},
+            {"dbos": "INFO", "alembic": "WARNING", "uvicorn": "WARNING", "app.workers": "DEBUG"},
+        ),
+    ],
+)
+def test_dbos_and_alembic_chatter_is_quiet_unless_asked_for(
+    env: dict[str, str], expected: dict[str, str]
+) -> None:
+    assert logger_levels(env) == expected
+
+
+@pytest.mark.parametrize("value", ["dbos", "dbos=LOUD", "dbos=INFO,", "=INFO", "db os=INFO"])
+def test_a_bad_per_logger_level_is_one_line(value: str) -> None:
+    with pytest.raises(BadInputError) as refused:
+        logger_levels({"APP_LOG_LEVELS": value})
+    assert str(refused.value).startswith("APP_LOG_LEVELS entry "), refused.value
