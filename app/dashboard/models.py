@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from app.fleet import WorkerView
+
 
 class CounterSample(BaseModel):
     publisher: str
@@ -29,18 +31,6 @@ class BatchView(BaseModel):
     failed_chunks: int = Field(description="chunk workflows that ended without succeeding")
 
 
-class WorkerRow(BaseModel):
-    executor_id: str
-    app_version: str
-    host: str
-    pid: int
-    state: str
-    heartbeat_age_sec: float
-    in_flight: int
-    takeovers: int
-    taken_over_by: str | None
-
-
 class TakeoverView(BaseModel):
     executor_id: str = Field(description="the worker that was gone")
     by_executor_id: str = Field(description="the worker that took its work over")
@@ -63,7 +53,7 @@ class Overview(BaseModel):
     ledger_rows: int
     queues: list[QueueDepth]
     batches: list[BatchView]
-    workers: list[WorkerRow]
+    workers: list[WorkerView]  # as `workers --json` shows them
     takeovers: list[TakeoverView]
     takeovers_total: int
     recovered_at_start: int = Field(description="PENDING workflows this process recovered")

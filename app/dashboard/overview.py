@@ -17,7 +17,6 @@ from app.dashboard.models import (
     Overview,
     QueueDepth,
     TakeoverView,
-    WorkerRow,
 )
 from app.database import require_reachable, short_lived_engine
 from app.publishers.base import batch_workflow_id
@@ -49,7 +48,7 @@ def gather(settings: Settings, client: DBOSClient, recovered_at_start: int) -> O
             for queue, c in work.pending_work(active).items()
         ],
         batches=_batches(client, recent, dead),
-        workers=[WorkerRow(**vars(w)) for w in crew.workers],
+        workers=crew.workers,
         takeovers=[TakeoverView.model_validate(t) for t in reversed(crew.takeovers)],
         takeovers_total=crew.takeovers_total,
         recovered_at_start=recovered_at_start,
