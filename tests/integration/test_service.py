@@ -210,3 +210,23 @@ def test_a_batch_given_as_a_message_list_is_published_verbatim(service: ServiceR
             sa.select(ledger.c.payload).where(ledger.c.batch_id == "verbatim").order_by("position")
         )
         assert [payload for (payload,) in rows] == messages
+
+
+def test_the_start_up_is_short_and_says_where_the_service_listens(
+    sqlite_runner: ServiceRunner,
+) -> None:
+    base = sqlite_runner.enable_http()
+    sqlite_runner.start()  # first start: both databases' tables created
+    chatter = [
+        r["event"]
+        for r in sqlite_runner.records()
+        if r.get("logger", "").split(".")[0] in ("dbos", "alembic", "uvicorn")
+    ]
+    assert chatter == [], chatter  # DBOS's 125 migration lines among them, before
+    ready = next(r for r in sqlite_runner.records() if r.get("event") == "service_ready")
+    assert (ready["api"], ready["dashboard"]) == (base, f"{base}/dashboard")
+    assert sqlite_runner.stop() == 0
+
+    sqlite_runner.start(env={"APP_LOG_LEVEL": "WARNING"})
+    events = [r["event"] for r in sqlite_runner.records()]
+    assert events == ["service_ready"], events

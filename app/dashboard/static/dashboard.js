@@ -12,6 +12,8 @@ const SVG = "http://www.w3.org/2000/svg";
 const samples = []; // {t, counts: {"publisher/topic": n}}
 let selected = null; // the batch whose timeline is shown
 let shownTimeline = ""; // what it was drawn from, to redraw only on change
+let timelineAt = 0; // when it was read: a running batch's timeline is re-read every 10 s at most
+const TIMELINE_MS = 10000; // (one read per workflow: a big batch's timeline is not cheap)
 
 class AuthNeeded extends Error {}
 
@@ -108,7 +110,12 @@ function drawBatches(batches) {
         el("strong", {}, b.batch_id), ` ${b.publisher} → ${b.topic} · ${b.status || "planned"}`, failed),
       el("div", { class: "bar" }, el("div", { class: "fill", style: `width:${b.percent}%` })),
       el("div", { class: "muted" }, `${b.published} of ${b.messages} messages (${b.percent}%), ${b.chunks} chunks`));
-    item.addEventListener("click", () => { selected = b.batch_id; shownTimeline = ""; tick(); });
+    item.addEventListener("click", () => {
+      selected = b.batch_id;
+      shownTimeline = "";
+      document.querySelectorAll(".batch").forEach((li) => li.classList.toggle("selected", li === item));
+      readTimeline(b).catch(showError);
+    });
     return item;
   }));
   if (!batches.length) fill("#batches", [el("li", { class: "muted" }, "No batch yet.")]);
@@ -177,21 +184,32 @@ function draw(overview) {
   return overview.batches.find((b) => b.batch_id === selected);
 }
 
+async function readTimeline(batch) {
+  // A new batch or state at once; a running batch's progress every TIMELINE_MS at most.
+  const version = `${batch.batch_id}:${batch.status}:${batch.failed_chunks}`;
+  const moved = `${version}:${batch.published}` !== shownTimeline;
+  if (moved && (!shownTimeline.startsWith(`${version}:`) || Date.now() - timelineAt > TIMELINE_MS)) {
+    drawTimeline(await getJSON(`/batches/${encodeURIComponent(batch.batch_id)}/timeline`));
+    [shownTimeline, timelineAt] = [`${version}:${batch.published}`, Date.now()];
+  }
+}
+
+function showError(error) {
+  if (error instanceof AuthNeeded) {
+    showAuth(sessionStorage.getItem(TOKEN_KEY) ? "That token was refused." : "");
+    return false;
+  }
+  document.getElementById("error").textContent = `Could not read the service: ${error.message}`;
+  return true;
+}
+
 async function tick() {
   try {
     const batch = draw(await getJSON("/dashboard/overview"));
-    const version = batch ? `${batch.batch_id}:${batch.published}:${batch.status}:${batch.failed_chunks}` : "";
-    if (batch && version !== shownTimeline) {
-      drawTimeline(await getJSON(`/batches/${encodeURIComponent(batch.batch_id)}/timeline`));
-      shownTimeline = version;
-    }
+    if (batch) await readTimeline(batch);
     document.getElementById("error").textContent = "";
   } catch (error) {
-    if (error instanceof AuthNeeded) {
-      showAuth(sessionStorage.getItem(TOKEN_KEY) ? "That token was refused." : "");
-      return false;
-    }
-    document.getElementById("error").textContent = `Could not read the service: ${error.message}`;
+    return showError(error);
   }
   return true;
 }
