@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import Any
@@ -28,6 +29,8 @@ EXIT_BAD_INPUT = 2
 def _app_db() -> DatabaseUrl:
     """From the environment, as the service reads it; logging configured the way it does."""
     configure_logging("auto", log_level(os.environ), levels=logger_levels(os.environ))
+    # Its one record (an error) repeats the `FAILED: ...` line alembic prints as its answer.
+    logging.getLogger("alembic.util.messaging").setLevel(logging.CRITICAL)
     return database_urls_from_env(os.environ)[1]
 
 
