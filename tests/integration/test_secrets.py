@@ -27,7 +27,10 @@ COMMANDS = [
     ["publish", "nobody", "--count", "5"],  # bad input
     ["publish", "orders", "--count", "5", "--topic", "Bad Topic"],  # bad input
 ]
-ROUTES = ["/metrics", "/publishers", "/workers", "/readyz", "/batches/secret-1", "/openapi.json"]
+ROUTES = [
+    *("/metrics", "/publishers", "/workers", "/readyz", "/batches/secret-1", "/openapi.json"),
+    *("/dashboard", "/dashboard/overview", "/batches/secret-1/timeline", "/docs"),
+]
 
 
 def with_password(url: str) -> str:
