@@ -18,6 +18,9 @@ from app.config import Settings
 EXPECTED = {
     ("post", "/batches"): {"202", "400", "409", "413", "422", "503"},
     ("get", "/batches/{batch_id}"): {"200", "404", "422", "503"},
+    ("post", "/batches/{batch_id}/cancel"): {"200", "404", "409", "422", "503"},
+    ("post", "/batches/{batch_id}/resume"): {"200", "404", "409", "422", "503"},
+    ("post", "/batches/{batch_id}/retry"): {"202", "404", "409", "422", "503"},
     ("get", "/publishers"): {"200", "400", "503"},
     ("get", "/workers"): {"200", "503"},
     ("get", "/metrics"): {"200", "503"},
