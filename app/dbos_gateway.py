@@ -185,6 +185,34 @@ def wait_until_terminal(
         time.sleep(poll_sec)
 
 
+def still_active(workflow_ids: Sequence[str]) -> list[str]:
+    """Of these workflows (in this process's DBOS), those not ended yet, in one read."""
+    found = DBOS.list_workflows(
+        workflow_ids=list(workflow_ids),
+        status=[*ACTIVE_STATUSES, "DELAYED"],
+        load_input=False,
+        load_output=False,
+    )
+    return [wf.workflow_id for wf in found]
+
+
+def ended_results(workflow_ids: Sequence[str]) -> dict[str, Any]:
+    """Each ended workflow's result, or the exception `get_result` would raise for it, in one
+    read (in this process's DBOS; inside a step, nothing is recorded)."""
+    found = DBOS.list_workflows(workflow_ids=list(workflow_ids), load_input=False)
+    return {wf.workflow_id: _result(wf) for wf in found if wf.status in TERMINAL_STATUSES}
+
+
+def _result(wf: WorkflowStatus) -> Any:
+    if wf.status == "SUCCESS":
+        return wf.output
+    if wf.status == "CANCELLED":
+        return dbos_error.DBOSAwaitedWorkflowCancelledError(wf.workflow_id)
+    if wf.status == "MAX_RECOVERY_ATTEMPTS_EXCEEDED":
+        return dbos_error.DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded(wf.workflow_id)
+    return wf.error if wf.error is not None else RuntimeError(f"{wf.workflow_id} ended {wf.status}")
+
+
 def current_instance() -> object | None:
     """The DBOS instance this process constructed, if any (tests restore what a command built)."""
     return _dbos._dbos_global_instance

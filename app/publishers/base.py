@@ -8,8 +8,10 @@ The seam for subclasses: typed `Options` (validated at start), `open`/`close` (o
 
 from __future__ import annotations
 
+import time
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from itertools import islice
 from typing import Any, ClassVar, TypedDict
 
 import pydantic
@@ -17,12 +19,12 @@ import structlog
 from dbos import DBOS, DBOSConfiguredInstance, SetWorkflowID, SQLAlchemyDatasource, StepOptions
 from dbos import error as dbos_error
 
-from app import batch_records, failpoints, ledger, metrics, queues
+from app import batch_records, dbos_gateway, failpoints, ledger, metrics, queues
 from app.batch_records import BatchCancelledError, PlannedBatch
 from app.config import ConfigError
 from app.dbos_gateway import DatasourceOptions, IsolationLevel
 from app.failpoints import FailpointError, TransientFailpointError, failpoint
-from app.ledger import LedgerEntry
+from app.ledger import ChunkEntries, LedgerEntry
 from app.publishers.options import (
     DeliveryOptions,
     PublisherNotOpenError,
@@ -51,8 +53,17 @@ TRANSIENT_ATTEMPTS = 5
 # cancel to stop it or a resume to let it commit: 1 s, doubling, at most a minute per wait.
 HELD_FIRST_SEC = 1.0
 HELD_MAX_SEC = 60.0
-FAN_OUT_WINDOW = 512  # chunk handles a batch workflow holds at once
+FAN_OUT_WINDOW = 512  # chunks a batch enqueues before it waits for the previous window
 RESULT_POLL_SEC = 0.05  # DBOS polls a child's status once a second by default
+# A batch polls its window's last chunk, at first every RESULT_POLL_SEC, then less often as the
+# wait grows (this share of it, at most RESULT_POLL_MAX_SEC): a long batch reads its chunks'
+# state a few dozen times, not 20 times a second, and ends at most ~5% after its last chunk.
+RESULT_POLL_SHARE = 0.05
+RESULT_POLL_MAX_SEC = 1.0
+AWAIT_STEP = "await_chunks"
+# Batches that recorded their first chunk enqueue before this release collect each chunk with
+# its own DBOS.getResult step; the others wait for a whole window in one AWAIT_STEP.
+AWAIT_PATCH = "await-chunk-windows"
 
 failpoints.declare(
     "effect.after_send", "after a side effect was delivered, before its step is checkpointed"
@@ -167,7 +178,7 @@ class Publisher(DBOSConfiguredInstance):
     def close(self) -> None:
         """Close what `open` opened; called once at shutdown, after DBOS stopped running work."""
 
-    def deliver(self, chunk: ChunkSpec, entries: list[LedgerEntry]) -> None:
+    def deliver(self, chunk: ChunkSpec, entries: Sequence[LedgerEntry]) -> None:
         """Send the chunk's messages to a system outside the database (nothing by default).
 
         Runs as its own DBOS step before the chunk transaction, retried by `delivery_retry`, and
@@ -193,6 +204,12 @@ class Publisher(DBOSConfiguredInstance):
         """The body of message `position` of a batch given by count; must be deterministic."""
         return f"{chunk['topic']}#{position}"
 
+    def generate_chunk(self, chunk: ChunkSpec) -> list[str]:
+        """The bodies of all of a chunk's messages, in order: `generate` per position unless a
+        class builds them at once (EventPublisher does)."""
+        start = chunk["start"]
+        return [self.generate(chunk, position) for position in range(start, start + chunk["count"])]
+
     def payload(self, chunk: ChunkSpec, position: int) -> str:
         """The message given with the batch, if it came with a list; else a generated one."""
         messages = chunk["messages"]
@@ -200,12 +217,22 @@ class Publisher(DBOSConfiguredInstance):
             return messages[position - chunk["start"]]
         return self.generate(chunk, position)
 
-    def write_chunk(self, entries: list[LedgerEntry]) -> int:
+    def payloads(self, chunk: ChunkSpec) -> Sequence[str]:
+        """Every message of a chunk, in order: `payload` per message only for a class that
+        overrides it; else the list given with the batch, or `generate_chunk`."""
+        if type(self).payload is not Publisher.payload:
+            start = chunk["start"]
+            return [self.payload(chunk, p) for p in range(start, start + chunk["count"])]
+        if chunk["messages"] is not None:
+            return chunk["messages"]
+        return self.generate_chunk(chunk)
+
+    def write_chunk(self, entries: Sequence[LedgerEntry]) -> int:
         """Runs inside the chunk transaction: ledger rows and both counters, atomically."""
         conn = self.datasource.sql_session().connection()
         return ledger.record_chunk(conn, entries)
 
-    def commit_chunk(self, entries: list[LedgerEntry]) -> int:
+    def commit_chunk(self, entries: Sequence[LedgerEntry]) -> int:
         """Run `write_chunk` as one exactly-once datasource transaction (a checkpointed step)."""
         return self.datasource.run_tx_step(self.tx_options, self._chunk_transaction, entries)
 
@@ -286,14 +313,14 @@ class Publisher(DBOSConfiguredInstance):
             "should_retry": self.should_retry_delivery,
         }
 
-    def _delivery(self, chunk: ChunkSpec, entries: list[LedgerEntry]) -> int:
+    def _delivery(self, chunk: ChunkSpec, entries: Sequence[LedgerEntry]) -> int:
         self.deliver(chunk, entries)
         failpoint("effect.after_send")
         return len(entries)  # a step's recorded output; None would not replay
 
     def _fan_out_fan_in(self, request: BatchRequest, chunk_size: int) -> BatchSummary:
-        """Enqueue chunks and collect their results through a sliding window of handles, so a
-        batch of any size holds at most FAN_OUT_WINDOW handles and a summary of its failures."""
+        """Enqueue chunks and collect their results window by window, so a batch of any size
+        holds at most two windows of chunk specs and a summary of its failures."""
         summary = BatchSummary(
             batch_id=request["batch_id"],
             publisher=self.name,
@@ -304,20 +331,69 @@ class Publisher(DBOSConfiguredInstance):
             chunks=0,
             failed_chunks=[],
         )
-        queue = queues.chunk_queue()
-        window: deque[tuple[ChunkSpec, Any]] = deque()
-        for chunk in plan_chunks(request, chunk_size):
-            if len(window) >= FAN_OUT_WINDOW:
-                self._collect(summary, *window.popleft())
-            with SetWorkflowID(chunk_workflow_id(chunk["batch_id"], chunk["index"])):
-                window.append((chunk, queue.enqueue(self.publish_chunk, chunk)))
-            failpoint("fanout.after_enqueue")
-        while window:
-            self._collect(summary, *window.popleft())
+        if not DBOS.patch(AWAIT_PATCH):
+            self._fan_out_fan_in_per_chunk(request, chunk_size, summary)
+            return summary
+        chunks = plan_chunks(request, chunk_size)
+        waiting: list[ChunkSpec] = []
+        # The next window is enqueued before the previous one is awaited: the queue never drains.
+        while window := list(islice(chunks, FAN_OUT_WINDOW)):
+            self._enqueue(window)
+            if waiting:
+                self._collect_window(summary, waiting)
+            waiting = window
+        if waiting:
+            self._collect_window(summary, waiting)
         return summary
 
-    def _collect(self, summary: BatchSummary, chunk: ChunkSpec, handle: Any) -> None:
-        outcome = self._chunk_result(chunk, handle)
+    def _enqueue(self, window: list[ChunkSpec]) -> None:
+        queue = queues.chunk_queue()
+        for chunk in window:
+            with SetWorkflowID(chunk_workflow_id(chunk["batch_id"], chunk["index"])):
+                queue.enqueue(self.publish_chunk, chunk)
+            failpoint("fanout.after_enqueue")
+
+    def _collect_window(self, summary: BatchSummary, window: list[ChunkSpec]) -> None:
+        outcomes: list[ChunkOutcome] = DBOS.run_step(
+            {"name": AWAIT_STEP}, self._await_chunks, window
+        )
+        for outcome in outcomes:
+            self._count(summary, outcome)
+
+    def _await_chunks(self, window: list[ChunkSpec]) -> list[ChunkOutcome]:
+        """Wait until every chunk of the window ended, reading one chunk's state per poll (the
+        last enqueued, which a FIFO queue runs last), then read all outcomes in one query."""
+        ids = [chunk_workflow_id(c["batch_id"], c["index"]) for c in window]
+        pending, began, delay = ids, time.monotonic(), RESULT_POLL_SEC
+        while True:
+            if not dbos_gateway.still_active(pending[-1:]):
+                pending = dbos_gateway.still_active(pending)
+                if not pending:
+                    break
+            time.sleep(delay)
+            waited = time.monotonic() - began
+            delay = min(RESULT_POLL_MAX_SEC, max(RESULT_POLL_SEC, waited * RESULT_POLL_SHARE))
+        ended = dbos_gateway.ended_results(ids)
+        return [
+            self._outcome(chunk, wf_id, ended[wf_id])
+            for chunk, wf_id in zip(window, ids, strict=True)
+        ]
+
+    def _outcome(
+        self, chunk: ChunkSpec, workflow_id: str, result: ChunkOutcome | Exception
+    ) -> ChunkOutcome:
+        if not isinstance(result, Exception):
+            return result
+        log.error("chunk_failed", chunk=chunk["index"], error=str(result))
+        return ChunkOutcome(
+            index=chunk["index"],
+            workflow_id=workflow_id,
+            messages=chunk["count"],
+            published=0,
+            error=_failure(result),
+        )
+
+    def _count(self, summary: BatchSummary, outcome: ChunkOutcome) -> None:
         summary["chunks"] += 1
         summary["published"] += outcome["published"]
         summary["failed"] += outcome["messages"] - outcome["published"]
@@ -325,35 +401,40 @@ class Publisher(DBOSConfiguredInstance):
             summary["failed_chunks"].append(outcome)
         failpoint("fanin.after_result")
 
+    def _fan_out_fan_in_per_chunk(
+        self, request: BatchRequest, chunk_size: int, summary: BatchSummary
+    ) -> None:
+        """The previous release's fan-in, a DBOS.getResult step per chunk through a sliding
+        window of handles: replayed by batches that started on it (see AWAIT_PATCH)."""
+        queue = queues.chunk_queue()
+        window: deque[tuple[ChunkSpec, Any]] = deque()
+        for chunk in plan_chunks(request, chunk_size):
+            if len(window) >= FAN_OUT_WINDOW:
+                self._count(summary, self._chunk_result(*window.popleft()))
+            with SetWorkflowID(chunk_workflow_id(chunk["batch_id"], chunk["index"])):
+                window.append((chunk, queue.enqueue(self.publish_chunk, chunk)))
+            failpoint("fanout.after_enqueue")
+        while window:
+            self._count(summary, self._chunk_result(*window.popleft()))
+
     def _chunk_result(self, chunk: ChunkSpec, handle: Any) -> ChunkOutcome:
         try:
             outcome: ChunkOutcome = handle.get_result(polling_interval_sec=RESULT_POLL_SEC)
             return outcome
         except Exception as exc:  # a chunk that failed for good is reported, not re-raised
-            log.error("chunk_failed", chunk=chunk["index"], error=str(exc))
-            return ChunkOutcome(
-                index=chunk["index"],
-                workflow_id=handle.workflow_id,
-                messages=chunk["count"],
-                published=0,
-                error=_failure(exc),
-            )
+            return self._outcome(chunk, handle.workflow_id, exc)
 
-    def _entries(self, chunk: ChunkSpec, workflow_id: str) -> list[LedgerEntry]:
-        return [
-            LedgerEntry(
-                message_id=ledger.message_id(chunk["batch_id"], position),
-                batch_id=chunk["batch_id"],
-                position=position,
-                publisher=self.name,
-                topic=chunk["topic"],
-                payload=self.payload(chunk, position),
-                chunk_workflow_id=workflow_id,
-            )
-            for position in range(chunk["start"], chunk["start"] + chunk["count"])
-        ]
+    def _entries(self, chunk: ChunkSpec, workflow_id: str) -> ChunkEntries:
+        return ChunkEntries(
+            batch_id=chunk["batch_id"],
+            publisher=self.name,
+            topic=chunk["topic"],
+            chunk_workflow_id=workflow_id,
+            start=chunk["start"],
+            payloads=self.payloads(chunk),
+        )
 
-    def _commit_unless_cancelled(self, entries: list[LedgerEntry]) -> int:
+    def _commit_unless_cancelled(self, entries: Sequence[LedgerEntry]) -> int:
         """Commit, or, while the batch is cancelled, wait and try again (each wait and attempt
         its own step, so a replay walks them). Step-compatible with pending work of a release
         before cancel existed: its recorded commits never raised BatchCancelledError."""
@@ -366,7 +447,7 @@ class Publisher(DBOSConfiguredInstance):
                 DBOS.sleep(wait)
                 wait = min(wait * 2, HELD_MAX_SEC)
 
-    def _commit_with_retries(self, entries: list[LedgerEntry]) -> int:
+    def _commit_with_retries(self, entries: Sequence[LedgerEntry]) -> int:
         # Each attempt is its own checkpointed step, so a replay walks the same attempts.
         for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
             try:
@@ -377,7 +458,7 @@ class Publisher(DBOSConfiguredInstance):
                 log.warning("chunk_retry", attempt=attempt)
         raise AssertionError("unreachable")
 
-    def _chunk_transaction(self, entries: list[LedgerEntry]) -> int:
+    def _chunk_transaction(self, entries: Sequence[LedgerEntry]) -> int:
         conn = self.datasource.sql_session().connection()
         batch_records.require_active(
             conn, entries[0].batch_id, self.tx_options["isolation_level"] or "SERIALIZABLE"

@@ -4,6 +4,7 @@ catch them. Never declare these in a real service."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import ClassVar
 
 import sqlalchemy as sa
@@ -23,11 +24,11 @@ class CounterOutsideTransactionPublisher(EventPublisher):
     """Writes the ledger in the datasource transaction but bumps the counters in a separate,
     plain step: a crash after that step's commit and before its checkpoint re-runs it."""
 
-    def write_chunk(self, entries: list[LedgerEntry]) -> int:
+    def write_chunk(self, entries: Sequence[LedgerEntry]) -> int:
         ledger.insert_entries(self.datasource.sql_session().connection(), entries)
         return len(entries)
 
-    def commit_chunk(self, entries: list[LedgerEntry]) -> int:
+    def commit_chunk(self, entries: Sequence[LedgerEntry]) -> int:
         published = super().commit_chunk(entries)
         DBOS.run_step({"name": "bump_counters"}, self._bump_outside, entries[0], published)
         return published
@@ -50,10 +51,10 @@ class InMemoryBufferPublisher(EventPublisher):
     _chunks: ClassVar[int] = 0
     _lock = threading.Lock()
 
-    def commit_chunk(self, entries: list[LedgerEntry]) -> int:
+    def commit_chunk(self, entries: Sequence[LedgerEntry]) -> int:
         return int(DBOS.run_step({"name": "buffer_chunk"}, self._buffered, entries))
 
-    def _buffered(self, entries: list[LedgerEntry]) -> int:
+    def _buffered(self, entries: Sequence[LedgerEntry]) -> int:
         with self._lock:
             InMemoryBufferPublisher._buffer += entries
             InMemoryBufferPublisher._chunks += 1

@@ -15,3 +15,11 @@ class EventPublisher(Publisher):
 
     def generate(self, chunk: ChunkSpec, position: int) -> str:
         return event_payload(self.name, chunk["topic"], chunk["batch_id"], position)
+
+    def generate_chunk(self, chunk: ChunkSpec) -> list[str]:
+        """event_payload for every position at once: one format per message, no call."""
+        if type(self).generate is not EventPublisher.generate:
+            return super().generate_chunk(chunk)  # a subclass's own generate is honoured
+        head = event_payload(self.name, chunk["topic"], chunk["batch_id"], 0)[: -len("0}")]
+        start = chunk["start"]
+        return [f"{head}{position}}}" for position in range(start, start + chunk["count"])]

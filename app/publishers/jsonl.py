@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -43,7 +44,7 @@ class JsonlFilePublisher(EventPublisher):
             self._file.close()
             self._file = None
 
-    def deliver(self, chunk: ChunkSpec, entries: list[LedgerEntry]) -> None:
+    def deliver(self, chunk: ChunkSpec, entries: Sequence[LedgerEntry]) -> None:
         if self._file is None:
             raise PublisherNotOpenError(f"publisher '{self.name}' delivered before open()")
         lines = "".join(

@@ -15,6 +15,7 @@ inherited) and the instance name, never the Python class, so N+1 finds N's workf
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import structlog
 from dbos import DBOS
@@ -42,7 +43,7 @@ class LoggingEventPublisher(EventPublisher):
     Options = LoggingOptions
     options: LoggingOptions
 
-    def write_chunk(self, entries: list[LedgerEntry]) -> int:
+    def write_chunk(self, entries: Sequence[LedgerEntry]) -> int:
         if self.options.log_chunks:
             log.info("chunk_written", first=entries[0].message_id, messages=len(entries))
         return super().write_chunk(entries)
@@ -51,21 +52,21 @@ class LoggingEventPublisher(EventPublisher):
 class ValidatedEventPublisher(EventPublisher):
     """N of `upgrade/patched`: a `validate_chunk` step, then the chunk transaction."""
 
-    def commit_chunk(self, entries: list[LedgerEntry]) -> int:
+    def commit_chunk(self, entries: Sequence[LedgerEntry]) -> int:
         DBOS.run_step({"name": VALIDATE_STEP}, self._validate, entries)
         return self._record(entries)
 
-    def _record(self, entries: list[LedgerEntry]) -> int:
+    def _record(self, entries: Sequence[LedgerEntry]) -> int:
         return super().commit_chunk(entries)
 
-    def _validate(self, entries: list[LedgerEntry]) -> int:
+    def _validate(self, entries: Sequence[LedgerEntry]) -> int:
         for entry in entries:
             json.loads(entry.payload)  # each message is a JSON event
             if len(entry.payload) > MAX_MESSAGE_BYTES:
                 raise ValueError(f"message {entry.message_id} is over {MAX_MESSAGE_BYTES} bytes")
         return len(entries)
 
-    def _measure(self, entries: list[LedgerEntry]) -> int:
+    def _measure(self, entries: Sequence[LedgerEntry]) -> int:
         size = sum(len(entry.payload) for entry in entries)
         log.info("chunk_measured", first=entries[0].message_id, bytes=size)
         return size
@@ -78,7 +79,7 @@ class MeasuredEventPublisher(ValidatedEventPublisher):
     path; one with none takes the new path. The patch precedes `validate_chunk`, a plain step, so
     no transaction moves to another step id."""
 
-    def commit_chunk(self, entries: list[LedgerEntry]) -> int:
+    def commit_chunk(self, entries: Sequence[LedgerEntry]) -> int:
         if DBOS.patch(MEASURE_PATCH):
             DBOS.run_step({"name": MEASURE_STEP}, self._measure, entries)
         return super().commit_chunk(entries)
@@ -90,7 +91,7 @@ class PatchBeforeCommitPublisher(ValidatedEventPublisher):
     record where the patch stands: it takes the new path, its transaction gets a later step id,
     finds no result recorded under it and runs again, and the ledger refuses the repeat."""
 
-    def _record(self, entries: list[LedgerEntry]) -> int:
+    def _record(self, entries: Sequence[LedgerEntry]) -> int:
         if DBOS.patch(MEASURE_PATCH):
             DBOS.run_step({"name": MEASURE_STEP}, self._measure, entries)
         return super()._record(entries)

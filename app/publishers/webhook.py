@@ -7,6 +7,8 @@ receiver that deduplicates by key applies each message exactly once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import httpx
 import pydantic
 
@@ -46,7 +48,7 @@ class WebhookPublisher(EventPublisher):
         """The key the receiver deduplicates by: the message id, the same on every attempt."""
         return entry.message_id
 
-    def deliver(self, chunk: ChunkSpec, entries: list[LedgerEntry]) -> None:
+    def deliver(self, chunk: ChunkSpec, entries: Sequence[LedgerEntry]) -> None:
         """POST the chunk's messages; raises on a connection error or a non-2xx answer."""
         if self._client is None:
             raise PublisherNotOpenError(f"publisher '{self.name}' delivered before open()")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Sequence
 from typing import ClassVar
 
 from app.ledger import LedgerEntry
@@ -26,7 +27,7 @@ class CountingPublisher(EventPublisher):
     delivery_retry = RetryPolicy(max_attempts=3, interval_seconds=0.01, backoff_rate=1.0)
     refusals: ClassVar[int] = 0
 
-    def deliver(self, chunk: ChunkSpec, entries: list[LedgerEntry]) -> None:
+    def deliver(self, chunk: ChunkSpec, entries: Sequence[LedgerEntry]) -> None:
         with _lock:
             key = (self.name, chunk["batch_id"], chunk["index"])
             ATTEMPTS[key] += 1
