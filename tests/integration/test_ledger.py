@@ -105,3 +105,39 @@ def test_the_batch_check_reports_messages_outside_the_batch(engine: sa.Engine) -
         report = invariants.check(conn, {"b": 20})
     assert report.unexpected == {"b": 1}
     assert not report.ok
+
+
+ODD_PAYLOADS = ["plain", "tab\there", "new\nline", "cr\rhere", "back\\slash \\N", "", "é ✓"]
+
+
+def _columns(batch: str, payloads: list[str]) -> ledger.ChunkEntries:
+    return ledger.ChunkEntries(
+        batch_id=batch,
+        publisher="p",
+        topic="t",
+        chunk_workflow_id=f"{batch}-wf",
+        start=3,
+        payloads=payloads,
+    )
+
+
+def test_chunk_entries_store_exactly_what_ledger_entries_store(engine: sa.Engine) -> None:
+    """The one-pass COPY text (Postgres) and the rows (SQLite) hold each payload verbatim, the
+    characters COPY's text format escapes included: the same rows as LedgerEntry objects."""
+    columns = _columns("cols", ODD_PAYLOADS)
+    eager = [e._replace(batch_id="rows", message_id=f"rows:{e.position}") for e in columns]
+    eager = [e._replace(chunk_workflow_id="rows-wf") for e in eager]
+    with engine.begin() as conn:
+        assert ledger.record_chunk(conn, columns) == len(ODD_PAYLOADS)
+        ledger.record_chunk(conn, eager)
+    query = sa.text(
+        "SELECT message_id, batch_id, position, publisher, topic, payload, chunk_workflow_id "
+        "FROM ledger WHERE batch_id = :b ORDER BY position"
+    )
+    with engine.connect() as conn:
+        stored = [LedgerEntry(*row) for row in conn.execute(query, {"b": "cols"})]
+        other = [LedgerEntry(*row) for row in conn.execute(query, {"b": "rows"})]
+        assert ledger.publisher_counts(conn) == [ledger.CounterRow("p", "t", 14, 14)]
+    assert stored == list(columns)
+    assert [e.payload for e in stored] == [e.payload for e in other] == ODD_PAYLOADS
+    assert [e.position for e in stored] == list(range(3, 3 + len(ODD_PAYLOADS)))

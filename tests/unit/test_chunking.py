@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.ledger import message_id
+from app.ledger import ChunkEntries, LedgerEntry, message_id
 from app.publishers.base import (
     BatchRequest,
     ChunkSpec,
@@ -12,6 +12,7 @@ from app.publishers.base import (
     chunk_workflow_id,
     plan_chunks,
 )
+from app.publishers.events import EventPublisher
 
 
 def request(count: int, messages: list[str] | None = None) -> BatchRequest:
@@ -98,3 +99,65 @@ def test_message_id_distinct_per_position_and_batch() -> None:
     ids = {message_id("b-1", p) for p in range(1000)}
     assert len(ids) == 1000
     assert message_id("b-1", 0) != message_id("b-2", 0)
+
+
+def _chunk_entries(payloads: list[str]) -> ChunkEntries:
+    return ChunkEntries(
+        batch_id="b", publisher="p", topic="t", chunk_workflow_id="wf", start=10, payloads=payloads
+    )
+
+
+def test_chunk_entries_are_the_ledger_entries_a_hook_reads() -> None:
+    entries = _chunk_entries(["x", "y", "z"])
+    expected = [
+        LedgerEntry(message_id("b", 10 + i), "b", 10 + i, "p", "t", v, "wf")
+        for i, v in enumerate("xyz")
+    ]
+    assert list(entries) == expected
+    assert (len(entries), entries[0], entries[-1], entries[1:]) == (
+        3,
+        expected[0],
+        expected[2],
+        expected[1:],
+    )
+    with pytest.raises(IndexError):
+        entries[3]
+
+
+def test_chunk_entries_copy_text_escapes_only_what_copy_needs() -> None:
+    text = _chunk_entries(["a\tb", "c\\d", "e\nf\r"]).copy_text()
+    assert text.splitlines() == [
+        "b:10\tb\t10\tp\tt\ta\\tb\twf",
+        "b:11\tb\t11\tp\tt\tc\\\\d\twf",
+        "b:12\tb\t12\tp\tt\te\\nf\\r\twf",
+    ]
+
+
+def test_event_publisher_builds_a_chunk_as_generate_does_message_by_message() -> None:
+    publisher = EventPublisher.__new__(EventPublisher)  # no DBOS registration needed here
+    publisher.name = "orders"
+    chunk = ChunkSpec(batch_id="b1", topic="t", index=2, start=40, count=5, messages=None)
+    assert publisher.generate_chunk(chunk) == [publisher.generate(chunk, p) for p in range(40, 45)]
+
+
+def test_a_subclass_generate_is_honoured_by_generate_chunk() -> None:
+    class Shouting(EventPublisher):
+        def generate(self, chunk: ChunkSpec, position: int) -> str:
+            return f"#{position}!"
+
+    publisher = Shouting.__new__(Shouting)
+    publisher.name = "orders"
+    chunk = ChunkSpec(batch_id="b1", topic="t", index=0, start=0, count=2, messages=None)
+    assert publisher.generate_chunk(chunk) == ["#0!", "#1!"]
+
+
+def test_payloads_calls_an_overridden_payload_per_message_and_skips_it_otherwise() -> None:
+    class Tagged(EventPublisher):
+        def payload(self, chunk: ChunkSpec, position: int) -> str:
+            return f"tagged-{position}"
+
+    tagged, plain = Tagged.__new__(Tagged), EventPublisher.__new__(EventPublisher)
+    tagged.name = plain.name = "orders"
+    chunk = ChunkSpec(batch_id="b1", topic="t", index=0, start=7, count=2, messages=["m", "n"])
+    assert list(tagged.payloads(chunk)) == ["tagged-7", "tagged-8"]
+    assert list(plain.payloads(chunk)) == ["m", "n"]
