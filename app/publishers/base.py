@@ -319,9 +319,17 @@ class Publisher(DBOSConfiguredInstance):
         return len(entries)  # a step's recorded output; None would not replay
 
     def _fan_out_fan_in(self, request: BatchRequest, chunk_size: int) -> BatchSummary:
-        """Enqueue chunks and collect their results window by window, so a batch of any size
-        holds at most two windows of chunk specs and a summary of its failures."""
-        summary = BatchSummary(
+        """Enqueue the batch's chunks and sum up their outcomes; batches that started on the
+        previous release replay its per-chunk fan-in (see AWAIT_PATCH)."""
+        summary = self._empty_summary(request)
+        if DBOS.patch(AWAIT_PATCH):
+            self._fan_out_windows(request, chunk_size, summary)
+        else:
+            self._fan_out_fan_in_per_chunk(request, chunk_size, summary)
+        return summary
+
+    def _empty_summary(self, request: BatchRequest) -> BatchSummary:
+        return BatchSummary(
             batch_id=request["batch_id"],
             publisher=self.name,
             topic=request["topic"],
@@ -331,9 +339,12 @@ class Publisher(DBOSConfiguredInstance):
             chunks=0,
             failed_chunks=[],
         )
-        if not DBOS.patch(AWAIT_PATCH):
-            self._fan_out_fan_in_per_chunk(request, chunk_size, summary)
-            return summary
+
+    def _fan_out_windows(
+        self, request: BatchRequest, chunk_size: int, summary: BatchSummary
+    ) -> None:
+        """Enqueue chunks and collect their outcomes window by window, so a batch of any size
+        holds at most two windows of chunk specs and a summary of its failures."""
         chunks = plan_chunks(request, chunk_size)
         waiting: list[ChunkSpec] = []
         # The next window is enqueued before the previous one is awaited: the queue never drains.
@@ -344,7 +355,6 @@ class Publisher(DBOSConfiguredInstance):
             waiting = window
         if waiting:
             self._collect_window(summary, waiting)
-        return summary
 
     def _enqueue(self, window: list[ChunkSpec]) -> None:
         queue = queues.chunk_queue()

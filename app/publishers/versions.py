@@ -8,6 +8,9 @@ inherited) and the instance name, never the Python class, so N+1 finds N's workf
   default; the chunk workflow's steps are unchanged, so the same APP_VERSION replays N's work.
 - patched: N (`ValidatedEventPublisher`) validates each chunk in a step, then commits it; N+1
   (`MeasuredEventPublisher`) first measures the chunk in a new step, behind `DBOS.patch`.
+- fan-in: N (`PerChunkFanInPublisher`) is the release before `await-chunk-windows`, whose
+  batches collected each chunk in its own DBOS.getResult step; N+1 (`LoggingEventPublisher`, the
+  current base) replays those batches that way. `UnguardedFanInPublisher` drops the patch.
 - broken: `PatchBeforeCommitPublisher` puts that patch directly before the chunk transaction,
   which shifts the transaction's step id for a chunk that committed on N just before the crash.
 """
@@ -21,6 +24,7 @@ import structlog
 from dbos import DBOS
 
 from app.ledger import LedgerEntry
+from app.publishers.base import BatchRequest, BatchSummary
 from app.publishers.events import EventPublisher
 from app.publishers.options import PublisherOptions
 
@@ -95,3 +99,23 @@ class PatchBeforeCommitPublisher(ValidatedEventPublisher):
         if DBOS.patch(MEASURE_PATCH):
             DBOS.run_step({"name": MEASURE_STEP}, self._measure, entries)
         return super()._record(entries)
+
+
+class PerChunkFanInPublisher(EventPublisher):
+    """N of `upgrade/fan-in`: the previous release's batch workflow, no patch and a
+    DBOS.getResult step per chunk (the steps its pending batches have recorded)."""
+
+    def _fan_out_fan_in(self, request: BatchRequest, chunk_size: int) -> BatchSummary:
+        summary = self._empty_summary(request)
+        self._fan_out_fan_in_per_chunk(request, chunk_size, summary)
+        return summary
+
+
+class UnguardedFanInPublisher(LoggingEventPublisher):
+    """Broken N+1 of `upgrade/fan-in`: the window fan-in without its DBOS.patch, so a batch
+    that started on N meets an await_chunks step where N recorded a DBOS.getResult."""
+
+    def _fan_out_fan_in(self, request: BatchRequest, chunk_size: int) -> BatchSummary:
+        summary = self._empty_summary(request)
+        self._fan_out_windows(request, chunk_size, summary)
+        return summary

@@ -305,6 +305,24 @@ def _upgrade_scenarios() -> list[Scenario]:
             upgrade="new-version",
         ),
         Scenario(
+            name="upgrade/fan-in",
+            summary="SIGKILL on N (a getResult step per chunk) mid fan-in; N+1 (one await step "
+            "per window of chunks, behind DBOS.patch) replays N's batch the old way",
+            faults=(Fault(_spec("fanin.after_result", "crash"), "crash"),),
+            publishers={"orders": f"{VERSIONS}:PerChunkFanInPublisher"},
+            restart_publishers={"orders": f"{VERSIONS}:LoggingEventPublisher"},
+            upgrade="compatible",
+        ),
+        Scenario(
+            name="broken/fan-in-without-patch",
+            summary="N+1's window fan-in without its DBOS.patch; N SIGKILLed mid fan-in",
+            faults=(Fault(_spec("fanin.after_result", "crash"), "crash"),),
+            publishers={"orders": f"{VERSIONS}:PerChunkFanInPublisher"},
+            restart_publishers={"orders": f"{VERSIONS}:UnguardedFanInPublisher"},
+            upgrade="compatible",
+            broken=True,
+        ),
+        Scenario(
             name="broken/patch-before-commit",
             summary="N+1's DBOS.patch directly before the chunk transaction; N SIGKILLed after "
             "a commit, before DBOS recorded the step",
