@@ -54,7 +54,7 @@ class PublisherDeclaration:
 class QueueSettings:
     chunk_concurrency: int = 8
     batch_concurrency: int = 4
-    polling_interval_sec: float = 0.2
+    polling_interval_sec: float = 0.05
 
 
 def read_publishers_file(path: Path) -> dict[str, object]:
