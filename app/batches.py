@@ -115,11 +115,17 @@ def wait(settings: Settings, workflow_id: str) -> dict[str, Any]:
     """The batch's summary once it ends, its retried chunks merged in (`lifecycle.merged_summary`);
     BatchEndedError, one line, if it ended without one."""
     with dbos_gateway.client(settings.system_db) as client:
-        try:
-            summary: BatchSummary = dbos_gateway.wait_result(client, workflow_id)
-        except Exception as exc:  # whatever the workflow raised, or DBOS's own ending
-            found = dbos_gateway.workflows(client, [workflow_id])
-            ended = found[0].status if found else "unknown"
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise BatchEndedError(f"workflow {workflow_id} ended {ended}: {reason}") from None
-        return lifecycle.merged_summary(client, summary)
+        return outcome(client, workflow_id)
+
+
+def outcome(client: DBOSClient, workflow_id: str) -> dict[str, Any]:
+    """Wait for the batch workflow's result (at once if it has ended), its retried chunks
+    merged in."""
+    try:
+        summary: BatchSummary = dbos_gateway.wait_result(client, workflow_id)
+    except Exception as exc:  # whatever the workflow raised, or DBOS's own ending
+        found = dbos_gateway.workflows(client, [workflow_id])
+        ended = found[0].status if found else "unknown"
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BatchEndedError(f"workflow {workflow_id} ended {ended}: {reason}") from None
+    return lifecycle.merged_summary(client, summary)

@@ -1,96 +1,125 @@
-"""`python -m app serve | publish | status | inspect | cancel | resume | retry | upgrade | bench`:
-the command line other tools call."""
+"""`python -m app`: the command line other tools call.
+
+Building the parser imports argparse and reads the publishers file, nothing more: `--help`
+answers fast, and each handler imports what its command needs (DBOS, SQLAlchemy, FastAPI)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING
 
-from app import (
-    batches,
-    failpoints,
-    fleet,
-    history,
-    lifecycle,
-    runtime,
-    service,
-    status,
-    upgrade,
+from app.cli_help import (
+    Formatter,
+    Parser,
+    Version,
+    publishers_line,
+    scenario_epilog,
+    top_epilog,
 )
-from app.bench import runner
-from app.bench.modes import MODES
-from app.config import ConfigError, Settings
-from app.database import require_reachable
 from app.errors import AppError
-from app.logs import configure_logging
-from app.scenarios import runner as scenario_runner
-from app.scenarios.catalog import Scenario, catalog
-from app.scenarios.progress import Progress
-from app.scenarios.report import render
-from app.scenarios.runner import RunOptions
+
+if TYPE_CHECKING:
+    from app import runtime
+    from app.bench import runner
+    from app.config import Settings
 
 DEFAULT_BENCH_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
 EXIT_BAD_INPUT = 2
 EXIT_BATCH_FAILED = 1
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_BAD_INPUT, f"error: {message} (see --help)\n")
+EXIT_TIMEOUT = 124  # as timeout(1): the wait gave up, the batch goes on
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
+SHELLS = ("bash", "zsh", "tcsh")
+LIFECYCLE_COMMANDS = (  # app.lifecycle.ACTIONS, named here so the parser needs no DBOS import
+    ("cancel", "cancel a batch: nothing more of it is published"),
+    ("resume", "resume a cancelled batch where it stopped"),
+    ("retry", "re-drive the failed chunks of a finished batch, once"),
+)
+DESCRIPTION = (
+    "Publish batches through durable DBOS queues with exact counters, and read what happened. "
+    "Every command reads the same environment as the service (below)."
+)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m app", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    commands.add_parser("serve", help="run the service (what `dbos start` runs)")
-    publish = commands.add_parser("publish", help="submit a batch to the service")
-    publish.add_argument("publisher")
-    publish.add_argument("--count", type=int, required=True, help="number of messages")
-    publish.add_argument("--topic", default="default", help="topic (default: default)")
-    publish.add_argument("--batch-id", help="idempotency key; the same id never publishes twice")
-    publish.add_argument("--wait", action="store_true", help="wait and print the summary")
-    _bench_arguments(commands.add_parser("bench", help="measure publishing throughput"))
-    show = commands.add_parser("status", help="counters, ledger totals and pending work")
+    parser = Parser(prog="python -m app", description=DESCRIPTION, formatter_class=Formatter)
+    parser.epilog_factory = lambda: top_epilog(os.environ)
+    parser.add_argument("--version", action=Version)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    def command(name: str, help_text: str) -> Parser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.formatter_class = Formatter
+        assert isinstance(sub, Parser)
+        return sub
+
+    command("serve", "run the service (what `dbos start` runs)")
+    _publish_arguments(command("publish", "submit a batch to the service"))
+    _bench_arguments(command("bench", "measure publishing throughput"))
+    show = command("status", "counters, ledger totals and pending work")
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.add_argument("--watch", action="store_true", help="redraw until Ctrl-C")
     show.add_argument("--interval", type=float, default=2.0, help="seconds between redraws")
-    crew = commands.add_parser("workers", help="worker leases, in-flight work and takeovers")
+    crew = command("workers", "worker leases, in-flight work and takeovers")
     crew.add_argument("--json", action="store_true", help="machine-readable output")
-    look = commands.add_parser("inspect", help="a batch's workflows and steps, replays marked")
-    look.add_argument("batch_id")
-    look.add_argument("--json", action="store_true", help="machine-readable output")
-    for action, about in (
-        ("cancel", "cancel a batch: nothing more of it is published"),
-        ("resume", "resume a cancelled batch where it stopped"),
-        ("retry", "re-drive the failed chunks of a finished batch, once"),
-    ):
-        lifecycle_command = commands.add_parser(action, help=about)
+    _inspect_arguments(command("inspect", "a batch: summary, then its workflows and steps"))
+    for action, about in LIFECYCLE_COMMANDS:
+        lifecycle_command = command(action, about)
         lifecycle_command.add_argument("batch_id")
         lifecycle_command.add_argument(
             "--json", action="store_true", help="machine-readable output"
         )
-    move = commands.add_parser(
-        "upgrade", help="move older versions' pending work to this APP_VERSION, to run here"
-    )
-    move.add_argument(
-        "--from", dest="from_version", metavar="VERSION", help="only this version's work"
-    )
+    move = command("upgrade", "move older versions' pending work to this APP_VERSION, to run here")
+    move.add_argument("--from", dest="from_version", metavar="VERSION", help="only this version's")
     move.add_argument("--json", action="store_true", help="machine-readable output")
-    _scenario_arguments(commands.add_parser("scenario", help="failure-simulation scenarios"))
+    doctor = command("doctor", "check databases, schema, publishers, work, workers, connections")
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    _scenario_arguments(command("scenario", "failure-simulation scenarios"))
+    completion = command("completion", "print a shell completion script (shtab)")
+    completion.add_argument("shell", choices=SHELLS)
     return parser
 
 
+def _publish_arguments(publish: Parser) -> None:
+    publish.epilog_factory = lambda: publishers_line(os.environ)
+    publish.add_argument("publisher", help="a declared publisher (listed below)")
+    publish.add_argument("--count", type=int, required=True, help="number of messages")
+    publish.add_argument("--topic", default="default", help="topic")
+    publish.add_argument("--batch-id", help="idempotency key; the same id never publishes twice")
+    publish.add_argument(
+        "--wait", action="store_true", help="follow the batch to its end and print the summary"
+    )
+    publish.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help=f"with --wait: give up waiting after SECONDS (exit {EXIT_TIMEOUT}; the batch goes on)",
+    )
+
+
+def _inspect_arguments(look: argparse.ArgumentParser) -> None:
+    look.add_argument("batch_id")
+    look.add_argument("--json", action="store_true", help="machine-readable output")
+    look.add_argument("--steps", action="store_true", help="every workflow with every step")
+    look.add_argument("--failed", action="store_true", help="workflows that failed, failed steps")
+    look.add_argument("--replayed", action="store_true", help="steps replayed after a restart")
+
+
 def _scenario_arguments(parser: argparse.ArgumentParser) -> None:
-    actions = parser.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    actions = parser.add_subparsers(dest="action", required=True, parser_class=Parser)
     actions.add_parser("list", help="the catalog")
-    run = actions.add_parser("run", help="run one scenario, or every passing one with --all")
-    run.add_argument("name", nargs="?", help="a scenario from `scenario list`")
+    run = actions.add_parser(
+        "run", help="run one scenario, or every passing one with --all", formatter_class=Formatter
+    )
+    assert isinstance(run, Parser)
+    run.epilog_factory = scenario_epilog
+    run.add_argument("name", nargs="?", help="a scenario (listed below)")
     run.add_argument("--all", action="store_true", help="every scenario except broken/*")
     run.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
     run.add_argument("--messages", help="messages per scenario (default: its own size)")
@@ -111,27 +140,34 @@ def _bench_arguments(bench: argparse.ArgumentParser) -> None:
         "--per-message-messages",
         type=int,
         default=2000,
-        help="size for the exp7 and per-message modes (default 2000)",
+        help="size for the exp7 and per-message modes",
     )
     bench.add_argument("--publishers", type=int, default=4)
     bench.add_argument("--topics", type=int, default=2)
-    bench.add_argument("--backends", default="sqlite,postgres")
-    bench.add_argument("--modes", default=",".join(MODES))
+    bench.add_argument("--backends", default="sqlite,postgres", help="of sqlite, postgres")
+    bench.add_argument("--modes", help="comma-separated (default: every mode, app/bench/modes.py)")
     bench.add_argument(
         "--workers",
         default="1",
-        help=f"worker processes per DBOS mode, comma-separated, each at most {runner.MAX_WORKERS} "
-        "(Postgres; raw and SQLite run once, with 1; default 1)",
+        help="worker processes per DBOS mode, comma-separated, each at most the runner's "
+        "MAX_WORKERS (Postgres; raw and SQLite run once, with 1)",
     )
     bench.add_argument("--postgres-url", default=DEFAULT_BENCH_POSTGRES)
     bench.add_argument("--json", default="bench-results/bench.json", help="where to write JSON")
 
 
 def _bench_plan(args: argparse.Namespace) -> runner.Plan:
+    from pathlib import Path
+
+    from app.bench import runner
+    from app.bench.modes import MODES
+    from app.config import ConfigError
+    from app.scenarios.command import positive
+
     backends = _choices(args.backends, ("sqlite", "postgres"), "--backends")
-    modes = _choices(args.modes, tuple(MODES), "--modes")
-    sizes = [_positive(text, "--messages") for text in args.messages.split(",")]
-    workers = sorted({_positive(text, "--workers") for text in args.workers.split(",")})
+    modes = _choices(args.modes or ",".join(MODES), tuple(MODES), "--modes")
+    sizes = [positive(text, "--messages") for text in args.messages.split(",")]
+    workers = sorted({positive(text, "--workers") for text in args.workers.split(",")})
     if workers[-1] > runner.MAX_WORKERS:
         raise ConfigError(f"--workers: at most {runner.MAX_WORKERS} (got {workers[-1]})")
     for value, what in (
@@ -139,7 +175,7 @@ def _bench_plan(args: argparse.Namespace) -> runner.Plan:
         (args.publishers, "--publishers"),
         (args.topics, "--topics"),
     ):
-        _positive(str(value), what)
+        positive(str(value), what)
     return runner.Plan(
         backends=backends,
         modes=modes,  # type: ignore[arg-type]
@@ -154,6 +190,8 @@ def _bench_plan(args: argparse.Namespace) -> runner.Plan:
 
 
 def _choices(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
+    from app.config import ConfigError
+
     chosen = [part.strip() for part in text.split(",") if part.strip()]
     unknown = [c for c in chosen if c not in allowed]
     if unknown or not chosen:
@@ -161,34 +199,68 @@ def _choices(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
     return chosen
 
 
-def _positive(text: str, what: str) -> int:
-    if not text.strip().isdigit() or int(text) <= 0:
-        raise ConfigError(f"{what} must be a positive whole number, not {text!r}")
-    return int(text)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    """Run one command. Ctrl-C and a closed output pipe end it with at most one line and the
+    shell's exit code, never a traceback, whatever the command was doing."""
     try:
-        if args.command == "bench":
-            configure_logging("json", "WARNING")
-            plan = _bench_plan(args)  # refused before anything is printed
-            print(runner.HEADER, flush=True)
-            runner.run(plan)
-            return 0
-        if args.command == "scenario":
-            configure_logging("json", "WARNING")
-            return _scenario(args)
-        settings = Settings.from_env()
-        # Imports publisher classes (which may declare failpoints), once for the whole command.
-        blueprint = runtime.validate(settings)
-        return _run(args, blueprint)
+        code = _dispatch(argv)
+        sys.stdout.flush()  # a pipe closed early fails here, not at interpreter exit
+        return code
+    except KeyboardInterrupt as exc:
+        print(f"interrupted{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Python's recipe: point stdout at devnull so the exit's own flush cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _dispatch(argv: Sequence[str] | None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "completion":
+        import shtab
+
+        print(shtab.complete(_parser(), args.shell).replace("python -m app", "dbos-publishers"))
+        return 0
+    try:
+        return _command(args)
     except AppError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 
+def _command(args: argparse.Namespace) -> int:
+    from app import runtime
+    from app.config import Settings
+    from app.logs import configure_logging
+
+    if args.command == "bench":
+        from app.bench import runner
+
+        configure_logging("json", "WARNING")
+        plan = _bench_plan(args)  # refused before anything is printed
+        print(runner.HEADER, flush=True)
+        runner.run(plan)
+        return 0
+    if args.command == "scenario":
+        from app.scenarios.command import run_command
+
+        return run_command(args)
+    settings = Settings.from_env()
+    if args.command == "doctor":
+        configure_logging(settings.log_format, "WARNING")
+        return _doctor(args, settings)
+    # Imports publisher classes (which may declare failpoints), once for the whole command.
+    blueprint = runtime.validate(settings)
+    return _run(args, blueprint)
+
+
 def _run(args: argparse.Namespace, blueprint: runtime.Blueprint) -> int:
+    from app import fleet, history, service
+    from app.database import require_reachable
+    from app.logs import configure_logging
+
     settings = blueprint.settings
     if args.command == "serve":
         # The service's output is its log: stdout, at the configured level.
@@ -205,27 +277,41 @@ def _run(args: argparse.Namespace, blueprint: runtime.Blueprint) -> int:
         snapshot = fleet.gather(settings)
         print(json.dumps(snapshot.to_json(), indent=2) if args.json else fleet.render(snapshot))
         return 0
-    if args.command in ("upgrade", *lifecycle.ACTIONS):
+    if args.command in ("upgrade", *(name for name, _ in LIFECYCLE_COMMANDS)):
         return _operate(args, settings)
     if args.command == "inspect":
+        detail = history.Detail(steps=args.steps, failed=args.failed, replayed=args.replayed)
         description = history.describe(settings, args.batch_id)
-        print(json.dumps(description, indent=2) if args.json else history.render(description))
+        print(
+            json.dumps(history.to_json(description, detail), indent=2)
+            if args.json
+            else history.render(description, detail)
+        )
         return 0
     return _status(args, settings)
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from app import status, watch
+    from app.config import ConfigError
+
     if not args.interval > 0:
         raise ConfigError(f"--interval must be positive, not {args.interval}")
+    terminal = sys.stdout.isatty()
+    previous = None
     try:
         while True:
             snapshot = status.gather(settings)
-            text = json.dumps(snapshot.to_json()) if args.json else status.render(snapshot)
-            if args.watch and not args.json and sys.stdout.isatty():
-                text = CLEAR_SCREEN + text
-            print(text, flush=True)
+            if args.json:
+                text = json.dumps(snapshot.to_json())
+            elif args.watch:
+                text = watch.frame(snapshot, previous, args.interval, terminal=terminal)
+            else:
+                text = status.render(snapshot, terminal=terminal)
+            print(CLEAR_SCREEN + text if args.watch and terminal else text, flush=True)
             if not args.watch:
                 return 0
+            previous = snapshot
             time.sleep(args.interval)
     except KeyboardInterrupt:  # how --watch ends
         return 0
@@ -233,6 +319,8 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 
 def _operate(args: argparse.Namespace, settings: Settings) -> int:
     """The commands that change work in place (with their failpoints armed, for the lab)."""
+    from app import failpoints, lifecycle, upgrade
+
     failpoints.arm(settings.failpoints, settings.failpoint_seed)
     if args.command == "upgrade":
         moved = upgrade.upgrade(settings, args.from_version)
@@ -243,94 +331,50 @@ def _operate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from app import doctor
+
+    checks = doctor.examine(settings)
+    print(json.dumps(doctor.to_json(checks), indent=2) if args.json else doctor.render(checks))
+    return 0 if all(c.ok for c in checks) else EXIT_BATCH_FAILED
+
+
 def _publish(args: argparse.Namespace, settings: Settings) -> int:
+    from app import batches, failpoints, follow
+    from app.config import ConfigError, ci
+
+    if args.timeout is not None and not (args.wait and args.timeout > 0):
+        raise ConfigError(f"--timeout needs --wait and a positive number, not {args.timeout}")
     submission = batches.validate(
         settings, args.publisher, count=args.count, topic=args.topic, batch_id=args.batch_id
     )
     failpoints.arm(settings.failpoints, settings.failpoint_seed)
     batches.submit(settings, submission)
+    batch_id = submission.request["batch_id"]
     if not args.wait:
-        print(
-            json.dumps(
-                {"batch_id": submission.request["batch_id"], "workflow_id": submission.workflow_id}
-            )
-        )
+        print(json.dumps({"batch_id": batch_id, "workflow_id": submission.workflow_id}))
         return 0
     try:
-        summary = batches.wait(settings, submission.workflow_id)
+        # Before any wait: the id under which the batch now waits durably, whatever happens next.
+        print(f"batch {batch_id} queued (workflow {submission.workflow_id})", file=sys.stderr)
+        summary = follow.follow(
+            settings,
+            submission,
+            timeout=args.timeout,
+            live=sys.stderr.isatty() and not ci(os.environ),
+            warn=lambda hint: print(f"warning: {hint}", file=sys.stderr, flush=True),
+        )
     except batches.BatchEndedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BATCH_FAILED
+    except follow.WaitTimedOutError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_TIMEOUT
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(
+            f"stopped waiting; batch {batch_id} goes on durably (follow it again: python -m app "
+            f"publish {args.publisher} --count {args.count} --topic {args.topic} --batch-id "
+            f"{batch_id} --wait)"
+        ) from None
     print(json.dumps(summary, indent=2))
     return EXIT_BATCH_FAILED if summary["failed"] else 0
-
-
-def _scenario(args: argparse.Namespace) -> int:
-    scenarios = catalog()
-    if args.action == "list":
-        for scenario in scenarios.values():
-            mark = "  (broken on purpose: fails)" if scenario.broken else ""
-            print(f"{scenario.name:<34} {scenario.summary}{mark}")
-        return 0
-    chosen = _chosen_scenarios(args, scenarios)
-    options = RunOptions(
-        backend=args.backend,
-        messages=_positive(args.messages, "--messages") if args.messages else None,
-        seed=_whole(args.seed, "--seed"),
-        kills=_positive(args.kills, "--kills") if args.kills else None,
-        postgres_url=args.postgres_url,
-        workers=_positive(args.workers, "--workers") if args.workers else None,
-    )
-    _refuse_sqlite_fleet(chosen, options)
-    reports = []
-    for scenario in chosen:
-        report = scenario_runner.run(scenario, options, Progress())
-        reports.append(report)
-        if not args.json:
-            print(render(report) + "\n", flush=True)
-    if args.json:
-        print(json.dumps([r.to_json() for r in reports], indent=2))
-    elif len(reports) > 1:
-        passed = sum(r.ok for r in reports)
-        print(f"{passed} of {len(reports)} scenarios passed on {args.backend}")
-    return 0 if all(r.ok for r in reports) else EXIT_BATCH_FAILED
-
-
-def _chosen_scenarios(args: argparse.Namespace, scenarios: dict[str, Scenario]) -> list[Scenario]:
-    if args.all == (args.name is not None):
-        raise ConfigError("scenario run: give one scenario NAME or --all")
-    if args.all:  # multi-worker scenarios need Postgres: --all on SQLite leaves them out
-        return [
-            s
-            for s in scenarios.values()
-            if not s.broken and not (s.postgres_only and args.backend == "sqlite")
-        ]
-    if args.name not in scenarios:
-        raise ConfigError(f"unknown scenario {args.name!r} (see `python -m app scenario list`)")
-    return [scenarios[args.name]]
-
-
-def _refuse_sqlite_fleet(chosen: list[Scenario], options: RunOptions) -> None:
-    if options.workers and any(not (s.chaos_kills or s.takeover) for s in chosen):
-        raise ConfigError("--workers applies to chaos and takeover/* scenarios only")
-    if options.backend != "sqlite":
-        return
-    if options.workers and options.workers > 1:
-        raise ConfigError("--workers above 1 needs --backend postgres (SQLite takes one worker)")
-    for scenario in chosen:
-        if scenario.infra is not None:
-            raise ConfigError(
-                f"scenario {scenario.name} stops and restarts Postgres: use --backend postgres "
-                "(it runs on a Postgres cluster of the lab's own)"
-            )
-        if scenario.postgres_only:
-            raise ConfigError(
-                f"scenario {scenario.name} runs several workers: use --backend postgres "
-                "(SQLite takes one worker)"
-            )
-
-
-def _whole(text: str, what: str) -> int:
-    if not text.strip().isdigit():
-        raise ConfigError(f"{what} must be a whole number, not {text!r}")
-    return int(text)

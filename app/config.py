@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import ArgumentError
 
 from app.declarations import (
+    DEFAULT_PUBLISHERS_FILE,
     PUBLISHERS_FILE_VARIABLE,
     PublisherDeclaration,
     QueueSettings,
@@ -30,7 +31,13 @@ from app.declarations import (
 from app.errors import ConfigError
 
 # Moved to app.declarations and app.errors; still importable from here.
-__all__ = ["ConfigError", "PublisherDeclaration", "QueueSettings", "load_declarations"]
+__all__ = [
+    "DEFAULT_PUBLISHERS_FILE",
+    "ConfigError",
+    "PublisherDeclaration",
+    "QueueSettings",
+    "load_declarations",
+]
 
 APP_NAME = "dbos-publishers"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +45,6 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # DBOS_SYSTEM_DATABASE_URL is empty; the service uses the same file so both see the same work.
 DEFAULT_SYSTEM_DATABASE_URL = "sqlite:///dbos_publishers.sqlite"
 DEFAULT_APP_DATABASE_URL = "sqlite:///dbos_publishers_app.sqlite"
-DEFAULT_PUBLISHERS_FILE = PROJECT_ROOT / "publishers.toml"
 DEFAULT_HTTP_HOST = "127.0.0.1"
 
 # Used with fullmatch: `$` would let a trailing newline through. ASCII ranges only.
@@ -394,3 +400,8 @@ def logger_levels(env: Mapping[str, str]) -> dict[str, str]:
             )
         levels[name] = given.upper()
     return levels
+
+
+def ci(env: Mapping[str, str]) -> bool:
+    """Running under CI (CI=true, as CI services set it): no live progress lines."""
+    return env.get("CI", "").lower() in ("true", "1")

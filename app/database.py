@@ -130,3 +130,21 @@ def connection_failure(exc: BaseException) -> str | None:
     if isinstance(exc.orig, sqlite3.Error) and any(s in reason for s in SQLITE_UNAVAILABLE):
         return reason
     return None
+
+
+@contextmanager
+def read_snapshot(url: DatabaseUrl) -> Iterator[sa.Connection]:
+    """A connection whose reads all see one snapshot: one REPEATABLE READ, read-only transaction
+    on Postgres (READ COMMITTED would give each statement its own), one deferred transaction on
+    SQLite (the driver opens none for a SELECT on its own). Rolled back at the end."""
+    with short_lived_engine(url) as engine, engine.connect() as conn:
+        if url.backend == "postgresql":
+            conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+            conn.begin()
+        else:
+            conn.begin()
+            conn.exec_driver_sql("BEGIN DEFERRED")
+        try:
+            yield conn
+        finally:
+            conn.rollback()

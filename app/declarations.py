@@ -15,6 +15,7 @@ from typing import TypeAlias
 from app.errors import ConfigError
 
 PUBLISHERS_FILE_VARIABLE = "APP_PUBLISHERS_FILE"
+DEFAULT_PUBLISHERS_FILE = Path(__file__).resolve().parent.parent / "publishers.toml"
 # Declarations for hundreds of publishers take a few KiB; a bigger file is a wrong path (a log, a
 # dump, /dev/zero), and reading it whole could exhaust memory before TOML says no.
 MAX_PUBLISHERS_FILE_BYTES = 1024 * 1024

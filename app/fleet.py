@@ -8,10 +8,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from dbos import WorkflowStatus
+from rich.table import Table
 
 from app import dbos_gateway, leases
 from app.config import Settings
-from app.database import short_lived_engine
+from app.database import read_snapshot
+from app.tables import render as render_tables
+from app.tables import table
 
 RECENT_GONE = 10  # gone workers listed beside the live ones
 # Moves stranded work to this version, whose workers then run it (the old version's restart,
@@ -56,11 +59,21 @@ class FleetSnapshot:
 
 
 def gather(settings: Settings, active: list[WorkflowStatus] | None = None) -> FleetSnapshot:
-    with short_lived_engine(settings.app_db) as engine, engine.connect() as conn:
+    with read_snapshot(settings.app_db) as conn:
         rows = leases.list_workers(conn)
         takeovers = leases.list_takeovers(conn)
     if active is None:
         active = dbos_gateway.active_workflows_at(settings.system_db)
+    return build(settings, rows, takeovers, active)
+
+
+def build(
+    settings: Settings,
+    rows: list[leases.WorkerRow],
+    takeovers: list[leases.TakeoverRow],
+    active: list[WorkflowStatus],
+) -> FleetSnapshot:
+    """The snapshot from the worker and takeover rows and DBOS's active workflows."""
     pending = Counter(wf.executor_id for wf in active if wf.status == "PENDING")
     by_worker = Counter(t.by_worker_id for t in takeovers)
     executor_of = {r.worker_id: r.executor_id for r in rows}
@@ -109,20 +122,28 @@ def stranded_work(
 
 
 def render(snapshot: FleetSnapshot) -> str:
-    header = (
-        f"  {'executor':<28} {'version':<8} {'host/pid':<24} {'state':<11} "
-        f"{'heartbeat':>9} {'in-flight':>9} {'takeovers':>9}"
-    )
-    lines = ["Workers:", header]
-    for w in snapshot.workers:
-        by = f"  (by {w.taken_over_by})" if w.taken_over_by else ""
-        lines.append(
-            f"  {w.executor_id:<28} {w.app_version:<8} {f'{w.host}/{w.pid}':<24} {w.state:<11} "
-            f"{w.heartbeat_age_sec:>8.1f}s {w.in_flight:>9} {w.takeovers:>9}{by}"
+    return render_tables(*parts(snapshot))
+
+
+def parts(snapshot: FleetSnapshot) -> list[Table | str]:
+    """The workers table, then a line per stranded version."""
+    rows = [
+        (
+            w.executor_id,
+            w.app_version,
+            f"{w.host}/{w.pid}",
+            w.state + (f" (by {w.taken_over_by})" if w.taken_over_by else ""),
+            f"{w.heartbeat_age_sec:.1f}s",
+            w.in_flight,
+            w.takeovers,
         )
-    for s in snapshot.stranded:
-        lines.append(
-            f"  STRANDED {s.workflows} workflows of version {s.app_version} "
-            f"(executor {s.executor_id}): {s.resolve}"
-        )
-    return "\n".join(lines)
+        for w in snapshot.workers
+    ]
+    headers = ["executor", "version", "host/pid", "state", "heartbeat>", "in-flight>"]
+    found: list[Table | str] = [table([*headers, "takeovers>"], rows, title="Workers:")]
+    found += [
+        f"STRANDED {s.workflows} workflows of version {s.app_version} "
+        f"(executor {s.executor_id}): {s.resolve}"
+        for s in snapshot.stranded
+    ]
+    return found

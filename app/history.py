@@ -8,10 +8,13 @@ application database say from whom, by whom and why).
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from dbos import DBOSClient, StepInfo, WorkflowStatus
+from rich.table import Table
 
 from app import dbos_gateway, leases
 from app.config import ConfigError, Settings
@@ -21,8 +24,13 @@ from app.database import (
     short_lived_engine,
     system_tables_exist,
 )
+from app.dbos_gateway import DEAD_STATUSES
 from app.leases import TakeoverRow
-from app.publishers.base import batch_workflow_id
+from app.publishers.base import CHUNK_WORKFLOW, batch_workflow_id
+from app.tables import render as render_tables
+from app.tables import table
+
+MAX_LISTED = 10  # failed chunk ids the summary names; --failed lists them all
 
 
 def describe(settings: Settings, batch_id: str) -> dict[str, Any]:
@@ -96,27 +104,102 @@ def _iso(epoch_ms: int | None) -> str | None:
     return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
 
 
-def render(description: dict[str, Any]) -> str:
-    lines = [
-        f"Batch {description['batch_id']}: {len(description['workflows'])} workflows, "
-        f"{description['replayed_steps']} steps replayed from checkpoints after a restart, "
-        f"{description['taken_over_workflows']} workflows taken over from a gone worker"
-    ]
+@dataclass(frozen=True)
+class Detail:
+    """Which workflows and steps `inspect` lists beside its summary (none: the summary only)."""
+
+    steps: bool = False  # every workflow with every step
+    failed: bool = False  # workflows that ended without succeeding, or with a failed step
+    replayed: bool = False  # workflows with replayed steps, those steps only
+
+    @property
+    def any(self) -> bool:
+        return self.steps or self.failed or self.replayed
+
+
+def summarize(description: dict[str, Any]) -> dict[str, Any]:
+    """Workflows by status, chunks committed and failed, replays, takeovers and executors."""
+    workflows = description["workflows"]
+    chunks = [w for w in workflows if w["name"] == CHUNK_WORKFLOW]
+    failed = [w["workflow_id"] for w in chunks if w["status"] in DEAD_STATUSES]
+    return {
+        "workflows": len(workflows),
+        "by_status": dict(sorted(Counter(w["status"] for w in workflows).items())),
+        "chunks": len(chunks),
+        "chunks_committed": sum(1 for w in chunks if w["status"] == "SUCCESS"),
+        "failed_chunks": len(failed),
+        "failed_chunk_ids": failed[:MAX_LISTED],
+        "replayed_steps": description["replayed_steps"],
+        "taken_over_workflows": description["taken_over_workflows"],
+        "executors": dict(sorted(Counter(w["executor_id"] or "-" for w in workflows).items())),
+    }
+
+
+def select(description: dict[str, Any], detail: Detail) -> list[dict[str, Any]]:
+    """The workflows (and of each the steps) that `detail` asks for."""
+    if detail.steps:
+        return list(description["workflows"])
+    chosen = []
     for wf in description["workflows"]:
-        lines.append(
-            f"\n{wf['workflow_id']}  {wf['status']}  executor={wf['executor_id']}  "
-            f"attempts={wf['recovery_attempts']}  last started {wf['last_started_at']}"
+        steps = [
+            s
+            for s in wf["steps"]
+            if (detail.failed and s["error"]) or (detail.replayed and s["replayed"])
+        ]
+        ended_badly = detail.failed and wf["status"] in DEAD_STATUSES
+        if steps or ended_badly:
+            chosen.append({**wf, "steps": steps})
+    return chosen
+
+
+def to_json(description: dict[str, Any], detail: Detail) -> dict[str, Any]:
+    """Without a filter every workflow and step, as before the summary existed (tools read it);
+    with one, the workflows it selects."""
+    workflows = select(description, detail) if detail.any else description["workflows"]
+    return {**description, "summary": summarize(description), "workflows": workflows}
+
+
+def render(description: dict[str, Any], detail: Detail = Detail()) -> str:
+    summary = summarize(description)
+    lines = [
+        f"Batch {description['batch_id']}: {summary['workflows']} workflows, "
+        f"{description['replayed_steps']} steps replayed from checkpoints after a restart, "
+        f"{description['taken_over_workflows']} workflows taken over from a gone worker",
+        "  by status: " + ", ".join(f"{k}={v}" for k, v in summary["by_status"].items()),
+        f"  chunks: {summary['chunks_committed']} of {summary['chunks']} committed, "
+        f"{summary['failed_chunks']} failed"
+        + (f" ({', '.join(summary['failed_chunk_ids'])})" if summary["failed_chunk_ids"] else ""),
+        "  executors: " + ", ".join(f"{k} ({v})" for k, v in summary["executors"].items()),
+    ]
+    if not detail.any:
+        lines.append("  (details: --steps, --failed or --replayed)")
+    parts: list[Table | str] = ["\n".join(lines)]
+    chosen = select(description, detail) if detail.any else []
+    if detail.any and not chosen:
+        parts.append("no workflow has what the filter asks for")
+    for wf in chosen:
+        parts += _workflow_parts(wf)
+    return render_tables(*parts)
+
+
+def _workflow_parts(wf: dict[str, Any]) -> list[Table | str]:
+    heading = (
+        f"{wf['workflow_id']}  {wf['status']}  executor={wf['executor_id']}  "
+        f"attempts={wf['recovery_attempts']}  last started {wf['last_started_at']}"
+    )
+    heading += "".join(
+        f"\n  taken over from {t['from_executor_id']} by {t['by_executor_id']} "
+        f"({t['reason']}) at {t['claimed_at']}"
+        for t in wf["taken_over"]
+    )
+    rows = [
+        (
+            s["step_id"],
+            s["name"],
+            "replayed" if s["replayed"] else "ran",
+            s["completed_at"],
+            s["error"] or "",
         )
-        lines.extend(
-            f"  taken over from {t['from_executor_id']} by {t['by_executor_id']} "
-            f"({t['reason']}) at {t['claimed_at']}"
-            for t in wf["taken_over"]
-        )
-        for step in wf["steps"]:
-            mark = "replayed" if step["replayed"] else "ran"
-            error = f"  error={step['error']}" if step["error"] else ""
-            lines.append(
-                f"  {step['step_id']:>4} {step['name']:<28} {mark:<8} "
-                f"completed {step['completed_at']}{error}"
-            )
-    return "\n".join(lines)
+        for s in wf["steps"]
+    ]
+    return [heading, table(["step>", "name", "", "completed", "error"], rows)]

@@ -38,9 +38,15 @@ def check(
     key, so a duplicate needs a publisher with other ids; a duplicate publish under the same id
     shows up as a counter ahead of the ledger.
     """
-    report = InvariantReport(
-        publishers=ledger.publisher_counts(conn), topics=ledger.topic_counts(conn)
-    )
+    report = judge(ledger.publisher_counts(conn), ledger.topic_counts(conn))
+    for batch_id, count in (expected_batches or {}).items():
+        _check_batch(conn, report, batch_id, count)
+    return report
+
+
+def judge(publishers: list[ledger.CounterRow], topics: list[ledger.TopicRow]) -> InvariantReport:
+    """The counter invariants over rows already read (in one snapshot: see `agree`)."""
+    report = InvariantReport(publishers=publishers, topics=topics)
     for row in report.publishers:
         report.ledger_rows += row.ledger_rows
         if row.local_counter != row.ledger_rows:
@@ -54,9 +60,30 @@ def check(
                 f"global counter {topic.topic} = {topic.global_counter}, sum of locals = "
                 f"{topic.sum_of_locals}, ledger has {topic.ledger_rows}"
             )
-    for batch_id, count in (expected_batches or {}).items():
-        _check_batch(conn, report, batch_id, count)
+    report.violations += agree(publishers, topics)
     return report
+
+
+def agree(publishers: list[ledger.CounterRow], topics: list[ledger.TopicRow]) -> list[str]:
+    """The per-publisher rows and the per-topic rows describe the same database state: read in
+    one snapshot they always do, so a difference means they were read at different moments (a
+    frame that would contradict itself) or a view is wrong."""
+    locals_: dict[str, int] = {}
+    rows: dict[str, int] = {}
+    for row in publishers:
+        locals_[row.topic] = locals_.get(row.topic, 0) + row.local_counter
+        rows[row.topic] = rows.get(row.topic, 0) + row.ledger_rows
+    found = []
+    for topic in topics:
+        seen = (locals_.pop(topic.topic, 0), rows.pop(topic.topic, 0))
+        if seen != (topic.sum_of_locals, topic.ledger_rows):
+            found.append(
+                f"topic {topic.topic}: the publisher rows sum to {seen[0]} local / {seen[1]} "
+                f"ledger, the topic row says {topic.sum_of_locals} / {topic.ledger_rows} "
+                "(not one snapshot?)"
+            )
+    found += [f"topic {t}: publisher rows but no topic row (not one snapshot?)" for t in locals_]
+    return found
 
 
 def more_missing_ids(shown: list[str], batch_id: str, absent: list[int]) -> list[str]:

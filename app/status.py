@@ -2,18 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
-from typing import Any
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
 
+import sqlalchemy as sa
 from dbos import WorkflowStatus
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from rich.table import Table
 
-from app import dbos_gateway, failpoints, fleet, invariants, ledger, lifecycle, work
+from app import (
+    batch_records,
+    dbos_gateway,
+    failpoints,
+    fleet,
+    invariants,
+    leases,
+    ledger,
+    lifecycle,
+    work,
+)
 from app.config import ConfigError, Settings
-from app.database import app_tables_exist, require_reachable, short_lived_engine
+from app.database import app_tables_exist, read_snapshot, require_reachable, short_lived_engine
 from app.metrics import REGISTRY
+from app.tables import render as render_tables
+from app.tables import table
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -21,6 +39,49 @@ class PublisherInfo:
     name: str
     class_path: str
     chunk_size: int
+
+
+@dataclass(frozen=True)
+class AppState:
+    """A status frame's reads of the application database, all from one snapshot."""
+
+    report: invariants.InvariantReport
+    workers: list[leases.WorkerRow]
+    takeovers: list[leases.TakeoverRow]
+    batches: list[batch_records.BatchProgress]  # the newest planned batches
+
+
+ConnectionFor = Callable[[], AbstractContextManager[sa.Connection]]
+
+
+def _nothing() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class _Reader:
+    connection: ConnectionFor
+    between: Callable[[], None]
+
+    def __call__(self, read: Callable[[sa.Connection], T]) -> T:
+        with self.connection() as conn:
+            found = read(conn)
+        self.between()
+        return found
+
+
+def read_app_state(connection: ConnectionFor, between: Callable[[], None] = _nothing) -> AppState:
+    """Every read a status frame makes of the application database, each on `connection()`.
+    `gather` hands every read the same snapshot; `between` runs after each read (a test puts a
+    writer there, and hands out separate connections, to show what one snapshot prevents)."""
+    read = _Reader(connection, between)
+    publishers, topics = read(ledger.publisher_counts), read(ledger.topic_counts)
+    return AppState(
+        report=invariants.judge(publishers, topics),
+        workers=read(leases.list_workers),
+        takeovers=read(leases.list_takeovers),
+        batches=read(batch_records.recent_batches),
+    )
 
 
 @dataclass(frozen=True)
@@ -37,6 +98,8 @@ class StatusSnapshot:
     dead: dict[str, dict[str, int]]  # ended without succeeding: ERROR, CANCELLED, ...
     orphans: dict[str, int]
     fleet: fleet.FleetSnapshot
+    batches: list[batch_records.BatchProgress] = field(default_factory=list)
+    read_at: float = 0.0  # epoch seconds, when the snapshot was taken
 
     @property
     def healthy(self) -> bool:
@@ -52,11 +115,27 @@ class StatusSnapshot:
             {"name": p.name, "class": p.class_path, "chunk_size": p.chunk_size}
             for p in self.publishers
         ]
+        data["batches"] = [batch_json(b) for b in self.batches]
         return data
 
 
+def batch_json(batch: batch_records.BatchProgress) -> dict[str, Any]:
+    return {
+        "batch_id": batch.batch_id,
+        "publisher": batch.publisher,
+        "topic": batch.topic,
+        "messages": batch.messages,
+        "published": batch.published,
+        "percent": batch.percent,
+        "chunks": batch.chunks,
+        "state": batch.state,
+        "planned_at": batch.planned_at.isoformat(),
+    }
+
+
 def gather(settings: Settings) -> StatusSnapshot:
-    """Read both databases: counters, ledger totals, invariants and pending work."""
+    """Read both databases: counters, ledger totals, invariants and pending work. The
+    application database is read in one snapshot, so its numbers agree with each other."""
     require_reachable(settings.app_db)
     require_reachable(settings.system_db)
     if not app_tables_exist(settings.app_db):
@@ -64,67 +143,96 @@ def gather(settings: Settings) -> StatusSnapshot:
             f"{settings.app_db.safe} has no application tables yet: run `dbos migrate` "
             "(or start the service once)"
         )
-    with short_lived_engine(settings.app_db) as engine, engine.connect() as conn:
-        report = invariants.check(conn)
+    read_at = time.time()
+    with read_snapshot(settings.app_db) as conn:
+        state = read_app_state(lambda: nullcontext(conn))
     # Work, orphans and dead work alike, in one read.
     active, dead = dbos_gateway.active_and_dead_at(settings.system_db)
     dead = lifecycle.without_retried(settings.system_db, dead)  # retried: no longer dead
     return StatusSnapshot(
         publishers=[PublisherInfo(d.name, d.class_path, d.chunk_size) for d in settings.publishers],
-        local_counters=report.publishers,
-        global_counters=report.topics,
-        ledger_rows=report.ledger_rows,
-        consistent=report.ok,
-        violations=report.violations,
+        local_counters=state.report.publishers,
+        global_counters=state.report.topics,
+        ledger_rows=state.report.ledger_rows,
+        consistent=state.report.ok,
+        violations=state.report.violations,
         work=work.pending_work(active),
         dead=work.dead_work(dead),
         orphans=dict(work.find_orphans(settings, active)),
-        fleet=fleet.gather(settings, active),
+        fleet=fleet.build(settings, state.workers, state.takeovers, active),
+        batches=state.batches,
+        read_at=read_at,
     )
 
 
-def render(status: StatusSnapshot) -> str:
-    """The snapshot as aligned text tables for a terminal."""
-    return "\n".join([_render_counters(status.to_json()), "", fleet.render(status.fleet)])
+def render(status: StatusSnapshot, *, terminal: bool = False) -> str:
+    """The snapshot as text tables sized to their content."""
+    return render_tables(*parts(status), terminal=terminal)
 
 
-def _render_counters(snapshot: dict[str, Any]) -> str:
-    lines = ["Publishers:"]
+def parts(status: StatusSnapshot) -> list[Table | str]:
+    """The counters, the ledger line, work to do, and the workers, in reading order."""
+    return [*counter_parts(status), *work_lines(status), *fleet.parts(status.fleet)]
+
+
+@dataclass(frozen=True)
+class Rates:
+    """msg/s beside each counter (`status --watch`): per (publisher, topic) and per topic."""
+
+    local: Callable[[ledger.CounterRow], str]
+    topic: Callable[[ledger.TopicRow], str]
+
+
+def counter_parts(status: StatusSnapshot, rates: Rates | None = None) -> list[Table | str]:
+    publishers = table(
+        ["publisher", "class", "chunk size>"],
+        [(p.name, p.class_path, p.chunk_size) for p in status.publishers],
+        title="Publishers:",
+    )
+    rate = ["msg/s>"] if rates else []
+    local = table(
+        ["publisher", "topic", "local>", "ledger>", *rate],
+        [
+            (r.publisher, r.topic, r.local_counter, r.ledger_rows)
+            + ((rates.local(r),) if rates else ())
+            for r in status.local_counters
+        ],
+        title="Local counters:",
+    )
+    topics = table(
+        ["topic", "global>", "sum(local)>", "ledger>", *rate],
+        [
+            (r.topic, r.global_counter, r.sum_of_locals, r.ledger_rows)
+            + ((rates.topic(r),) if rates else ())
+            for r in status.global_counters
+        ],
+        title="Global counters:",
+    )
+    ledger_line = "\n".join(
+        [f"Ledger rows: {status.ledger_rows}  consistent: {status.consistent}"]
+        + [f"  VIOLATION {v}" for v in status.violations]
+    )
+    return [publishers, local, topics, ledger_line]
+
+
+def work_lines(status: StatusSnapshot) -> list[Table | str]:
+    lines = ["Work still to do:"]
     lines += [
-        f"  {p['name']:<16} {p['class']}  chunk_size={p['chunk_size']}"
-        for p in snapshot["publishers"]
-    ]
-    lines += ["", f"  {'publisher':<16} {'topic':<20} {'local':>10} {'ledger':>10}"]
-    lines += [
-        f"  {r['publisher']:<16} {r['topic']:<20} {r['local_counter']:>10} {r['ledger_rows']:>10}"
-        for r in snapshot["local_counters"]
-    ]
-    lines += ["", f"  {'topic':<20} {'global':>10} {'sum(local)':>10} {'ledger':>10}"]
-    lines += [
-        f"  {r['topic']:<20} {r['global_counter']:>10} {r['sum_of_locals']:>10}"
-        f" {r['ledger_rows']:>10}"
-        for r in snapshot["global_counters"]
-    ]
-    lines += ["", f"Ledger rows: {snapshot['ledger_rows']}  consistent: {snapshot['consistent']}"]
-    lines += [f"  VIOLATION {v}" for v in snapshot["violations"]]
-    lines += ["", "Work still to do:"]
-    lines += [
-        f"  {queue:<24} pending={c['PENDING']} enqueued={c['ENQUEUED']}"
-        for queue, c in snapshot["work"].items()
+        f"  {queue}: pending={c['PENDING']} enqueued={c['ENQUEUED']}"
+        for queue, c in status.work.items()
     ]
     lines += [
         f"  ORPHANED publisher '{n}': {c} workflows (declare it again, or "
         f"`{work.CANCEL_COMMAND} BATCH_ID`)"
-        for n, c in snapshot["orphans"].items()
+        for n, c in status.orphans.items()
     ]
     lines += [
-        f"  DEAD {name:<19} "
+        f"  DEAD {name} "
         + " ".join(f"{state.lower()}={n}" for state, n in counts.items())
         + "  (ended without publishing: `dbos workflow list --status ERROR`)"
-        for name, counts in snapshot["dead"].items()
+        for name, counts in status.dead.items()
     ]
-    lines += ["", f"Healthy: {snapshot['healthy']}"]
-    return "\n".join(lines)
+    return ["\n".join(lines), f"Healthy: {status.healthy}"]
 
 
 class StateCollector(Collector):

@@ -27,6 +27,8 @@ from app.database import (
 )
 from app.errors import StateError
 from app.failpoints import failpoint
+from app.tables import render as render_tables
+from app.tables import table
 from app.workers import process_token
 
 log = structlog.get_logger()
@@ -159,4 +161,8 @@ def render(result: UpgradeResult) -> str:
     line += f" ({versions}); its service runs them" if result.moved else ""
     if result.skipped:
         line += f"; {len(result.skipped)} skipped (ended or moved meanwhile)"
-    return line
+    if not result.moved:
+        return line
+    counted = Counter((m.from_version, m.name, m.status) for m in result.moved)
+    rows = [(v, name, status, n) for (v, name, status), n in sorted(counted.items())]
+    return render_tables(line, table(["from version", "workflow", "was", "workflows>"], rows))

@@ -19,7 +19,7 @@ from dbos import WorkflowStatus
 
 from app import dbos_gateway, invariants, ledger, lifecycle
 from app.config import PROJECT_ROOT, DatabaseUrl, Settings
-from app.database import short_lived_engine
+from app.database import read_snapshot, short_lived_engine
 from app.errors import AppError
 from app.publishers.base import batch_workflow_id
 
@@ -334,5 +334,5 @@ class ServiceHarness:
             return ledger.row_count(conn)
 
     def check(self, expected: dict[str, int] | None = None) -> invariants.InvariantReport:
-        with short_lived_engine(self.app_db) as engine, engine.connect() as conn:
+        with read_snapshot(self.app_db) as conn:  # its rows agree even while work runs
             return invariants.check(conn, expected)

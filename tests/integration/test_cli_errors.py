@@ -289,8 +289,9 @@ def test_waiting_on_a_batch_that_ended_without_a_summary_is_one_line_and_exit_1(
     assert done.returncode == 1
     errors = [line for line in done.stderr.splitlines() if not line.startswith("{")]  # logs: JSON
     assert errors == [
+        "batch gone queued (workflow batch-gone)",  # the id, before any wait
         "error: workflow batch-gone ended CANCELLED: DBOS Error 13: Awaited workflow batch-gone "
-        "was cancelled"
+        "was cancelled",
     ]
     assert done.stdout == ""
 

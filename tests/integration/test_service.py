@@ -179,8 +179,10 @@ def test_inspect_shows_every_workflow_and_no_replays_without_a_restart(
     assert description["replayed_steps"] == 0
     ready = next(r for r in service.records() if r.get("event") == "service_ready")
     assert {wf["executor_id"] for wf in description["workflows"]} == {ready["executor_id"]}
-    table = service.cli("inspect", "calm")
-    assert "0 steps replayed" in table.stdout and "record_chunk" in table.stdout
+    summary = service.cli("inspect", "calm")
+    assert "0 steps replayed" in summary.stdout and "3 of 3 committed" in summary.stdout
+    assert "record_chunk" not in summary.stdout  # steps only when asked for
+    assert "record_chunk" in service.cli("inspect", "calm", "--steps").stdout
     missing = service.cli("inspect", "nope")
     assert missing.returncode == 2 and "no batch with id 'nope'" in missing.stderr
 

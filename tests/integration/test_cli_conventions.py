@@ -1,0 +1,140 @@
+"""The CLI's conventions: help that names defaults, publishers, scenarios, environment and exit
+codes (and survives a broken publishers file); --version; completion scripts; publish --wait's
+id-before-wait, --timeout and no-service hint; inspect's summary and filters; doctor."""
+
+from __future__ import annotations
+
+import json
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from app import cli, follow, lifecycle, migrate
+from tests.helpers import CliRun, InProcessCli, ServiceRunner
+
+
+def _one_error_line(done: CliRun, fragment: str) -> None:
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert fragment in done.stderr and done.stdout == ""
+
+
+def _messages(done: CliRun) -> list[str]:
+    """stderr without the JSON log records."""
+    return [line for line in done.stderr.splitlines() if not line.startswith("{")]
+
+
+def test_help_names_publishers_environment_and_exit_codes(cli: InProcessCli) -> None:
+    done = cli("--help")
+    assert (done.returncode, done.stderr) == (0, "")
+    assert "publishers (" in done.stdout and "): orders" in done.stdout
+    for text in ("DBOS_SYSTEM_DATABASE_URL", "APP_PUBLISHERS_FILE", "CI", "exit codes:"):
+        assert text in done.stdout
+    for code in ("124", "130", "141"):
+        assert f"  {code}  " in done.stdout
+
+
+def test_subcommand_help_shows_defaults_choices_publishers_and_scenarios(
+    cli: InProcessCli,
+) -> None:
+    publish = cli("publish", "--help").stdout
+    assert "topic (default: default)" in publish and "): orders" in publish
+    status = cli("status", "--help").stdout
+    assert "seconds between redraws (default: 2.0)" in status
+    run = cli("scenario", "run", "--help").stdout
+    assert "{sqlite,postgres}" in run and "chaos" in run and "broken/counter-outside-tx" in run
+
+
+def test_help_still_works_with_a_broken_publishers_file(cli: InProcessCli, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[[publishers]\n")
+    done = cli("--help", APP_PUBLISHERS_FILE=str(broken))
+    assert done.returncode == 0
+    assert "publishers: unknown (publishers file" in done.stdout and "not valid TOML" in done.stdout
+
+
+def test_version(cli: InProcessCli) -> None:
+    done = cli("--version")
+    assert (done.returncode, done.stdout) == (
+        0,
+        f"python -m app {metadata.version('dbos-publishers')}\n",
+    )
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_completion_scripts_know_the_commands_and_options(cli: InProcessCli, shell: str) -> None:
+    done = cli("completion", shell)
+    assert done.returncode == 0, done.stderr
+    assert "dbos-publishers" in done.stdout and "python -m app" not in done.stdout
+    for word in ("publish", "doctor", "inspect", "--replayed", "--timeout"):
+        assert word in done.stdout
+
+
+def test_completion_for_an_unknown_shell_is_one_line(cli: InProcessCli) -> None:
+    _one_error_line(cli("completion", "fish"), "invalid choice: 'fish'")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--timeout", "5"], "--timeout needs --wait"),
+        (["--wait", "--timeout", "0"], "--timeout needs --wait and a positive number, not 0"),
+        (["--wait", "--timeout", "soon"], "invalid float value: 'soon'"),
+    ],
+)
+def test_bad_timeouts_are_refused_before_anything_is_submitted(
+    cli: InProcessCli, tmp_path: Path, args: list[str], fragment: str
+) -> None:
+    _one_error_line(cli("publish", "orders", "--count", "5", *args), fragment)
+    assert not (tmp_path / "system.sqlite").exists()
+
+
+def test_publish_wait_without_a_service_prints_the_id_hints_and_times_out(
+    cli: InProcessCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(follow, "HINT_AFTER_SEC", 0.0)
+    done = cli(
+        "publish", "orders", "--count", "5", "--batch-id", "lonely", "--wait", "--timeout", "1"
+    )
+    assert done.returncode == 124, done.stderr
+    assert done.stdout == ""
+    queued, hint, gave_up = _messages(done)
+    assert queued == "batch lonely queued (workflow batch-lonely)"
+    assert hint == (
+        "warning: no service has picked up batch lonely: is `dbos start` running against this "
+        "database?"
+    )
+    assert gave_up.startswith("error: gave up waiting after 1 s: batch lonely is ENQUEUED")
+    assert "msg/s" not in done.stderr  # no live line off a terminal
+
+
+def test_doctor_names_the_problem_and_the_command_that_fixes_it(
+    cli: InProcessCli, sqlite_runner: ServiceRunner
+) -> None:
+    fresh = cli("doctor")
+    assert fresh.returncode == 1
+    assert "PROBLEM  DBOS_SYSTEM_DATABASE_URL: sqlite file" in fresh.stdout
+    assert "fix: dbos start" in fresh.stdout
+
+    migrate.upgrade_all(sqlite_runner.settings())  # as `dbos migrate` does
+    done = cli("doctor", "--json")
+    assert done.returncode == 1
+    checks = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+    assert checks["migrations"]["ok"] and checks["publishers"]["ok"]
+    assert checks["queue workers"] == {
+        "name": "queue workers",
+        "ok": False,
+        "detail": "no worker holds a live lease; 0 workflows wait",
+        "fix": "dbos start",
+    }
+
+
+def test_doctor_refuses_bad_input_with_exit_2(cli: InProcessCli) -> None:
+    _one_error_line(cli("doctor", "--verbose"), "unrecognized arguments: --verbose")
+    _one_error_line(cli("doctor", APP_LOG_FORMAT="xml"), "APP_LOG_FORMAT")
+
+
+def test_the_parser_names_every_lifecycle_action() -> None:
+    """The parser lists them without importing app.lifecycle (DBOS): the two lists agree."""
+    assert tuple(name for name, _ in cli.LIFECYCLE_COMMANDS) == lifecycle.ACTIONS

@@ -1,0 +1,59 @@
+"""`status --watch` frames: the time and interval, msg/s from the change since the previous
+frame, and per-batch progress with an ETA; the first frame has no rate to show."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from app import fleet, watch
+from app.batch_records import BatchProgress
+from app.ledger import CounterRow, TopicRow
+from app.status import StatusSnapshot
+
+
+def _snapshot(published: int, at: float) -> StatusSnapshot:
+    return StatusSnapshot(
+        publishers=[],
+        local_counters=[CounterRow("orders", "default", published, published)],
+        global_counters=[TopicRow("default", published, published, published)],
+        ledger_rows=published,
+        consistent=True,
+        violations=[],
+        work={},
+        dead={},
+        orphans={},
+        fleet=fleet.FleetSnapshot(workers=[], takeovers=[], takeovers_total=0, stranded=[]),
+        batches=[
+            BatchProgress(
+                "big", "orders", "default", 10_000, 20, "active", datetime.now(UTC), published
+            )
+        ],
+        read_at=at,
+    )
+
+
+def _row(text: str, first: str) -> list[str]:
+    return next(line.split() for line in text.splitlines() if line.startswith(first))
+
+
+def test_a_frame_shows_rates_and_an_eta_from_the_previous_frame() -> None:
+    text = watch.frame(_snapshot(4000, 1002.0), _snapshot(2000, 1000.0), 2.0, terminal=False)
+    assert "every 2 s" in text and "Ledger rows: 4000" in text
+    assert _row(text, "orders")[-1] == "1,000"  # (4000 - 2000) / 2 s
+    assert _row(text, "big") == [
+        "big",
+        "orders",
+        "default",
+        "4000",
+        "10000",
+        "40.0%",
+        "1,000",
+        "6",
+        "s",
+    ]
+
+
+def test_the_first_frame_has_no_rate() -> None:
+    text = watch.frame(_snapshot(4000, 1002.0), None, 2.0, terminal=False)
+    assert _row(text, "orders")[-1] == "-"
+    assert _row(text, "big")[-2:] == ["-", "-"]
