@@ -231,7 +231,8 @@ def _dispatch(argv: Sequence[str] | None) -> int:
 
 
 def _command(args: argparse.Namespace) -> int:
-    from app import runtime
+    # app.lifecycle declares a failpoint APP_FAILPOINTS may name: imported before the spec parses.
+    from app import lifecycle, runtime  # noqa: F401 - lifecycle: for its declaration
     from app.config import Settings
     from app.logs import configure_logging
 
@@ -257,8 +258,7 @@ def _command(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, blueprint: runtime.Blueprint) -> int:
-    from app import fleet, history, service
-    from app.database import require_reachable
+    from app import fleet, history, service, status
     from app.logs import configure_logging
 
     settings = blueprint.settings
@@ -273,7 +273,7 @@ def _run(args: argparse.Namespace, blueprint: runtime.Blueprint) -> int:
     if args.command == "publish":
         return _publish(args, settings)
     if args.command == "workers":
-        require_reachable(settings.app_db)
+        status.require_app_tables(settings)
         snapshot = fleet.gather(settings)
         print(json.dumps(snapshot.to_json(), indent=2) if args.json else fleet.render(snapshot))
         return 0

@@ -136,13 +136,8 @@ def batch_json(batch: batch_records.BatchProgress) -> dict[str, Any]:
 def gather(settings: Settings) -> StatusSnapshot:
     """Read both databases: counters, ledger totals, invariants and pending work. The
     application database is read in one snapshot, so its numbers agree with each other."""
-    require_reachable(settings.app_db)
+    require_app_tables(settings)
     require_reachable(settings.system_db)
-    if not app_tables_exist(settings.app_db):
-        raise ConfigError(
-            f"{settings.app_db.safe} has no application tables yet: run `dbos migrate` "
-            "(or start the service once)"
-        )
     read_at = time.time()
     with read_snapshot(settings.app_db) as conn:
         state = read_app_state(lambda: nullcontext(conn))
@@ -163,6 +158,16 @@ def gather(settings: Settings) -> StatusSnapshot:
         batches=state.batches,
         read_at=read_at,
     )
+
+
+def require_app_tables(settings: Settings) -> None:
+    """The application database answers and holds our tables; else one line saying what to run."""
+    require_reachable(settings.app_db)
+    if not app_tables_exist(settings.app_db):
+        raise ConfigError(
+            f"{settings.app_db.safe} has no application tables yet: run `dbos migrate` "
+            "(or start the service once)"
+        )
 
 
 def render(status: StatusSnapshot, *, terminal: bool = False) -> str:

@@ -138,3 +138,7 @@ def test_doctor_refuses_bad_input_with_exit_2(cli: InProcessCli) -> None:
 def test_the_parser_names_every_lifecycle_action() -> None:
     """The parser lists them without importing app.lifecycle (DBOS): the two lists agree."""
     assert tuple(name for name, _ in cli.LIFECYCLE_COMMANDS) == lifecycle.ACTIONS
+
+
+def test_workers_before_any_service_is_one_line(cli: InProcessCli) -> None:
+    _one_error_line(cli("workers"), "has no application tables yet: run `dbos migrate`")

@@ -99,3 +99,15 @@ def test_doctor_beside_a_running_service_is_all_ok(sqlite_runner: ServiceRunner)
     assert report["ok"] is True
     names = [c["name"] for c in report["checks"]]
     assert "queue workers" in names and "migrations" in names
+
+
+@pytest.mark.slow
+def test_a_failpoint_declared_by_a_lazily_imported_module_is_known(
+    sqlite_runner: ServiceRunner,
+) -> None:
+    """app.lifecycle, imported by the commands only, declares cancel.after_state: a spec naming
+    it parses in a fresh process (in-process tests cannot see this: the module is loaded)."""
+    done = sqlite_runner.cli("workers", APP_FAILPOINTS="cancel.after_state=raise")
+    assert "unknown failpoint" not in done.stderr, done.stderr
+    # It got as far as the database: none was ever started here (one line, no traceback).
+    assert done.returncode == 2 and "has no application tables yet" in done.stderr, done.stderr
