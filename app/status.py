@@ -136,8 +136,8 @@ def batch_json(batch: batch_records.BatchProgress) -> dict[str, Any]:
 def gather(settings: Settings) -> StatusSnapshot:
     """Read both databases: counters, ledger totals, invariants and pending work. The
     application database is read in one snapshot, so its numbers agree with each other."""
+    require_reachable(settings.system_db)  # both databases named before anything is read
     require_app_tables(settings)
-    require_reachable(settings.system_db)
     read_at = time.time()
     with read_snapshot(settings.app_db) as conn:
         state = read_app_state(lambda: nullcontext(conn))

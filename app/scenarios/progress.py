@@ -9,10 +9,11 @@ from typing import TextIO
 
 
 class Progress:
-    def __init__(self, stream: TextIO = sys.stderr, *, enabled: bool | None = None) -> None:
-        self.stream = stream
+    def __init__(self, stream: TextIO | None = None, *, enabled: bool | None = None) -> None:
+        # sys.stderr as it is now, not as it was when this module was first imported.
+        self.stream = stream or sys.stderr
         in_ci = os.environ.get("CI", "").lower() == "true"
-        self.enabled = stream.isatty() and not in_ci if enabled is None else enabled
+        self.enabled = self.stream.isatty() and not in_ci if enabled is None else enabled
         self.started = time.monotonic()
 
     def update(self, text: str) -> None:
