@@ -140,7 +140,8 @@ def _bench_arguments(bench: argparse.ArgumentParser) -> None:
         "--per-message-messages",
         type=int,
         default=2000,
-        help="size for the exp7 and per-message modes",
+        help="size for the per-message shapes (dbos-raw-per-message, per-message, exp7; "
+        "default 2000)",
     )
     bench.add_argument("--publishers", type=int, default=4)
     bench.add_argument("--topics", type=int, default=2)
@@ -149,8 +150,20 @@ def _bench_arguments(bench: argparse.ArgumentParser) -> None:
     bench.add_argument(
         "--workers",
         default="1",
-        help="worker processes per DBOS mode, comma-separated, each at most the runner's "
-        "MAX_WORKERS (Postgres; raw and SQLite run once, with 1)",
+        help="worker processes per product mode, comma-separated, each at most the runner's "
+        "MAX_WORKERS (Postgres; references and SQLite run with 1)",
+    )
+    bench.add_argument(
+        "--chunk-concurrency",
+        default="4",
+        help="chunk transactions at once for ceiling, dbos-raw and batched, comma-separated, "
+        "each at most 32 (default 4)",
+    )
+    bench.add_argument(
+        "--latency-batches",
+        default="20",
+        help="100-message batches timed one at a time on an idle service, per backend "
+        "(0: skip; default 20)",
     )
     bench.add_argument("--postgres-url", default=DEFAULT_BENCH_POSTGRES)
     bench.add_argument("--json", default="bench-results/bench.json", help="where to write JSON")
@@ -167,9 +180,15 @@ def _bench_plan(args: argparse.Namespace) -> runner.Plan:
     backends = _choices(args.backends, ("sqlite", "postgres"), "--backends")
     modes = _choices(args.modes or ",".join(MODES), tuple(MODES), "--modes")
     sizes = [positive(text, "--messages") for text in args.messages.split(",")]
-    workers = sorted({positive(text, "--workers") for text in args.workers.split(",")})
-    if workers[-1] > runner.MAX_WORKERS:
-        raise ConfigError(f"--workers: at most {runner.MAX_WORKERS} (got {workers[-1]})")
+    workers = _positive_list(args.workers, "--workers", runner.MAX_WORKERS)
+    concurrency = _positive_list(
+        args.chunk_concurrency, "--chunk-concurrency", runner.MAX_CHUNK_CONCURRENCY
+    )
+    latency_batches = args.latency_batches.strip()
+    if not latency_batches.isdigit():
+        raise ConfigError(
+            f"--latency-batches must be a whole number (0 to skip), not {args.latency_batches!r}"
+        )
     for value, what in (
         (args.per_message_messages, "--per-message-messages"),
         (args.publishers, "--publishers"),
@@ -186,7 +205,20 @@ def _bench_plan(args: argparse.Namespace) -> runner.Plan:
         postgres_url=args.postgres_url,
         json_path=Path(args.json),
         workers=workers,
+        chunk_concurrency=concurrency,
+        latency_batches=int(latency_batches),
     )
+
+
+def _positive_list(text: str, what: str, most: int) -> list[int]:
+    """Distinct positive whole numbers, comma-separated, ascending; at most `most` each."""
+    from app.config import ConfigError
+    from app.scenarios.command import positive
+
+    values = sorted({positive(part, what) for part in text.split(",")})
+    if values[-1] > most:
+        raise ConfigError(f"{what}: at most {most} (got {values[-1]})")
+    return values
 
 
 def _choices(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
@@ -241,7 +273,6 @@ def _command(args: argparse.Namespace) -> int:
 
         configure_logging("json", "WARNING")
         plan = _bench_plan(args)  # refused before anything is printed
-        print(runner.HEADER, flush=True)
         runner.run(plan)
         return 0
     if args.command == "scenario":

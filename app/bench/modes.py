@@ -1,4 +1,8 @@
-"""The benchmark's modes: what each measures and how it is tuned."""
+"""The benchmark's modes: what each measures and how it is tuned.
+
+Three kinds: `reference` rows (the same work without the framework: `ceiling` with no DBOS at all,
+`dbos-raw*` with plain DBOS queued workflows) and the product's own rows (`batched`,
+`per-message`, `exp7`). Each product row is read against the references of its own shape."""
 
 from __future__ import annotations
 
@@ -7,47 +11,76 @@ from typing import Literal
 
 from app.dbos_gateway import IsolationLevel
 
-ModeName = Literal["raw", "exp7", "per-message", "batched"]
+ModeName = Literal["ceiling", "dbos-raw", "batched", "dbos-raw-per-message", "per-message", "exp7"]
+Runner = Literal["ceiling", "dbos-raw", "product"]
+CHUNK_SIZE = 2000
+PER_MESSAGE_CONCURRENCY = 32
 
 
 @dataclass(frozen=True)
 class Mode:
     name: ModeName
     description: str
+    runner: Runner
     chunk_size: int
-    chunk_concurrency: int = 8
+    # Chunk-sized modes follow `--chunk-concurrency`; the per-message shapes keep their own.
+    chunk_concurrency: int | None = None
     polling_interval_sec: float = 0.05
     # None: the service's own choice (READ COMMITTED on Postgres, SERIALIZABLE on SQLite).
     isolation: IsolationLevel | None = None
-    per_message: bool = False
+
+    @property
+    def per_message(self) -> bool:
+        return self.chunk_size == 1
+
+    @property
+    def reference(self) -> bool:
+        return self.runner != "product"
 
 
 MODES: dict[ModeName, Mode] = {
-    "raw": Mode(
-        "raw",
-        "plain multi-row inserts + counter upserts, one client, no DBOS (the ceiling)",
-        chunk_size=1000,
+    "ceiling": Mode(
+        "ceiling",
+        "no DBOS: the same ledger rows and counter upserts (the product's own code), one "
+        "transaction per 2,000-message chunk, N connections in parallel (1 on SQLite)",
+        "ceiling",
+        chunk_size=CHUNK_SIZE,
+    ),
+    "dbos-raw": Mode(
+        "dbos-raw",
+        "plain DBOS: a queued workflow per 2,000-message chunk enqueued by a DBOSClient, running "
+        "the same datasource transaction; no Publisher, no batch workflow; N at once",
+        "dbos-raw",
+        chunk_size=CHUNK_SIZE,
+    ),
+    "batched": Mode(
+        "batched",
+        "the product: batch workflows fanning out 2,000-message chunk workflows, N at once",
+        "product",
+        chunk_size=CHUNK_SIZE,
+    ),
+    "dbos-raw-per-message": Mode(
+        "dbos-raw-per-message",
+        "plain DBOS: a queued workflow per message enqueued by a DBOSClient, the same "
+        "datasource transaction, 32 at once, 50 ms polling",
+        "dbos-raw",
+        chunk_size=1,
+        chunk_concurrency=PER_MESSAGE_CONCURRENCY,
+    ),
+    "per-message": Mode(
+        "per-message",
+        "the product, a chunk workflow per message: READ COMMITTED, 50 ms polling, 32 at once",
+        "product",
+        chunk_size=1,
+        chunk_concurrency=PER_MESSAGE_CONCURRENCY,
     ),
     "exp7": Mode(
         "exp7",
         "exp7's shape: a queued workflow per message, SERIALIZABLE, DBOS's default 1 s polling",
+        "product",
         chunk_size=1,
         chunk_concurrency=10,
         polling_interval_sec=1.0,
         isolation="SERIALIZABLE",
-        per_message=True,
-    ),
-    "per-message": Mode(
-        "per-message",
-        "a queued workflow per message, READ COMMITTED, 50 ms polling, 32 at once",
-        chunk_size=1,
-        chunk_concurrency=32,
-        per_message=True,
-    ),
-    "batched": Mode(
-        "batched",
-        "2,000-message chunk workflows, one transaction each, 4 at once",
-        chunk_size=2000,
-        chunk_concurrency=4,
     ),
 }

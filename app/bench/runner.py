@@ -1,5 +1,5 @@
-"""Run every (backend, mode, size, workers) measurement in its own subprocess; print a table, write
-JSON."""
+"""Run every (backend, mode, size, concurrency, workers) measurement in its own subprocess, read
+each against the references of the same run; print a table, write JSON."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from app.bench import latency
 from app.bench.modes import MODES, ModeName
+from app.bench.progress import BenchProgress, describe_plan
 from app.bench.spec import Spec
 from app.config import ConfigError, DatabaseUrl
 from app.database import require_reachable
@@ -19,6 +21,9 @@ from app.database import require_reachable
 # Workers of one measurement run on this machine, each with its own connection pools to the one
 # Postgres (whose default max_connections is 100).
 MAX_WORKERS = 8
+MAX_CHUNK_CONCURRENCY = 32
+CHUNK_ORDER: list[ModeName] = ["ceiling", "dbos-raw", "batched"]
+PER_MESSAGE_ORDER: list[ModeName] = ["dbos-raw-per-message", "per-message", "exp7"]
 
 
 @dataclass(frozen=True)
@@ -32,57 +37,126 @@ class Plan:
     postgres_url: str
     json_path: Path
     workers: list[int] = field(default_factory=lambda: [1])  # ascending, distinct
+    chunk_concurrency: list[int] = field(default_factory=lambda: [4])  # ascending, distinct
+    latency_batches: int = 20  # 0: no latency measurement
 
 
 def worker_counts(plan: Plan, backend: str, mode: ModeName) -> list[int]:
-    """raw is one client (the ceiling) and SQLite takes one worker: those run with 1 only."""
-    return plan.workers if backend == "postgres" and mode != "raw" else [1]
+    """References run one worker (the measuring process) and SQLite takes one worker."""
+    return plan.workers if backend == "postgres" and not MODES[mode].reference else [1]
+
+
+def planned_specs(plan: Plan) -> list[Spec]:
+    """Every measurement, references before the product rows they are read against."""
+    specs: list[Spec] = []
+    for backend in plan.backends:
+        for size in plan.sizes:
+            specs += _chunk_specs(plan, backend, size)
+        # The per-message shapes manage tens of messages a second: once, at their own size.
+        size = min(plan.sizes[0], plan.per_message_size)
+        for mode in [m for m in PER_MESSAGE_ORDER if m in plan.modes]:
+            specs += _specs(plan, backend, mode, size, MODES[mode].chunk_concurrency or 1)
+    return specs
+
+
+def _chunk_specs(plan: Plan, backend: str, size: int) -> list[Spec]:
+    specs: list[Spec] = []
+    for concurrency in plan.chunk_concurrency:
+        for mode in [m for m in CHUNK_ORDER if m in plan.modes]:
+            one_writer = mode == "ceiling" and backend == "sqlite"
+            if one_writer and concurrency != plan.chunk_concurrency[0]:
+                continue  # SQLite has one writer: its ceiling is measured once, 1 connection
+            specs += _specs(plan, backend, mode, size, 1 if one_writer else concurrency)
+    return specs
+
+
+def _specs(plan: Plan, backend: str, mode: ModeName, size: int, concurrency: int) -> list[Spec]:
+    return [
+        Spec(
+            backend=backend,
+            mode=mode,
+            messages=size,
+            publishers=plan.publishers,
+            topics=plan.topics,
+            postgres_url=plan.postgres_url,
+            workers=workers,
+            chunk_concurrency=concurrency,
+        )
+        for workers in worker_counts(plan, backend, mode)
+    ]
 
 
 def run(plan: Plan) -> list[dict[str, Any]]:
-    """Measure everything the plan names; raw first per backend and size, and each DBOS mode with
-    1 worker before more, for the ratios."""
+    """Measure everything the plan names, then the latency of an idle service per backend."""
     if "postgres" in plan.backends:
         require_reachable(DatabaseUrl.parse(plan.postgres_url, "--postgres-url"))
-    if "sqlite" in plan.backends and plan.workers != [1]:
+    if "sqlite" in plan.backends and (plan.workers != [1] or "ceiling" in plan.modes):
         print(
-            "note: SQLite takes one worker: its rows are measured with 1 worker only",
+            "note: SQLite takes one writer: its product rows run 1 worker, its ceiling 1 "
+            "connection",
             file=sys.stderr,
         )
+    specs = planned_specs(plan)
+    print(describe_plan(plan, specs), file=sys.stderr, flush=True)
+    print(HEADER, flush=True)
     rows: list[dict[str, Any]] = []
-    for backend in plan.backends:
-        for size in plan.sizes:
-            ceiling = None
-            for mode in sorted(plan.modes, key=lambda m: m != "raw"):
-                messages = min(size, plan.per_message_size) if MODES[mode].per_message else size
-                if MODES[mode].per_message and size != plan.sizes[0]:
-                    continue  # the per-message shapes are measured once, at their own size
-                one_worker = None
-                for workers in worker_counts(plan, backend, mode):
-                    spec = Spec(
-                        backend,
-                        mode,
-                        messages,
-                        plan.publishers,
-                        plan.topics,
-                        plan.postgres_url,
-                        workers,
-                    )
-                    row = measure_in_subprocess(spec)
-                    ceiling = row["msg_per_s"] if mode == "raw" else ceiling
-                    one_worker = row["msg_per_s"] if workers == 1 else one_worker
-                    row["ratio_to_raw"] = _ratio(row["msg_per_s"], ceiling)
-                    row["ratio_to_one_worker"] = (
-                        None if workers == 1 else _ratio(row["msg_per_s"], one_worker)
-                    )
-                    rows.append(row)
-                    print(format_row(row), flush=True)
-    write_json(plan, rows)
+    latencies: dict[str, Any] = {}
+    with BenchProgress(plan, specs) as progress:
+        for spec in specs:
+            progress.starting(spec)
+            row = measure_in_subprocess(spec)
+            add_ratios(row, rows)
+            rows.append(row)
+            print(format_row(row), flush=True)
+            progress.finished(spec)
+        for backend in plan.backends if plan.latency_batches else []:
+            progress.starting_latency(backend)
+            latencies[backend] = latency.measure(backend, plan.postgres_url, plan.latency_batches)
+            progress.finished_latency(backend)
+    for backend, found in latencies.items():
+        print(latency.format_line(backend, found), flush=True)
+    write_json(plan, rows, latencies)
     return rows
 
 
-def _ratio(value: float, base: float | None) -> float | None:
-    return round(value / base, 3) if base else None
+def _reference(rows: list[dict[str, Any]], row: dict[str, Any], mode: str) -> float | None:
+    """msg/s of `mode` (1 worker) of the row's backend and size, at its concurrency (the
+    ceiling on SQLite: its one connection)."""
+    for found in rows:
+        same_conc = found["chunk_concurrency"] == row["chunk_concurrency"] or (
+            mode == "ceiling" and row["backend"] == "sqlite"
+        )
+        if (found["mode"], found["backend"], found["messages"]) == (
+            mode,
+            row["backend"],
+            row["messages"],
+        ) and (same_conc or MODES[cast(ModeName, mode)].per_message):
+            return float(found["msg_per_s"])
+    return None
+
+
+def add_ratios(row: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    per_message = MODES[cast(ModeName, row["mode"])].per_message
+    raw = "dbos-raw-per-message" if per_message else "dbos-raw"
+    row["ratio_to_ceiling"] = None if per_message else _ratio(row, _reference(rows, row, "ceiling"))
+    row["ratio_to_dbos_raw"] = _ratio(row, _reference(rows, row, raw))
+    if row["mode"] == raw:
+        row["ratio_to_dbos_raw"] = 1.0
+    if row["mode"] == "ceiling":
+        row["ratio_to_ceiling"] = 1.0
+    one = [
+        r
+        for r in rows
+        if (r["mode"], r["backend"], r["messages"], r["chunk_concurrency"], r["workers"])
+        == (row["mode"], row["backend"], row["messages"], row["chunk_concurrency"], 1)
+    ]
+    row["ratio_to_one_worker"] = (
+        _ratio(row, float(one[0]["msg_per_s"])) if row["workers"] > 1 and one else None
+    )
+
+
+def _ratio(row: dict[str, Any], base: float | None) -> float | None:
+    return round(row["msg_per_s"] / base, 3) if base else None
 
 
 def measure_in_subprocess(spec: Spec) -> dict[str, Any]:
@@ -102,32 +176,42 @@ def measure_in_subprocess(spec: Spec) -> dict[str, Any]:
 
 
 HEADER = (
-    f"{'backend':<9} {'mode':<12} {'workers':>7} {'messages':>9} {'msg/s':>9} {'p50 ms':>8} "
-    f"{'p99 ms':>8} {'RSS MB':>7} {'commits/msg':>11} {'vs raw':>7} {'vs 1w':>6} {'exact':>5}"
+    f"{'backend':<9} {'mode':<20} {'conc':>4} {'workers':>7} {'messages':>9} {'msg/s':>8} "
+    f"{'rss_mb':>6} {'cpu_s':>6} {'commits/msg':>11} {'vs_ceiling':>10} {'vs_dbos_raw':>11} "
+    f"{'vs_1w':>6} {'lock_wait':>9} {'exact':>5}"
 )
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
 
 
 def format_row(row: dict[str, Any]) -> str:
     commits = row["commits_per_msg"]
-    ratio = row.get("ratio_to_raw")
     scaling = row.get("ratio_to_one_worker")
+    locks = row.get("locks") or {}
     return (
-        f"{row['backend']:<9} {row['mode']:<12} {row['workers']:>7} {row['messages']:>9} "
-        f"{row['msg_per_s']:>9.0f} {row['p50_ms']:>8.0f} {row['p99_ms']:>8.0f} "
-        f"{row['peak_rss_mb']:>7.0f} {'-' if commits is None else f'{commits:.4f}':>11} "
-        f"{'-' if ratio is None else f'{ratio:.0%}':>7} "
-        f"{'-' if scaling is None else f'{scaling:.2f}x':>6} {'yes' if row['exact'] else 'NO':>5}"
+        f"{row['backend']:<9} {row['mode']:<20} {row['chunk_concurrency']:>4} "
+        f"{row['workers']:>7} {row['messages']:>9} {row['msg_per_s']:>8.0f} "
+        f"{row['peak_rss_mb']:>6.0f} {row['cpu_s']:>6.1f} "
+        f"{'-' if commits is None else f'{commits:.4f}':>11} "
+        f"{_percent(row.get('ratio_to_ceiling')):>10} "
+        f"{_percent(row.get('ratio_to_dbos_raw')):>11} "
+        f"{'-' if scaling is None else f'{scaling:.2f}x':>6} "
+        f"{_percent(locks.get('lock_wait_share')):>9} {'yes' if row['exact'] else 'NO':>5}"
     )
 
 
-def write_json(plan: Plan, rows: list[dict[str, Any]]) -> None:
+def write_json(plan: Plan, rows: list[dict[str, Any]], latencies: dict[str, Any]) -> None:
     plan.json_path.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "publishers": plan.publishers,
         "topics": plan.topics,
         "workers": plan.workers,
+        "chunk_concurrency": plan.chunk_concurrency,
         "modes": {name: MODES[name].description for name in plan.modes},
         "results": rows,
+        "latency": latencies,
     }
     plan.json_path.write_text(json.dumps(document, indent=2) + "\n")

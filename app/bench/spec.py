@@ -16,7 +16,7 @@ from app.config import (
     QueueSettings,
     Settings,
 )
-from app.publishers.base import BatchRequest
+from app.publishers.base import BatchRequest, ChunkSpec, plan_chunks
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class Spec:
     topics: int
     postgres_url: str
     workers: int = 1  # worker processes running the chunk workflows (DBOS modes, Postgres)
+    chunk_concurrency: int = 4  # chunk transactions at once (per worker)
 
 
 def batches(spec: Spec) -> Iterator[tuple[str, str, BatchRequest]]:
@@ -42,6 +43,13 @@ def batches(spec: Spec) -> Iterator[tuple[str, str, BatchRequest]]:
                 batch_id,
                 BatchRequest(batch_id=batch_id, topic=topic, count=count, messages=None),
             )
+
+
+def chunks(spec: Spec, chunk_size: int) -> Iterator[tuple[str, ChunkSpec]]:
+    """Every chunk of every batch, as the product's `plan_chunks` plans it: (publisher, chunk)."""
+    for publisher, _, request in batches(spec):
+        for chunk in plan_chunks(request, chunk_size):
+            yield publisher, chunk
 
 
 def cpu_seconds() -> float:
@@ -64,7 +72,7 @@ def bench_settings(spec: Spec, mode: Mode, system_db: DatabaseUrl, app_db: Datab
             for p in range(spec.publishers)
         ),
         queues=QueueSettings(
-            chunk_concurrency=mode.chunk_concurrency,
+            chunk_concurrency=spec.chunk_concurrency,
             batch_concurrency=spec.publishers * spec.topics,
             polling_interval_sec=mode.polling_interval_sec,
         ),

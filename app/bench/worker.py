@@ -16,21 +16,16 @@ from typing import Any, cast
 import sqlalchemy as sa
 from dbos import DBOS, SetWorkflowID
 
-from app import invariants, ledger, migrate, runtime
-from app.bench import crew
+from app import invariants, migrate, runtime
+from app.bench import crew, references
+from app.bench.contention import lock_sampler
 from app.bench.crew import START, STOP, extra_workers
 from app.bench.modes import MODES, Mode
 from app.bench.spec import Spec, batches, bench_settings, cpu_seconds, executor_id
 from app.config import DatabaseUrl, Settings
-from app.database import make_engine, short_lived_engine
-from app.ledger import LedgerEntry
+from app.database import short_lived_engine
 from app.logs import configure_logging
-from app.publishers.base import (
-    ChunkOutcome,
-    batch_workflow_id,
-    chunk_workflow_id,
-)
-from app.publishers.events import event_payload
+from app.publishers.base import ChunkOutcome, batch_workflow_id
 from app.scratch import scratch_databases
 
 
@@ -48,10 +43,13 @@ class Measurement:
     peak_rss_mb: float
     # user+sys CPU seconds of every benchmark process (all workers) while the clock ran.
     cpu_s: float
-    # Distinct executors that ran chunk workflows (None for raw, which runs none).
+    # Distinct executors that ran chunk workflows (None for ceiling, which runs none).
     executors: int | None
     exact: bool
     violations: list[str]
+    chunk_concurrency: int
+    # Chunk transactions waiting on a lock, sampled from a side connection (Postgres, chunk modes).
+    locks: dict[str, Any] | None
 
 
 def commits(url: DatabaseUrl) -> int | None:
@@ -87,36 +85,6 @@ class Timing:
     seconds: float
     cpu_s: float
     executors: int | None = None
-
-
-def run_raw(spec: Spec, settings: Settings, mode: Mode) -> Timing:
-    engine = make_engine(settings.app_db)
-    samples: Samples = []
-    cpu_before = cpu_seconds()
-    start = time.time()
-    try:
-        for publisher, batch_id, request in batches(spec):
-            for chunk_start in range(0, request["count"], mode.chunk_size):
-                count = min(mode.chunk_size, request["count"] - chunk_start)
-                entries = [
-                    LedgerEntry(
-                        ledger.message_id(batch_id, i),
-                        batch_id,
-                        i,
-                        publisher,
-                        request["topic"],
-                        event_payload(publisher, request["topic"], batch_id, i),
-                        chunk_workflow_id(batch_id, chunk_start // mode.chunk_size),
-                    )
-                    for i in range(chunk_start, chunk_start + count)
-                ]
-                with engine.begin() as conn:
-                    ledger.insert_rows(conn, entries)
-                    ledger.bump_counters(conn, publisher, request["topic"], count)
-                samples.append(((time.time() - start) * 1000, count))
-    finally:
-        engine.dispose()
-    return Timing(samples, time.time() - start, cpu_seconds() - cpu_before)
 
 
 def run_dbos(spec: Spec, settings: Settings, mode: Mode) -> Timing:
@@ -160,17 +128,24 @@ def run_dbos(spec: Spec, settings: Settings, mode: Mode) -> Timing:
     return Timing(samples, seconds, round(cpu_s + crew.cpu_s, 2), executors)
 
 
+def run_reference(spec: Spec, settings: Settings, mode: Mode) -> Timing:
+    run = references.run_ceiling if mode.runner == "ceiling" else references.run_dbos_raw
+    samples, seconds, cpu_s = run(spec, settings, mode)
+    return Timing(samples, seconds, cpu_s, None if mode.runner == "ceiling" else 1)
+
+
 def measure(spec: Spec) -> Measurement:
     mode = MODES[spec.mode]  # type: ignore[index]
-    if spec.workers > 1 and (spec.backend == "sqlite" or mode.name == "raw"):
+    if spec.workers > 1 and (spec.backend == "sqlite" or mode.reference):
         raise ValueError(f"{spec.backend}/{spec.mode} runs with 1 worker, not {spec.workers}")
     configure_logging("json", "WARNING")
     with scratch_databases(spec.backend, spec.postgres_url, "bench") as (system_db, app_db):
         migrate.upgrade(app_db)
         settings = bench_settings(spec, mode, system_db, app_db)
         before = commits(app_db)
-        run = run_raw if mode.name == "raw" else run_dbos
-        timing = run(spec, settings, mode)
+        run = run_reference if mode.reference else run_dbos
+        with lock_sampler(app_db, enabled=not mode.per_message) as locks:
+            timing = run(spec, settings, mode)
         after = commits(app_db)
         with short_lived_engine(app_db) as engine, engine.connect() as conn:
             report = invariants.check(
@@ -187,7 +162,7 @@ def measure(spec: Spec) -> Measurement:
         p50_ms=round(p50, 1),
         p99_ms=round(p99, 1),
         commits_per_msg=(
-            round((after - before) / spec.messages, 4)
+            round((after - before - locks.queries) / spec.messages, 4)
             if after is not None and before is not None
             else None
         ),
@@ -196,6 +171,8 @@ def measure(spec: Spec) -> Measurement:
         executors=timing.executors,
         exact=report.ok and report.ledger_rows == spec.messages,
         violations=report.violations,
+        chunk_concurrency=spec.chunk_concurrency,
+        locks=locks.report() if locks.queries else None,
     )
 
 
