@@ -30,96 +30,138 @@ def _bench(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+ALL_MODES = ["ceiling", "dbos-raw", "batched", "dbos-raw-per-message", "per-message", "exp7"]
+
+
 @pytest.mark.slow
 def test_bench_smoke_prints_a_table_and_writes_json(
     backend: Backend, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
+    """Every mode once, tiny, each checked `exact`; the ratios read against the references of
+    the same run; the latency of an idle service; the plan on stderr before anything runs."""
     if backend == "postgres":
         request.getfixturevalue("postgres_server")
     out = tmp_path / "bench.json"
     done = _bench(
         "--messages", "300", "--per-message-messages", "12", "--publishers", "2",
         "--topics", "2", "--backends", backend, "--postgres-url", POSTGRES_URL,
-        "--json", str(out),
+        "--latency-batches", "2", "--json", str(out),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
-    assert lines[0].split()[:4] == ["backend", "mode", "workers", "messages"]
-    assert "vs 1w" in lines[0]
-    results = json.loads(out.read_text())["results"]
-    assert [(r["mode"], r["workers"], r["messages"]) for r in results] == [
-        ("raw", 1, 300),
-        ("exp7", 1, 12),
-        ("per-message", 1, 12),
-        ("batched", 1, 300),
+    assert lines[0].split()[:4] == ["backend", "mode", "conc", "workers"]
+    document = json.loads(out.read_text())
+    results = document["results"]
+    assert [(r["mode"], r["messages"]) for r in results] == [
+        (mode, 12 if mode in {"dbos-raw-per-message", "per-message", "exp7"} else 300)
+        for mode in ALL_MODES
     ]
+    by_mode = {r["mode"]: r for r in results}
     assert all(r["exact"] and r["violations"] == [] for r in results)
     assert all(r["peak_rss_mb"] > 0 and r["msg_per_s"] > 0 for r in results)
+    assert all(r["cpu_s"] > 0 for r in results[1:])  # the tiny ceiling may round to 0.0
     assert all(r["ratio_to_one_worker"] is None for r in results)
-    assert [r["executors"] for r in results] == [None, 1, 1, 1]
+    assert [r["executors"] for r in results] == [None, 1, 1, 1, 1, 1]
+    ceiling, raw = by_mode["ceiling"]["msg_per_s"], by_mode["dbos-raw"]["msg_per_s"]
+    batched = by_mode["batched"]
+    assert batched["ratio_to_ceiling"] == round(batched["msg_per_s"] / ceiling, 3)
+    assert batched["ratio_to_dbos_raw"] == round(batched["msg_per_s"] / raw, 3)
+    per_message = by_mode["per-message"]
+    assert per_message["ratio_to_ceiling"] is None
+    assert per_message["ratio_to_dbos_raw"] == round(
+        per_message["msg_per_s"] / by_mode["dbos-raw-per-message"]["msg_per_s"], 3
+    )
+    sqlite_ceiling = 1 if backend == "sqlite" else 4
+    assert [r["chunk_concurrency"] for r in results] == [sqlite_ceiling, 4, 4, 32, 32, 10]
+    # Lock waits are sampled on Postgres for the chunk-sized rows only.
+    sampled = [r["mode"] for r in results if r["locks"] is not None]
+    assert sampled == (["ceiling", "dbos-raw", "batched"] if backend == "postgres" else [])
     assert (results[0]["commits_per_msg"] is None) == (backend == "sqlite")
-    assert len(lines) == 1 + len(results)
-    assert "note:" not in done.stderr
+    found = document["latency"][backend]
+    assert found["batches"] == 2 and len(found["publish_wait_s"]) == 3
+    assert 0 < found["committed_p50_ms"] <= found["success_p99_ms"]
+    assert len(lines) == 1 + len(results) + 1 and lines[-1].startswith(f"latency {backend}:")
+    assert done.stderr.index("bench: 6 measurements") < done.stderr.index("estimated total")
+    assert "note:" in done.stderr if backend == "sqlite" else "note:" not in done.stderr
 
 
 def _columns(line: str) -> dict[str, str]:
-    """A table row by column (every value is one word; some of the header's names are two)."""
-    names = ["backend", "mode", "workers", "messages", "msg/s", "p50", "p99", "rss"]
-    names += ["commits/msg", "vs raw", "vs 1w", "exact"]
+    """A table row by column (every value is one word)."""
+    names = ["backend", "mode", "conc", "workers", "messages", "msg/s", "rss", "cpu_s"]
+    names += ["commits/msg", "vs_ceiling", "vs_dbos_raw", "vs_1w", "lock_wait", "exact"]
     return dict(zip(names, line.split(), strict=True))
 
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_bench_runs_dbos_modes_with_one_and_two_workers(
+def test_bench_runs_chunk_modes_at_two_concurrencies_and_two_workers(
     postgres_server: str, tmp_path: Path
 ) -> None:
-    """A DBOS mode with 1 worker, then 2 on the same Postgres, both workers running chunk
-    workflows; raw (one client) once; the ratio to 1 worker in the table and the JSON. Batched
-    only: per-message's pools, sized for 32 chunks at once, would crowd the Postgres the rest of
-    the suite shares (the code path is the same for every mode)."""
+    """The ceiling once per concurrency (one worker), batched with 1 then 2 workers; every row
+    read against the ceiling of its own concurrency (dbos-raw's ratios: tests/unit). Chunk
+    modes only: per-message's pools, sized for 32 chunks at once, would crowd the Postgres the
+    rest of the suite shares."""
     out = tmp_path / "bench.json"
     done = _bench(
-        "--messages", "20000", "--backends", "postgres", "--modes", "raw,batched",
-        "--workers", "2,1", "--postgres-url", postgres_server, "--json", str(out),
+        "--messages", "4000", "--backends", "postgres", "--modes", "batched,ceiling",
+        "--workers", "2,1", "--chunk-concurrency", "8,2", "--latency-batches", "0",
+        "--postgres-url", postgres_server, "--json", str(out),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     document = json.loads(out.read_text())
-    assert document["workers"] == [1, 2]
+    assert document["workers"] == [1, 2] and document["chunk_concurrency"] == [2, 8]
+    assert document["latency"] == {}
     results = document["results"]
-    assert [(r["mode"], r["workers"], r["messages"]) for r in results] == [
-        ("raw", 1, 20000),
-        ("batched", 1, 20000),
-        ("batched", 2, 20000),
+    expected = [("ceiling", 1), ("batched", 1), ("batched", 2)]
+    assert [(r["chunk_concurrency"], r["mode"], r["workers"]) for r in results] == [
+        (conc, mode, workers) for conc in (2, 8) for mode, workers in expected
     ]
     assert all(r["exact"] and r["violations"] == [] for r in results)
     # Chunk workflows ran under as many distinct executors as there were workers.
-    assert [r["executors"] for r in results] == [None, 1, 2]
-    assert all(r["cpu_s"] > 0 for r in results[1:])
-    one, two = results[1], results[2]
-    assert one["ratio_to_one_worker"] is None
-    assert two["ratio_to_one_worker"] == round(two["msg_per_s"] / one["msg_per_s"], 3)
-    rows = [_columns(line) for line in done.stdout.strip().splitlines()[1:]]
-    assert [(r["mode"], r["workers"]) for r in rows] == [
-        (r["mode"], str(r["workers"])) for r in results
+    assert [r["executors"] for r in results] == [None, 1, 2] * 2
+    for conc in (2, 8):
+        rows = {(r["mode"], r["workers"]): r for r in results if r["chunk_concurrency"] == conc}
+        ceiling = rows["ceiling", 1]["msg_per_s"]
+        for key in [("batched", 1), ("batched", 2)]:
+            assert rows[key]["ratio_to_ceiling"] == round(rows[key]["msg_per_s"] / ceiling, 3)
+        assert rows["batched", 2]["ratio_to_one_worker"] == round(
+            rows["batched", 2]["msg_per_s"] / rows["batched", 1]["msg_per_s"], 3
+        )
+        for row in rows.values():
+            share = row["locks"]["lock_wait_share"]
+            assert share is None or 0 <= share <= 1
+    table = [_columns(line) for line in done.stdout.strip().splitlines()[1:]]
+    assert [(r["mode"], r["conc"], r["workers"]) for r in table] == [
+        (r["mode"], str(r["chunk_concurrency"]), str(r["workers"])) for r in results
     ]
-    assert [r["vs 1w"] for r in rows[:2]] == ["-", "-"]
-    assert rows[2]["vs 1w"] == f"{two['ratio_to_one_worker']:.2f}x"
-    assert all(r["exact"] == "yes" for r in rows)
+    assert [r["vs_1w"] for r in table[:2]] == ["-", "-"]
+    assert table[2]["vs_1w"] == f"{results[2]['ratio_to_one_worker']:.2f}x"
+    assert table[1]["vs_ceiling"] == f"{results[1]['ratio_to_ceiling']:.0%}"
+    assert all(r["exact"] == "yes" for r in table)
 
 
 @pytest.mark.slow
-def test_bench_measures_sqlite_with_one_worker_and_says_so(tmp_path: Path) -> None:
+def test_bench_measures_sqlite_with_one_writer_and_says_so(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     done = _bench(
         "--messages", "300", "--publishers", "2", "--topics", "2", "--backends", "sqlite",
-        "--modes", "batched", "--workers", "1,2", "--json", str(out),
+        "--modes", "batched,ceiling", "--workers", "1,2", "--chunk-concurrency", "2,4",
+        "--latency-batches", "0", "--json", str(out),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     results = json.loads(out.read_text())["results"]
-    assert [(r["mode"], r["workers"], r["executors"]) for r in results] == [("batched", 1, 1)]
-    assert "SQLite takes one worker" in done.stderr
-    assert len(done.stdout.strip().splitlines()) == 2
+    assert [(r["mode"], r["chunk_concurrency"], r["workers"]) for r in results] == [
+        ("ceiling", 1, 1),
+        ("batched", 2, 1),
+        ("batched", 4, 1),
+    ]
+    # The one-connection ceiling is the ceiling of every concurrency.
+    ceiling = results[0]["msg_per_s"]
+    assert [r["ratio_to_ceiling"] for r in results[1:]] == [
+        round(r["msg_per_s"] / ceiling, 3) for r in results[1:]
+    ]
+    assert "SQLite takes one writer" in done.stderr
+    assert len(done.stdout.strip().splitlines()) == 4
 
 
 def _children() -> list[int]:
@@ -159,6 +201,13 @@ def test_a_worker_that_dies_before_it_is_ready_is_named_and_nothing_is_left_runn
         (["--workers", "x"], "--workers must be a positive whole number, not 'x'"),
         (["--workers", "1,"], "--workers must be a positive whole number, not ''"),
         (["--workers", "1,9"], "--workers: at most 8 (got 9)"),
+        (["--chunk-concurrency", "0"], "--chunk-concurrency must be a positive whole number"),
+        (["--chunk-concurrency", "4,"], "--chunk-concurrency must be a positive whole number"),
+        (["--chunk-concurrency", "4,x"], "--chunk-concurrency must be a positive whole number"),
+        (["--chunk-concurrency", "8,33"], "--chunk-concurrency: at most 32 (got 33)"),
+        (["--latency-batches", "-1"], "--latency-batches must be a whole number (0 to skip)"),
+        (["--latency-batches", "two"], "--latency-batches must be a whole number (0 to skip)"),
+        (["--modes", "raw"], "--modes: choose from ceiling, dbos-raw, batched"),
     ],
 )
 def test_bench_refuses_bad_arguments(cli: InProcessCli, args: list[str], fragment: str) -> None:

@@ -1,0 +1,106 @@
+"""Which measurements a bench plan makes, in which order, and which references each row is read
+against (no database: the plan and the ratios only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from app.bench import runner
+from app.bench.modes import ModeName
+
+
+def _plan(backends: list[str], modes: list[ModeName], **extra: Any) -> runner.Plan:
+    return runner.Plan(
+        backends=backends,
+        modes=modes,
+        sizes=[1000, 5000],
+        per_message_size=200,
+        publishers=2,
+        topics=2,
+        postgres_url="postgresql://nobody@127.0.0.1:1/none",
+        json_path=Path("unused.json"),
+        **extra,
+    )
+
+
+def _rows(plan: runner.Plan) -> list[tuple[str, str, int, int, int]]:
+    return [
+        (s.backend, s.mode, s.messages, s.chunk_concurrency, s.workers)
+        for s in runner.planned_specs(plan)
+    ]
+
+
+def test_references_come_first_at_every_concurrency_and_per_message_runs_once() -> None:
+    plan = _plan(
+        ["postgres"],
+        ["exp7", "batched", "dbos-raw", "ceiling", "per-message", "dbos-raw-per-message"],
+        chunk_concurrency=[4, 8],
+        workers=[1, 2],
+    )
+    chunk = [
+        ("postgres", mode, size, conc, workers)
+        for size in (1000, 5000)
+        for conc in (4, 8)
+        for mode, workers in [("ceiling", 1), ("dbos-raw", 1), ("batched", 1), ("batched", 2)]
+    ]
+    per_message = [
+        ("postgres", "dbos-raw-per-message", 200, 32, 1),
+        ("postgres", "per-message", 200, 32, 1),
+        ("postgres", "per-message", 200, 32, 2),
+        ("postgres", "exp7", 200, 10, 1),
+        ("postgres", "exp7", 200, 10, 2),
+    ]
+    assert _rows(plan) == chunk + per_message
+
+
+def test_sqlite_measures_its_one_writer_ceiling_once_per_size() -> None:
+    plan = _plan(["sqlite"], ["batched", "ceiling"], chunk_concurrency=[4, 8], workers=[1, 2])
+    assert _rows(plan) == [
+        ("sqlite", mode, size, conc, 1)
+        for size in (1000, 5000)
+        for mode, conc in [("ceiling", 1), ("batched", 4), ("batched", 8)]
+    ]
+
+
+def _row(mode: str, msg_per_s: float, **extra: Any) -> dict[str, Any]:
+    defaults = {"backend": "postgres", "messages": 1000, "chunk_concurrency": 4, "workers": 1}
+    return {"mode": mode, "msg_per_s": msg_per_s, **defaults, **extra}
+
+
+def test_each_row_is_read_against_the_references_of_its_own_concurrency() -> None:
+    rows: list[dict[str, Any]] = []
+    for row in [
+        _row("ceiling", 100.0),
+        _row("dbos-raw", 50.0),
+        _row("ceiling", 200.0, chunk_concurrency=8),
+        _row("dbos-raw", 80.0, chunk_concurrency=8),
+        _row("batched", 40.0, chunk_concurrency=8),
+        _row("batched", 60.0, chunk_concurrency=8, workers=2),
+        _row("batched", 30.0, messages=5000),  # no reference of its size: no ratio
+        _row("dbos-raw-per-message", 70.0, chunk_concurrency=32, messages=200),
+        _row("per-message", 35.0, chunk_concurrency=32, messages=200),
+    ]:
+        runner.add_ratios(row, rows)
+        rows.append(row)
+    ratios = [
+        (r["ratio_to_ceiling"], r["ratio_to_dbos_raw"], r["ratio_to_one_worker"]) for r in rows
+    ]
+    assert ratios == [
+        (1.0, None, None),
+        (0.5, 1.0, None),
+        (1.0, None, None),
+        (0.4, 1.0, None),
+        (0.2, 0.5, None),
+        (0.3, 0.75, 1.5),
+        (None, None, None),
+        (None, 1.0, None),
+        (None, 0.5, None),
+    ]
+
+
+def test_a_sqlite_row_is_read_against_the_one_connection_ceiling() -> None:
+    ceiling = _row("ceiling", 100.0, backend="sqlite", chunk_concurrency=1)
+    batched = _row("batched", 25.0, backend="sqlite", chunk_concurrency=8)
+    runner.add_ratios(batched, [ceiling])
+    assert batched["ratio_to_ceiling"] == 0.25
