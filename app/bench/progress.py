@@ -29,7 +29,7 @@ RATES: dict[str, dict[str, float]] = {
     "per-message": {"sqlite": 60, "postgres": 40},
     "exp7": {"sqlite": 10, "postgres": 10},
 }
-ROW_START_SEC = {"ceiling": 4.0}
+ROW_START_SEC = {"ceiling": 5.0}
 DBOS_ROW_START_SEC = 8.0
 LATENCY_START_SEC = 15.0  # service start-up, warm-up and the `publish --wait` runs
 LATENCY_PER_BATCH_SEC = 0.6
