@@ -20,7 +20,8 @@ SAMPLE_INTERVAL_SEC = 0.02
 # (or INSERT), a counter upsert, or the datasource's checkpoint of the chunk's result.
 CHUNK_BACKENDS = sa.text(
     """
-    SELECT coalesce(wait_event_type, '') AS wait_type, coalesce(wait_event, '') AS wait_event
+    SELECT coalesce(wait_event_type, '') AS wait_type, coalesce(wait_event, '') AS wait_event,
+           query ILIKE '%_counters%' AS on_counters
     FROM pg_stat_activity
     WHERE datname = current_database()
       AND pid <> pg_backend_pid()
@@ -37,33 +38,37 @@ class LockSamples:
     samples: int = 0  # samples with at least one chunk transaction running
     in_transaction: int = 0  # chunk-transaction observations, summed over samples
     waiting: int = 0  # of those, waiting on a lock
+    on_counters: int = 0  # of those, in a counter upsert (row locks; the rest is mostly `extend`)
     samples_with_wait: int = 0
     by_event: Counter[str] = field(default_factory=Counter)  # wait_event of the lock waits
 
-    def add(self, rows: list[tuple[str, str]]) -> None:
+    def add(self, rows: list[tuple[str, str, bool]]) -> None:
         self.queries += 1
         if not rows:
             return
-        waits = [event for kind, event in rows if kind == "Lock"]
+        waits = [(event, counters) for kind, event, counters in rows if kind == "Lock"]
         self.samples += 1
         self.in_transaction += len(rows)
         self.waiting += len(waits)
+        self.on_counters += sum(1 for _, counters in waits if counters)
         self.samples_with_wait += bool(waits)
-        self.by_event.update(waits)
+        self.by_event.update(event for event, _ in waits)
 
     def report(self) -> dict[str, Any]:
         """`lock_wait_share`: the share of chunk-transaction observations waiting on a lock;
+        `counter_wait_share`: those waiting in a counter upsert (counter contention);
         `lock_wait_any`: the share of samples in which at least one chunk transaction waited."""
         return {
             "samples": self.samples,
-            "lock_wait_share": round(self.waiting / self.in_transaction, 3)
-            if self.in_transaction
-            else None,
-            "lock_wait_any": round(self.samples_with_wait / self.samples, 3)
-            if self.samples
-            else None,
+            "lock_wait_share": _share(self.waiting, self.in_transaction),
+            "counter_wait_share": _share(self.on_counters, self.in_transaction),
+            "lock_wait_any": _share(self.samples_with_wait, self.samples),
             "waits_by_event": dict(self.by_event),
         }
+
+
+def _share(part: int, whole: int) -> float | None:
+    return round(part / whole, 3) if whole else None
 
 
 @contextmanager
@@ -80,7 +85,7 @@ def lock_sampler(url: DatabaseUrl, *, enabled: bool = True) -> Iterator[LockSamp
         with engine.connect() as conn:
             autocommit = conn.execution_options(isolation_level="AUTOCOMMIT")
             while not stop.wait(SAMPLE_INTERVAL_SEC):
-                found.add([(kind, event) for kind, event in autocommit.execute(CHUNK_BACKENDS)])
+                found.add([(k, e, bool(c)) for k, e, c in autocommit.execute(CHUNK_BACKENDS)])
 
     thread = threading.Thread(target=sample, name="bench-lock-sampler", daemon=True)
     thread.start()

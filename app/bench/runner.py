@@ -178,7 +178,7 @@ def measure_in_subprocess(spec: Spec) -> dict[str, Any]:
 HEADER = (
     f"{'backend':<9} {'mode':<20} {'conc':>4} {'workers':>7} {'messages':>9} {'msg/s':>8} "
     f"{'rss_mb':>6} {'cpu_s':>6} {'commits/msg':>11} {'vs_ceiling':>10} {'vs_dbos_raw':>11} "
-    f"{'vs_1w':>6} {'lock_wait':>9} {'exact':>5}"
+    f"{'vs_1w':>6} {'lock_wait':>9} {'ctr_wait':>8} {'exact':>5}"
 )
 
 
@@ -198,7 +198,8 @@ def format_row(row: dict[str, Any]) -> str:
         f"{_percent(row.get('ratio_to_ceiling')):>10} "
         f"{_percent(row.get('ratio_to_dbos_raw')):>11} "
         f"{'-' if scaling is None else f'{scaling:.2f}x':>6} "
-        f"{_percent(locks.get('lock_wait_share')):>9} {'yes' if row['exact'] else 'NO':>5}"
+        f"{_percent(locks.get('lock_wait_share')):>9} "
+        f"{_percent(locks.get('counter_wait_share')):>8} {'yes' if row['exact'] else 'NO':>5}"
     )
 
 

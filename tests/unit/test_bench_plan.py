@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from app.bench import runner
+from app.bench.contention import LockSamples
 from app.bench.modes import ModeName
 
 
@@ -104,3 +105,19 @@ def test_a_sqlite_row_is_read_against_the_one_connection_ceiling() -> None:
     batched = _row("batched", 25.0, backend="sqlite", chunk_concurrency=8)
     runner.add_ratios(batched, [ceiling])
     assert batched["ratio_to_ceiling"] == 0.25
+
+
+def test_lock_samples_count_waits_and_counter_waits_among_chunk_transactions() -> None:
+    found = LockSamples()
+    found.add([])  # nothing running: a query, not a sample
+    found.add([("Lock", "transactionid", True), ("IO", "DataFileRead", False)])
+    found.add([("Lock", "extend", False), ("", "", False)])
+    report = found.report()
+    assert found.queries == 3
+    assert report == {
+        "samples": 2,
+        "lock_wait_share": 0.5,
+        "counter_wait_share": 0.25,
+        "lock_wait_any": 1.0,
+        "waits_by_event": {"transactionid": 1, "extend": 1},
+    }
