@@ -22,11 +22,11 @@ if TYPE_CHECKING:
 # Rough msg/s per (mode, backend), and seconds of start-up per row (fresh databases, interpreter,
 # DBOS launch, the 1.2 s queue warm-up, the invariants check).
 RATES: dict[str, dict[str, float]] = {
-    "ceiling": {"sqlite": 60_000, "postgres": 80_000},
-    "dbos-raw": {"sqlite": 30_000, "postgres": 50_000},
-    "batched": {"sqlite": 30_000, "postgres": 35_000},
-    "dbos-raw-per-message": {"sqlite": 80, "postgres": 70},
-    "per-message": {"sqlite": 60, "postgres": 40},
+    "ceiling": {"sqlite": 40_000, "postgres": 80_000},
+    "dbos-raw": {"sqlite": 15_000, "postgres": 45_000},
+    "batched": {"sqlite": 15_000, "postgres": 35_000},
+    "dbos-raw-per-message": {"sqlite": 20, "postgres": 50},
+    "per-message": {"sqlite": 15, "postgres": 40},
     "exp7": {"sqlite": 10, "postgres": 10},
 }
 ROW_START_SEC = {"ceiling": 5.0}
