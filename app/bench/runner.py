@@ -115,6 +115,8 @@ def run(plan: Plan) -> list[dict[str, Any]]:
             progress.finished_latency(backend)
     for backend, found in latencies.items():
         print(latency.format_line(backend, found), flush=True)
+    for row in rows:  # the JSON also reads each reference against the one measured after it
+        add_ratios(row, rows)
     write_json(plan, rows, latencies)
     return rows
 
