@@ -5,22 +5,20 @@
 straight from a DBOSClient, running the same datasource transaction; no Publisher workflow, no
 batch workflow.
 
-Both build and write rows with the product's own code through `chunk_writer`, the one place the
-references touch the product's hot path: when that changes, change this function only.
+Both build rows and commit them with the product's own code through `commit_chunk`, the one place
+the references touch the product's hot path: when that changes, change this function only.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import sqlalchemy as sa
 from dbos import DBOS, EnqueueOptions
 
-from app import dbos_gateway, ledger, runtime
+from app import dbos_gateway, runtime
 from app.bench.modes import Mode
 from app.bench.spec import Spec, chunks, cpu_seconds, executor_id
 from app.config import Settings
@@ -30,14 +28,15 @@ RAW_WORKFLOW = "bench_raw_chunk"
 RAW_QUEUE = "bench_raw_chunks"
 RESULT_POLL_SEC = 0.05
 Samples = list[tuple[float, int]]  # (ms from the start to a chunk committed, its messages)
-ChunkWrite = Callable[[sa.Connection], int]
 
 
-def chunk_writer(publisher: Publisher, chunk: ChunkSpec) -> ChunkWrite:
-    """The chunk's rows, built now as the product's `publish_chunk` builds them, and the write
-    it makes in the chunk transaction (ledger rows and both counters)."""
+def commit_chunk(publisher: Publisher, chunk: ChunkSpec) -> int:
+    """Build the chunk's rows as the product's `publish_chunk` does and commit the product's
+    chunk transaction (batch-state check, ledger rows, both counters). Inside a workflow it is a
+    checkpointed datasource step; outside one DBOS's datasource runs it as a plain transaction
+    on its engine, with no checkpoint and no DBOS runtime behind it."""
     entries = publisher._entries(chunk, chunk_workflow_id(chunk["batch_id"], chunk["index"]))
-    return lambda conn: ledger.record_chunk(conn, entries)
+    return publisher.commit_chunk(entries)
 
 
 class Reference:
@@ -51,32 +50,22 @@ def raw_chunk(publisher_name: str, chunk: ChunkSpec) -> int:
     """One chunk (or message) as one datasource transaction, nothing else."""
     rt = Reference.rt
     assert rt is not None, "the dbos-raw reference is not running in this process"
-    publisher = rt.publishers[publisher_name]
-    write = chunk_writer(publisher, chunk)
-    count: int = rt.datasource.run_tx_step(
-        publisher.tx_options, lambda: write(rt.datasource.sql_session().connection())
-    )
-    return count
+    return commit_chunk(rt.publishers[publisher_name], chunk)
 
 
 def run_ceiling(spec: Spec, settings: Settings, mode: Mode) -> tuple[Samples, float, float]:
     """(samples, seconds, cpu_s): every chunk committed by a pool of threads, one connection
-    each (one on SQLite, which has one writer). Publisher instances are built by the runtime,
-    DBOS is never launched."""
+    each (one on SQLite, which has one writer). The runtime builds the publisher instances and
+    the datasource; DBOS is never launched."""
     rt = runtime.build(runtime.validate(settings))
     threads = 1 if settings.app_db.backend == "sqlite" else spec.chunk_concurrency
-    engine = rt.datasource.engine.execution_options(
-        isolation_level=runtime.isolation_level(settings.app_db)
-    )
     samples: Samples = []
     lock = threading.Lock()
     try:
         cpu_before, start = cpu_seconds(), time.time()
 
         def commit(item: tuple[str, ChunkSpec]) -> None:
-            write = chunk_writer(rt.publishers[item[0]], item[1])
-            with engine.begin() as conn:
-                count = write(conn)
+            count = commit_chunk(rt.publishers[item[0]], item[1])
             with lock:
                 samples.append(((time.time() - start) * 1000, count))
 

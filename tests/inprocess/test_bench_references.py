@@ -1,17 +1,16 @@
 """The benchmark's reference rows check the same invariants as the product's rows: measured in
 this process on SQLite, tiny; then with a miscounting chunk write (one count too many per chunk)
-swapped in for the references' one contact with the product (`chunk_writer`), `exact` is false."""
+swapped in for the references' one contact with the product (`commit_chunk`), `exact` is false."""
 
 from __future__ import annotations
 
 import pytest
-import sqlalchemy as sa
 
 from app import ledger
 from app.bench import references, worker
-from app.bench.references import ChunkWrite
 from app.bench.spec import Spec
-from app.publishers.base import ChunkSpec, Publisher
+from app.ledger import LedgerEntry
+from app.publishers.base import ChunkSpec, Publisher, chunk_workflow_id
 from tests.helpers import process_state_restored
 
 REFERENCES = ["ceiling", "dbos-raw"]  # dbos-raw-per-message runs the same workflow
@@ -35,19 +34,20 @@ def test_a_reference_row_is_exact(mode: str) -> None:
 def test_a_reference_that_miscounts_is_not_exact(
     mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    honest = references.chunk_writer
+    def miscounting(publisher: Publisher, chunk: ChunkSpec) -> int:
+        workflow_id = chunk_workflow_id(chunk["batch_id"], chunk["index"])
+        entries = publisher._entries(chunk, workflow_id)
 
-    def miscounting(publisher: Publisher, chunk: ChunkSpec) -> ChunkWrite:
-        write = honest(publisher, chunk)
-
-        def wrong(conn: sa.Connection) -> int:
-            count = write(conn)
+        def wrong(rows: list[LedgerEntry]) -> int:
+            conn = publisher.datasource.sql_session().connection()
+            count = ledger.record_chunk(conn, rows)
             ledger.bump_counters(conn, publisher.name, chunk["topic"], 1)
             return count
 
-        return wrong
+        count: int = publisher.datasource.run_tx_step(publisher.tx_options, wrong, entries)
+        return count
 
-    monkeypatch.setattr(references, "chunk_writer", miscounting)
+    monkeypatch.setattr(references, "commit_chunk", miscounting)
     with process_state_restored():
         found = worker.measure(_spec(mode))
     assert not found.exact
