@@ -4,6 +4,8 @@ swapped in for the references' one contact with the product (`commit_chunk`), `e
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from app import ledger
@@ -38,7 +40,7 @@ def test_a_reference_that_miscounts_is_not_exact(
         workflow_id = chunk_workflow_id(chunk["batch_id"], chunk["index"])
         entries = publisher._entries(chunk, workflow_id)
 
-        def wrong(rows: list[LedgerEntry]) -> int:
+        def wrong(rows: Sequence[LedgerEntry]) -> int:
             conn = publisher.datasource.sql_session().connection()
             count = ledger.record_chunk(conn, rows)
             ledger.bump_counters(conn, publisher.name, chunk["topic"], 1)
