@@ -166,7 +166,7 @@ def _copy(conn: sa.Connection, write: Callable[[psycopg.Copy], object]) -> None:
 
 
 def insert_rows(conn: sa.Connection, entries: Sequence[LedgerEntry]) -> None:
-    """Plain multi-row INSERT (the benchmark's raw ceiling uses this on every backend)."""
+    """Plain multi-row INSERT: SQLite's way to write a chunk's rows (it has no COPY)."""
     conn.execute(
         ledger.insert(),
         [
