@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, create_model
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import batches, dbos_gateway, fleet, ledger, lifecycle, migrate
+from app import batches, fleet, ledger, lifecycle, migrate
 from app import status as service_status
 from app.config import BATCH_ID, TOPIC_NAME, ConfigError, Settings, is_loopback
 from app.connections import API_READERS
@@ -197,22 +197,17 @@ def create_app(
     def batch_state(
         batch_id: Annotated[str, Path(pattern=f"^{BATCH_ID.pattern}$")],
     ) -> BatchState:
-        workflow_id = batch_workflow_id(batch_id)
-        found = dbos_gateway.workflows(client, [workflow_id], with_output=True)
-        if not found:
+        batch_status, summary = lifecycle.batch_outcome(client, batch_id)
+        if batch_status is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no batch with id {batch_id!r}")
         with short_lived_engine(settings.app_db) as engine, engine.connect() as conn:
             published = ledger.batch_published(conn, batch_id)
         return BatchState(
             batch_id=batch_id,
-            workflow_id=workflow_id,
-            status=found[0].status,
+            workflow_id=batch_workflow_id(batch_id),
+            status=batch_status,
             published=published,
-            summary=(
-                lifecycle.merged_summary(client, found[0].output)
-                if found[0].status == "SUCCESS" and found[0].output is not None
-                else None
-            ),
+            summary=summary,
         )
 
     lifecycle_routes(app, settings, client, guarded, errors(404, 409, 503))

@@ -111,13 +111,6 @@ def _refuse_changed_batch(client: DBOSClient, submission: Submission) -> None:
         )
 
 
-def wait(settings: Settings, workflow_id: str) -> dict[str, Any]:
-    """The batch's summary once it ends, its retried chunks merged in (`lifecycle.merged_summary`);
-    BatchEndedError, one line, if it ended without one."""
-    with dbos_gateway.client(settings.system_db) as client:
-        return outcome(client, workflow_id)
-
-
 def outcome(client: DBOSClient, workflow_id: str) -> dict[str, Any]:
     """Wait for the batch workflow's result (at once if it has ended), its retried chunks
     merged in."""

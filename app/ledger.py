@@ -200,11 +200,8 @@ def record_chunk(conn: sa.Connection, entries: Sequence[LedgerEntry]) -> int:
     if not entries:
         return 0
     insert_entries(conn, entries)
-    if isinstance(entries, ChunkEntries):
-        publisher, topic = entries.publisher, entries.topic
-    else:
-        publisher, topic = entries[0].publisher, entries[0].topic
-    bump_counters(conn, publisher, topic, len(entries))
+    first = entries[0]
+    bump_counters(conn, first.publisher, first.topic, len(entries))
     return len(entries)
 
 

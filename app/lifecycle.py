@@ -244,6 +244,17 @@ def _succeeded_retry(client: DBOSClient, chunk_workflow_id: str) -> dict[str, An
     return None
 
 
+def batch_outcome(client: DBOSClient, batch_id: str) -> tuple[str | None, dict[str, Any] | None]:
+    """A batch workflow's status (None: no such batch) and, once it succeeded, its summary with
+    the retried chunks merged in, as `publish --wait`, the API and the lab show it."""
+    found = dbos_gateway.workflows(client, [batch_workflow_id(batch_id)], with_output=True)
+    if not found:
+        return None, None
+    if found[0].status != "SUCCESS" or found[0].output is None:
+        return found[0].status, None
+    return found[0].status, merged_summary(client, found[0].output)
+
+
 def without_retried(system_db: DatabaseUrl, dead: list[WorkflowStatus]) -> list[WorkflowStatus]:
     """Dead work less the failed chunks (and failed retries of them) that a later retry has
     published or is running: `retry` resolved those, so `status` no longer counts them dead."""

@@ -357,11 +357,15 @@ class Publisher(DBOSConfiguredInstance):
             self._collect_window(summary, waiting)
 
     def _enqueue(self, window: list[ChunkSpec]) -> None:
-        queue = queues.chunk_queue()
         for chunk in window:
-            with SetWorkflowID(chunk_workflow_id(chunk["batch_id"], chunk["index"])):
-                queue.enqueue(self.publish_chunk, chunk)
-            failpoint("fanout.after_enqueue")
+            self._enqueue_chunk(chunk)
+
+    def _enqueue_chunk(self, chunk: ChunkSpec) -> Any:
+        """Enqueue one chunk workflow under its deterministic id; its handle."""
+        with SetWorkflowID(chunk_workflow_id(chunk["batch_id"], chunk["index"])):
+            handle = queues.chunk_queue().enqueue(self.publish_chunk, chunk)
+        failpoint("fanout.after_enqueue")
+        return handle
 
     def _collect_window(self, summary: BatchSummary, window: list[ChunkSpec]) -> None:
         outcomes: list[ChunkOutcome] = DBOS.run_step(
@@ -416,14 +420,11 @@ class Publisher(DBOSConfiguredInstance):
     ) -> None:
         """The previous release's fan-in, a DBOS.getResult step per chunk through a sliding
         window of handles: replayed by batches that started on it (see AWAIT_PATCH)."""
-        queue = queues.chunk_queue()
         window: deque[tuple[ChunkSpec, Any]] = deque()
         for chunk in plan_chunks(request, chunk_size):
             if len(window) >= FAN_OUT_WINDOW:
                 self._count(summary, self._chunk_result(*window.popleft()))
-            with SetWorkflowID(chunk_workflow_id(chunk["batch_id"], chunk["index"])):
-                window.append((chunk, queue.enqueue(self.publish_chunk, chunk)))
-            failpoint("fanout.after_enqueue")
+            window.append((chunk, self._enqueue_chunk(chunk)))
         while window:
             self._count(summary, self._chunk_result(*window.popleft()))
 

@@ -317,12 +317,7 @@ class ServiceHarness:
         """A batch workflow's status and, once it succeeded, its summary (retried chunks
         merged in, as `publish --wait` and the API show it)."""
         with dbos_gateway.client(self.system_db) as client:
-            found = dbos_gateway.workflows(client, [batch_workflow_id(batch_id)], with_output=True)
-            if not found:
-                return None, None
-            if found[0].status != "SUCCESS" or found[0].output is None:
-                return found[0].status, None
-            return found[0].status, lifecycle.merged_summary(client, found[0].output)
+            return lifecycle.batch_outcome(client, batch_id)
 
     def positions(self, batch_id: str) -> list[int]:
         """The positions of a batch's messages in the ledger, repeats included."""
