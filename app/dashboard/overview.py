@@ -18,7 +18,7 @@ from app.dashboard.models import (
     QueueDepth,
     TakeoverView,
 )
-from app.database import require_reachable, short_lived_engine
+from app.database import read_snapshot, require_reachable
 from app.publishers.base import batch_workflow_id
 
 RECENT_BATCHES = 12
@@ -32,7 +32,7 @@ def gather(settings: Settings, client: DBOSClient, recovered_at_start: int) -> O
     require_reachable(settings.app_db)
     require_reachable(settings.system_db)
     active, dead = dbos_gateway.active_and_dead(client)
-    with short_lived_engine(settings.app_db) as engine, engine.connect() as conn:
+    with read_snapshot(settings.app_db) as conn:  # counters and ledger as of one moment
         report = invariants.check(conn)
         recent = batch_records.recent_batches(conn, RECENT_BATCHES)
     crew = fleet.gather(settings, active)
