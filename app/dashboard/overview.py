@@ -7,7 +7,16 @@ from collections import Counter
 
 from dbos import DBOSClient, WorkflowStatus
 
-from app import batch_records, dbos_gateway, failpoints, fleet, history, invariants, work
+from app import (
+    batch_records,
+    dbos_gateway,
+    failpoints,
+    fleet,
+    history,
+    invariants,
+    lifecycle,
+    work,
+)
 from app.config import ConfigError, Settings
 from app.dashboard.models import (
     BatchTimeline,
@@ -32,6 +41,7 @@ def gather(settings: Settings, client: DBOSClient, recovered_at_start: int) -> O
     require_reachable(settings.app_db)
     require_reachable(settings.system_db)
     active, dead = dbos_gateway.active_and_dead(client)
+    dead = lifecycle.without_retried(settings.system_db, dead)  # as `status` counts them
     with read_snapshot(settings.app_db) as conn:  # counters and ledger as of one moment
         report = invariants.check(conn)
         recent = batch_records.recent_batches(conn, RECENT_BATCHES)
