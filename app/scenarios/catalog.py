@@ -327,6 +327,7 @@ def _upgrade_scenarios() -> list[Scenario]:
             summary="N+1's DBOS.patch directly before the chunk transaction; N SIGKILLed after "
             "a commit, before DBOS recorded the step",
             faults=(Fault(_spec("chunk.after_commit", "crash"), "crash"),),
+            chunk_concurrency=1,  # one chunk between commit and record: exactly 20 replayed
             publishers=validated,
             topics=("default", "later"),
             restart_publishers={"orders": f"{VERSIONS}:PatchBeforeCommitPublisher"},
