@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -76,7 +77,7 @@ def test_racing_survivors_claim_a_stopped_worker_exactly_once(engine: sa.Engine)
 
 
 def test_a_live_lease_is_not_claimable_as_expired_until_it_expires(engine: sa.Engine) -> None:
-    alive, me = who("alive", ttl=0.2), who("me")
+    alive, me = who("alive", ttl=3.0), who("me")  # long enough to claim early under load
     with engine.begin() as conn:
         leases.register(conn, alive)
     with engine.begin() as conn:
@@ -84,6 +85,7 @@ def test_a_live_lease_is_not_claimable_as_expired_until_it_expires(engine: sa.En
     deadline = row_of(engine, alive.worker_id)
     while not row_of(engine, alive.worker_id).expired:
         assert deadline.heartbeat_age < 60  # the database clock moves
+        time.sleep(0.05)
     with engine.begin() as conn:
         assert leases.claim(conn, row_of(engine, alive.worker_id), me, "expired") is not None
 
