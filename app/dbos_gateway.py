@@ -23,6 +23,7 @@ from dbos import (
     _dbos,  # private: DBOS has no public way to unregister an instance
 )
 from dbos import error as dbos_error
+from dbos._core import prepare_enqueued_workflow  # private: DBOS's own batch enqueue (Kafka's)
 
 from app.config import APP_NAME, DatabaseUrl
 from app.database import reported, system_tables_exist
@@ -164,6 +165,28 @@ def enqueue(dbos_client: DBOSClient, options: EnqueueOptions, *args: Any) -> Non
         raise WorkflowConflictError(
             f"workflow id {options.get('workflow_id')!r} belongs to a different workflow"
         ) from None
+
+
+def enqueue_children(
+    workflow: Any, calls: Sequence[tuple[str, tuple[Any, ...]]], queue_name: str
+) -> int:
+    """Enqueue `workflow(*args)` under each (id, args) on `queue_name`, all in one system-database
+    transaction, as children of the calling workflow (call it from a step); how many were new.
+
+    DBOS's own batch path (its Kafka consumer's: `prepare_enqueued_workflow`, then
+    `init_workflows`): an id already taken is skipped, so a step re-run after a crash between
+    its commit and its checkpoint enqueues nothing twice. One insert per window of chunks where
+    `Queue.enqueue` inside a workflow costs a transaction and a checkpoint per child."""
+    dbos = _dbos._get_dbos_instance()
+    parent = DBOS.workflow_id
+    statuses = []
+    for workflow_id, args in calls:
+        status = prepare_enqueued_workflow(
+            dbos, workflow, args, {}, queue_name=queue_name, workflow_id=workflow_id
+        )
+        status["parent_workflow_id"] = parent  # as a child enqueued from its workflow
+        statuses.append(status)
+    return len(dbos._sys_db.init_workflows(statuses))
 
 
 def wait_result(dbos_client: DBOSClient, workflow_id: str, *, poll_sec: float = 0.2) -> Any:

@@ -48,7 +48,8 @@ class TransientFailpointError(FailpointError):
 CATALOG: dict[str, str] = {
     "batch.submit": "client side, before a batch is enqueued",
     "batch.start": "a batch workflow starts (or is replayed)",
-    "fanout.after_enqueue": "after each chunk enqueue in the fan-out",
+    "fanout.after_enqueue": "after chunks are enqueued in the fan-out, once per chunk (all of "
+    "a window's after its one insert)",
     "chunk.start": "a chunk workflow starts (or is replayed)",
     "chunk.before_commit": "inside the chunk transaction, after its writes, before commit",
     "chunk.after_commit": "after the chunk transaction commits, before DBOS checkpoints the step",

@@ -55,15 +55,19 @@ HELD_FIRST_SEC = 1.0
 HELD_MAX_SEC = 60.0
 FAN_OUT_WINDOW = 512  # chunks a batch enqueues before it waits for the previous window
 RESULT_POLL_SEC = 0.05  # DBOS polls a child's status once a second by default
-# A batch polls its window's last chunk, at first every RESULT_POLL_SEC, then less often as the
-# wait grows (this share of it, at most RESULT_POLL_MAX_SEC): a long batch reads its chunks'
-# state a few dozen times, not 20 times a second, and ends at most ~5% after its last chunk.
-RESULT_POLL_SHARE = 0.05
+# A batch reads which of its window's chunks are still running, then sleeps half the time the
+# rest would take at the pace so far (at least RESULT_POLL_SEC, at most RESULT_POLL_MAX_SEC):
+# a window is read a few dozen times, not 20 times a second, and its end is seen within about
+# RESULT_POLL_SEC of its last chunk, whatever its length.
 RESULT_POLL_MAX_SEC = 1.0
 AWAIT_STEP = "await_chunks"
 # Batches that recorded their first chunk enqueue before this release collect each chunk with
 # its own DBOS.getResult step; the others wait for a whole window in one AWAIT_STEP.
 AWAIT_PATCH = "await-chunk-windows"
+ENQUEUE_STEP = "enqueue_chunks"
+# Batches that enqueued their first chunk from the workflow itself (a child enqueue per chunk)
+# go on that way; the others enqueue each window in one ENQUEUE_STEP, one transaction.
+ENQUEUE_PATCH = "enqueue-chunk-windows"
 
 failpoints.declare(
     "effect.after_send", "after a side effect was delivered, before its step is checkpointed"
@@ -127,6 +131,14 @@ def plan_chunks(request: BatchRequest, chunk_size: int) -> Iterator[ChunkSpec]:
             count=count,
             messages=messages[start : start + count] if messages is not None else None,
         )
+
+
+def poll_delay(waited: float, ended: int, pending: int) -> float:
+    """How long a batch sleeps before it reads its window again: half of what the pending chunks
+    would take at the pace of those ended so far (the time waited, before any ended), bounded
+    by RESULT_POLL_SEC and RESULT_POLL_MAX_SEC."""
+    left = waited * pending / ended if ended else waited
+    return min(RESULT_POLL_MAX_SEC, max(RESULT_POLL_SEC, left / 2))
 
 
 @DBOS.dbos_class(PUBLISHER_CLASS_NAME)
@@ -346,19 +358,36 @@ class Publisher(DBOSConfiguredInstance):
         """Enqueue chunks and collect their outcomes window by window, so a batch of any size
         holds at most two windows of chunk specs and a summary of its failures."""
         chunks = plan_chunks(request, chunk_size)
+        in_one_step = self._enqueues_windows()
         waiting: list[ChunkSpec] = []
         # The next window is enqueued before the previous one is awaited: the queue never drains.
         while window := list(islice(chunks, FAN_OUT_WINDOW)):
-            self._enqueue(window)
+            if in_one_step:
+                DBOS.run_step({"name": ENQUEUE_STEP}, self._enqueue_window, window)
+            else:
+                self._enqueue(window)
             if waiting:
                 self._collect_window(summary, waiting)
             waiting = window
         if waiting:
             self._collect_window(summary, waiting)
 
+    def _enqueues_windows(self) -> bool:
+        """Whether this batch enqueues a window per step (see ENQUEUE_PATCH)."""
+        return DBOS.patch(ENQUEUE_PATCH)
+
     def _enqueue(self, window: list[ChunkSpec]) -> None:
         for chunk in window:
             self._enqueue_chunk(chunk)
+
+    def _enqueue_window(self, window: list[ChunkSpec]) -> int:
+        """The window's chunk workflows, under their deterministic ids, in one transaction;
+        run again after a crash it finds them all and adds none."""
+        calls = [(chunk_workflow_id(c["batch_id"], c["index"]), (c,)) for c in window]
+        dbos_gateway.enqueue_children(self.publish_chunk, calls, queues.CHUNK_QUEUE)
+        for _ in window:  # `@N` counts chunks enqueued, whichever way
+            failpoint("fanout.after_enqueue")
+        return len(window)  # a step's recorded output; None would not replay
 
     def _enqueue_chunk(self, chunk: ChunkSpec) -> Any:
         """Enqueue one chunk workflow under its deterministic id; its handle."""
@@ -375,18 +404,12 @@ class Publisher(DBOSConfiguredInstance):
             self._count(summary, outcome)
 
     def _await_chunks(self, window: list[ChunkSpec]) -> list[ChunkOutcome]:
-        """Wait until every chunk of the window ended, reading one chunk's state per poll (the
-        last enqueued, which a FIFO queue runs last), then read all outcomes in one query."""
+        """Wait until every chunk of the window ended (see RESULT_POLL_SEC), then read all
+        outcomes in one query."""
         ids = [chunk_workflow_id(c["batch_id"], c["index"]) for c in window]
-        pending, began, delay = ids, time.monotonic(), RESULT_POLL_SEC
-        while True:
-            if not dbos_gateway.still_active(pending[-1:]):
-                pending = dbos_gateway.still_active(pending)
-                if not pending:
-                    break
-            time.sleep(delay)
-            waited = time.monotonic() - began
-            delay = min(RESULT_POLL_MAX_SEC, max(RESULT_POLL_SEC, waited * RESULT_POLL_SHARE))
+        pending, began = ids, time.monotonic()
+        while pending := dbos_gateway.still_active(pending):
+            time.sleep(poll_delay(time.monotonic() - began, len(ids) - len(pending), len(pending)))
         ended = dbos_gateway.ended_results(ids)
         return [
             self._outcome(chunk, wf_id, ended[wf_id])

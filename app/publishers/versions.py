@@ -11,6 +11,9 @@ inherited) and the instance name, never the Python class, so N+1 finds N's workf
 - fan-in: N (`PerChunkFanInPublisher`) is the release before `await-chunk-windows`, whose
   batches collected each chunk in its own DBOS.getResult step; N+1 (`LoggingEventPublisher`, the
   current base) replays those batches that way. `UnguardedFanInPublisher` drops the patch.
+- fan-out: N (`PerChunkEnqueuePublisher`) is the release before `enqueue-chunk-windows`, whose
+  batches enqueued each chunk from the workflow; N+1 (`LoggingEventPublisher`) replays those
+  batches that way. `UnguardedFanOutPublisher` drops the patch.
 - broken: `PatchBeforeCommitPublisher` puts that patch directly before the chunk transaction,
   which shifts the transaction's step id for a chunk that committed on N just before the crash.
 """
@@ -119,3 +122,19 @@ class UnguardedFanInPublisher(LoggingEventPublisher):
         summary = self._empty_summary(request)
         self._fan_out_windows(request, chunk_size, summary)
         return summary
+
+
+class PerChunkEnqueuePublisher(EventPublisher):
+    """N of `upgrade/fan-out`: the release before `enqueue-chunk-windows`, no patch and a child
+    enqueue per chunk from the batch workflow (the steps its pending batches have recorded)."""
+
+    def _enqueues_windows(self) -> bool:
+        return False
+
+
+class UnguardedFanOutPublisher(LoggingEventPublisher):
+    """Broken N+1 of `upgrade/fan-out`: the window enqueue without its DBOS.patch, so a batch
+    that started on N meets an enqueue_chunks step where N recorded a child enqueue."""
+
+    def _enqueues_windows(self) -> bool:
+        return True

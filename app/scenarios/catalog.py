@@ -323,6 +323,24 @@ def _upgrade_scenarios() -> list[Scenario]:
             broken=True,
         ),
         Scenario(
+            name="upgrade/fan-out",
+            summary="SIGKILL on N (a child enqueue per chunk) mid fan-out; N+1 (one enqueue "
+            "step per window of chunks, behind DBOS.patch) replays N's batch the old way",
+            faults=(Fault(_spec("fanout.after_enqueue", "crash"), "crash"),),
+            publishers={"orders": f"{VERSIONS}:PerChunkEnqueuePublisher"},
+            restart_publishers={"orders": f"{VERSIONS}:LoggingEventPublisher"},
+            upgrade="compatible",
+        ),
+        Scenario(
+            name="broken/fan-out-without-patch",
+            summary="N+1's window enqueue without its DBOS.patch; N SIGKILLed mid fan-out",
+            faults=(Fault(_spec("fanout.after_enqueue", "crash"), "crash"),),
+            publishers={"orders": f"{VERSIONS}:PerChunkEnqueuePublisher"},
+            restart_publishers={"orders": f"{VERSIONS}:UnguardedFanOutPublisher"},
+            upgrade="compatible",
+            broken=True,
+        ),
+        Scenario(
             name="broken/patch-before-commit",
             summary="N+1's DBOS.patch directly before the chunk transaction; N SIGKILLed after "
             "a commit, before DBOS recorded the step",

@@ -46,9 +46,9 @@ def test_references_come_first_at_every_concurrency_and_per_message_runs_once() 
         for mode, workers in [("ceiling", 1), ("dbos-raw", 1), ("batched", 1), ("batched", 2)]
     ]
     per_message = [
-        ("postgres", "dbos-raw-per-message", 200, 32, 1),
-        ("postgres", "per-message", 200, 32, 1),
-        ("postgres", "per-message", 200, 32, 2),
+        ("postgres", "dbos-raw-per-message", 200, 16, 1),
+        ("postgres", "per-message", 200, 16, 1),
+        ("postgres", "per-message", 200, 16, 2),
         ("postgres", "exp7", 200, 10, 1),
         ("postgres", "exp7", 200, 10, 2),
     ]

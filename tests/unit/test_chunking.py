@@ -6,11 +6,14 @@ import pytest
 
 from app.ledger import ChunkEntries, LedgerEntry, message_id
 from app.publishers.base import (
+    RESULT_POLL_MAX_SEC,
+    RESULT_POLL_SEC,
     BatchRequest,
     ChunkSpec,
     batch_workflow_id,
     chunk_workflow_id,
     plan_chunks,
+    poll_delay,
 )
 from app.publishers.events import EventPublisher
 
@@ -161,3 +164,14 @@ def test_payloads_calls_an_overridden_payload_per_message_and_skips_it_otherwise
     chunk = ChunkSpec(batch_id="b1", topic="t", index=0, start=7, count=2, messages=["m", "n"])
     assert list(tagged.payloads(chunk)) == ["tagged-7", "tagged-8"]
     assert list(plain.payloads(chunk)) == ["m", "n"]
+
+
+def test_a_batch_polls_its_window_faster_as_the_end_nears() -> None:
+    # nothing ended yet: half the time waited, within the bounds
+    assert poll_delay(0.0, 0, 10) == RESULT_POLL_SEC
+    assert poll_delay(0.8, 0, 10) == 0.4
+    assert poll_delay(60.0, 0, 10) == RESULT_POLL_MAX_SEC
+    # 8 of 10 ended in 4 s: the other 2 need about 1 s, so read again in half of it
+    assert poll_delay(4.0, 8, 2) == 0.5
+    assert poll_delay(4.0, 9, 1) == 4.0 / 9 / 2  # 4/9 s left, halved
+    assert poll_delay(4.0, 99, 1) == RESULT_POLL_SEC  # the end is near: the floor
