@@ -146,6 +146,8 @@ def measure(spec: Spec) -> Measurement:
         run = run_reference if mode.reference else run_dbos
         with lock_sampler(app_db, enabled=not mode.per_message) as locks:
             timing = run(spec, settings, mode)
+        # The run's peak: the check below reads every position of every batch into memory.
+        peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         after = commits(app_db)
         with short_lived_engine(app_db) as engine, engine.connect() as conn:
             report = invariants.check(
@@ -166,7 +168,7 @@ def measure(spec: Spec) -> Measurement:
             if after is not None and before is not None
             else None
         ),
-        peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        peak_rss_mb=round(peak_rss_mb, 1),
         cpu_s=round(timing.cpu_s, 2),
         executors=timing.executors,
         exact=report.ok and report.ledger_rows == spec.messages,

@@ -71,3 +71,11 @@ def test_the_system_database_names_the_version_move_uses_are_where_it_expects() 
     for name in ("_wf", "_name_filter", "_now_ms_sql"):
         assert callable(getattr(_sys_db.SystemDatabase, name)), name
     assert _utils.INTERNAL_QUEUE_NAME == "_dbos_internal_queue"
+
+
+def test_the_batch_enqueue_the_fan_out_uses_is_where_it_expects() -> None:
+    from dbos import _core
+
+    assert "workflow_id" in inspect.signature(_core.prepare_enqueued_workflow).parameters
+    assert callable(_dbos._get_dbos_instance)
+    assert "statuses" in inspect.signature(_sys_db.SystemDatabase.init_workflows).parameters
