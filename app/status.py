@@ -234,7 +234,8 @@ def work_lines(status: StatusSnapshot) -> list[Table | str]:
     lines += [
         f"  DEAD {name} "
         + " ".join(f"{state.lower()}={n}" for state, n in counts.items())
-        + "  (ended without publishing: `dbos workflow list --status ERROR`)"
+        + "  (ended without publishing: `python -m app inspect BATCH_ID --failed`, then "
+        + "`python -m app retry BATCH_ID` or `resume BATCH_ID`)"
         for name, counts in status.dead.items()
     ]
     return ["\n".join(lines), f"Healthy: {status.healthy}"]

@@ -309,4 +309,6 @@ def test_status_shows_dead_work_and_is_not_healthy_while_it_lasts(
     snapshot = json.loads(after.stdout)
     assert snapshot["dead"] == {"publish_batch": {"CANCELLED": 1}}
     assert snapshot["consistent"] is True and snapshot["healthy"] is False
-    assert "DEAD publish_batch" in cli("status").stdout
+    shown = cli("status").stdout
+    assert "DEAD publish_batch" in shown
+    assert "python -m app retry BATCH_ID" in shown  # the product's command, not DBOS's

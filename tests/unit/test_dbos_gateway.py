@@ -8,7 +8,7 @@ import inspect
 from pathlib import Path
 from typing import get_args, get_type_hints
 
-from dbos import DBOS, DBOSClient, _datasource, _dbos, _sys_db, _utils
+from dbos import DBOS, DBOSClient, _core, _datasource, _dbos, _sys_db, _utils
 
 from app import dbos_gateway
 from tests.helpers import ROOT
@@ -74,8 +74,6 @@ def test_the_system_database_names_the_version_move_uses_are_where_it_expects() 
 
 
 def test_the_batch_enqueue_the_fan_out_uses_is_where_it_expects() -> None:
-    from dbos import _core
-
     assert "workflow_id" in inspect.signature(_core.prepare_enqueued_workflow).parameters
     assert callable(_dbos._get_dbos_instance)
     assert "statuses" in inspect.signature(_sys_db.SystemDatabase.init_workflows).parameters
