@@ -112,14 +112,16 @@ def workflows(
 
 
 def workflow_family(dbos_client: DBOSClient, parent_id: str) -> list[WorkflowStatus]:
-    """A workflow and its children named `<parent>/...` (a batch and its chunks), parent first."""
+    """A workflow and its children named `<parent>/...` (a batch and its chunks), parent first,
+    the children in the order they were created (a window's chunks, inserted in one statement
+    in the same millisecond, by id: in chunk order)."""
     found = workflows(dbos_client, [parent_id])
     if not found:
         return []
     children = dbos_client.list_workflows(
         workflow_id_prefix=f"{parent_id}/", load_input=False, load_output=False
     )
-    return [*found, *children]
+    return [*found, *sorted(children, key=lambda wf: (wf.created_at or 0, wf.workflow_id))]
 
 
 def workflows_under(

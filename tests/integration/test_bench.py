@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from app.bench.crew import extra_workers
-from app.bench.modes import MODES
+from app.bench.modes import MODES, PER_MESSAGE_CONCURRENCY
 from app.bench.spec import Spec, bench_settings
 from app.config import DatabaseUrl
 from tests.conftest import POSTGRES_URL
@@ -76,7 +76,7 @@ def test_bench_smoke_prints_a_table_and_writes_json(
         per_message["msg_per_s"] / by_mode["dbos-raw-per-message"]["msg_per_s"], 3
     )
     sqlite_ceiling = 1 if backend == "sqlite" else 4
-    assert [r["chunk_concurrency"] for r in results] == [sqlite_ceiling, 4, 4, 32, 32, 10]
+    assert [r["chunk_concurrency"] for r in results] == [sqlite_ceiling, 4, 4, PER_MESSAGE_CONCURRENCY, PER_MESSAGE_CONCURRENCY, 10]
     # Lock waits are sampled on Postgres for the chunk-sized rows only.
     sampled = [r["mode"] for r in results if r["locks"] is not None]
     assert sampled == (["ceiling", "dbos-raw", "batched"] if backend == "postgres" else [])
@@ -104,7 +104,7 @@ def test_bench_runs_chunk_modes_at_two_concurrencies_and_two_workers(
 ) -> None:
     """The ceiling once per concurrency (one worker), batched with 1 then 2 workers; every row
     read against the ceiling of its own concurrency (dbos-raw's ratios: tests/unit). Chunk
-    modes only: per-message's pools, sized for 32 chunks at once, would crowd the Postgres the
+    modes only: per-message's pools, sized for 16 chunks at once, would crowd the Postgres the
     rest of the suite shares."""
     out = tmp_path / "bench.json"
     done = _bench(
