@@ -165,6 +165,13 @@ def _bench_arguments(bench: argparse.ArgumentParser) -> None:
         help="100-message batches timed one at a time on an idle service, per backend "
         "(0: skip; default 20)",
     )
+    bench.add_argument(
+        "--rounds",
+        default="1",
+        help="measure each group of rows read against each other this many times, its rows "
+        "in turn; the table shows each row's median run, the JSON every run's msg/s (at most "
+        "9; default 1)",
+    )
     bench.add_argument("--postgres-url", default=DEFAULT_BENCH_POSTGRES)
     bench.add_argument("--json", default="bench-results/bench.json", help="where to write JSON")
 
@@ -184,6 +191,9 @@ def _bench_plan(args: argparse.Namespace) -> runner.Plan:
     concurrency = _positive_list(
         args.chunk_concurrency, "--chunk-concurrency", runner.MAX_CHUNK_CONCURRENCY
     )
+    rounds = positive(args.rounds, "--rounds")
+    if rounds > runner.MAX_ROUNDS:
+        raise ConfigError(f"--rounds: at most {runner.MAX_ROUNDS} (got {rounds})")
     latency_batches = args.latency_batches.strip()
     if not latency_batches.isdigit():
         raise ConfigError(
@@ -207,6 +217,7 @@ def _bench_plan(args: argparse.Namespace) -> runner.Plan:
         workers=workers,
         chunk_concurrency=concurrency,
         latency_batches=int(latency_batches),
+        rounds=rounds,
     )
 
 

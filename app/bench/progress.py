@@ -47,13 +47,14 @@ def latency_estimate(batches: int) -> float:
 
 def describe_plan(plan: Plan, specs: list[Spec]) -> str:
     """The rows to measure and the estimated total, one line each."""
-    lines = [f"bench: {len(specs)} measurements"]
+    rounds = f", {plan.rounds} rounds each (the table shows the median)" if plan.rounds > 1 else ""
+    lines = [f"bench: {len(specs)} measurements{rounds}"]
     for spec in specs:
         lines.append(
             f"  {spec.backend:<9} {spec.mode:<20} conc {spec.chunk_concurrency:>2}  "
             f"workers {spec.workers}  {spec.messages:>9,} messages  ~{estimate(spec):5.0f} s"
         )
-    total = sum(estimate(spec) for spec in specs)
+    total = sum(estimate(spec) for spec in specs) * plan.rounds
     if plan.latency_batches:
         each = latency_estimate(plan.latency_batches)
         lines.append(
@@ -75,7 +76,7 @@ class BenchProgress:
     def __init__(self, plan: Plan, specs: list[Spec]) -> None:
         self.progress: Progress | None = None
         self.latency_each = latency_estimate(plan.latency_batches)
-        total = sum(estimate(spec) for spec in specs)
+        total = sum(estimate(spec) for spec in specs) * plan.rounds
         total += self.latency_each * len(plan.backends) if plan.latency_batches else 0.0
         if live_enabled():
             self.progress = Progress(

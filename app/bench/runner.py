@@ -22,6 +22,7 @@ from app.database import require_reachable
 # Postgres (whose default max_connections is 100).
 MAX_WORKERS = 8
 MAX_CHUNK_CONCURRENCY = 32
+MAX_ROUNDS = 9
 CHUNK_ORDER: list[ModeName] = ["ceiling", "dbos-raw", "batched"]
 PER_MESSAGE_ORDER: list[ModeName] = ["dbos-raw-per-message", "per-message", "exp7"]
 
@@ -39,6 +40,8 @@ class Plan:
     workers: list[int] = field(default_factory=lambda: [1])  # ascending, distinct
     chunk_concurrency: list[int] = field(default_factory=lambda: [4])  # ascending, distinct
     latency_batches: int = 20  # 0: no latency measurement
+    # Each group (the rows read against each other) measured this many times, its rows in turn.
+    rounds: int = 1
 
 
 def worker_counts(plan: Plan, backend: str, mode: ModeName) -> list[int]:
@@ -48,26 +51,40 @@ def worker_counts(plan: Plan, backend: str, mode: ModeName) -> list[int]:
 
 def planned_specs(plan: Plan) -> list[Spec]:
     """Every measurement, references before the product rows they are read against."""
-    specs: list[Spec] = []
+    return [spec for group in planned_groups(plan) for spec in group]
+
+
+def planned_groups(plan: Plan) -> list[list[Spec]]:
+    """The measurements in groups read against each other: per backend, size and concurrency
+    the chunk-sized rows; per backend the per-message shapes."""
+    groups: list[list[Spec]] = []
     for backend in plan.backends:
         for size in plan.sizes:
-            specs += _chunk_specs(plan, backend, size)
+            groups += _chunk_groups(plan, backend, size)
         # The per-message shapes manage tens of messages a second: once, at their own size.
         size = min(plan.sizes[0], plan.per_message_size)
-        for mode in [m for m in PER_MESSAGE_ORDER if m in plan.modes]:
-            specs += _specs(plan, backend, mode, size, MODES[mode].chunk_concurrency or 1)
-    return specs
+        groups.append(
+            [
+                spec
+                for mode in PER_MESSAGE_ORDER
+                if mode in plan.modes
+                for spec in _specs(plan, backend, mode, size, MODES[mode].chunk_concurrency or 1)
+            ]
+        )
+    return [group for group in groups if group]
 
 
-def _chunk_specs(plan: Plan, backend: str, size: int) -> list[Spec]:
-    specs: list[Spec] = []
+def _chunk_groups(plan: Plan, backend: str, size: int) -> list[list[Spec]]:
+    groups: list[list[Spec]] = []
     for concurrency in plan.chunk_concurrency:
+        group: list[Spec] = []
         for mode in [m for m in CHUNK_ORDER if m in plan.modes]:
             one_writer = mode == "ceiling" and backend == "sqlite"
             if one_writer and concurrency != plan.chunk_concurrency[0]:
                 continue  # SQLite has one writer: its ceiling is measured once, 1 connection
-            specs += _specs(plan, backend, mode, size, 1 if one_writer else concurrency)
-    return specs
+            group += _specs(plan, backend, mode, size, 1 if one_writer else concurrency)
+        groups.append(group)
+    return groups
 
 
 def _specs(plan: Plan, backend: str, mode: ModeName, size: int, concurrency: int) -> list[Spec]:
@@ -96,19 +113,25 @@ def run(plan: Plan) -> list[dict[str, Any]]:
             "connection",
             file=sys.stderr,
         )
-    specs = planned_specs(plan)
+    groups = planned_groups(plan)
+    specs = [spec for group in groups for spec in group]
     print(describe_plan(plan, specs), file=sys.stderr, flush=True)
     print(HEADER, flush=True)
     rows: list[dict[str, Any]] = []
     latencies: dict[str, Any] = {}
     with BenchProgress(plan, specs) as progress:
-        for spec in specs:
-            progress.starting(spec)
-            row = measure_in_subprocess(spec)
-            add_ratios(row, rows)
-            rows.append(row)
-            print(format_row(row), flush=True)
-            progress.finished(spec)
+        for group in groups:
+            runs: list[list[dict[str, Any]]] = [[] for _ in group]
+            for _ in range(plan.rounds):  # in turn, so a slow spell of the machine hits all
+                for spec, found in zip(group, runs, strict=True):
+                    progress.starting(spec)
+                    found.append(measure_in_subprocess(spec))
+                    progress.finished(spec)
+            for found in runs:
+                row = median_run(found)
+                add_ratios(row, rows)
+                rows.append(row)
+                print(format_row(row), flush=True)
         for backend in plan.backends if plan.latency_batches else []:
             progress.starting_latency(backend)
             latencies[backend] = latency.measure(backend, plan.postgres_url, plan.latency_batches)
@@ -119,6 +142,16 @@ def run(plan: Plan) -> list[dict[str, Any]]:
         add_ratios(row, rows)
     write_json(plan, rows, latencies)
     return rows
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median msg/s (the lower one of an even count) stands for the row; it
+    also carries every run's msg/s, and is exact only if every run was."""
+    row = dict(sorted(runs, key=lambda r: r["msg_per_s"])[(len(runs) - 1) // 2])
+    row["runs_msg_per_s"] = [r["msg_per_s"] for r in runs]
+    row["exact"] = all(r["exact"] for r in runs)
+    row["violations"] = [v for r in runs for v in r["violations"]]
+    return row
 
 
 def _reference(rows: list[dict[str, Any]], row: dict[str, Any], mode: str) -> float | None:
@@ -213,6 +246,7 @@ def write_json(plan: Plan, rows: list[dict[str, Any]], latencies: dict[str, Any]
         "topics": plan.topics,
         "workers": plan.workers,
         "chunk_concurrency": plan.chunk_concurrency,
+        "rounds": plan.rounds,
         "modes": {name: MODES[name].description for name in plan.modes},
         "results": rows,
         "latency": latencies,

@@ -200,6 +200,22 @@ def test_a_worker_that_dies_before_it_is_ready_is_named_and_nothing_is_left_runn
     assert _children() == []
 
 
+@pytest.mark.slow
+def test_bench_rounds_measure_each_group_in_turn_and_show_the_median(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = _bench(
+        "--messages", "200", "--backends", "sqlite", "--modes", "ceiling,batched",
+        "--rounds", "3", "--latency-batches", "0", "--json", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "2 measurements, 3 rounds each (the table shows the median)" in done.stderr
+    rows = json.loads(out.read_text())["results"]
+    assert [(r["mode"], len(r["runs_msg_per_s"])) for r in rows] == [("ceiling", 3), ("batched", 3)]
+    for row in rows:
+        assert row["msg_per_s"] == sorted(row["runs_msg_per_s"])[1] and row["exact"]
+    assert len(done.stdout.strip().splitlines()) == 1 + 2  # a row per mode, not per run
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
@@ -218,6 +234,9 @@ def test_a_worker_that_dies_before_it_is_ready_is_named_and_nothing_is_left_runn
         (["--latency-batches", "-1"], "--latency-batches must be a whole number (0 to skip)"),
         (["--latency-batches", "two"], "--latency-batches must be a whole number (0 to skip)"),
         (["--modes", "raw"], "--modes: choose from ceiling, dbos-raw, batched"),
+        (["--rounds", "0"], "--rounds must be a positive whole number, not '0'"),
+        (["--rounds", "2,3"], "--rounds must be a positive whole number, not '2,3'"),
+        (["--rounds", "10"], "--rounds: at most 9 (got 10)"),
     ],
 )
 def test_bench_refuses_bad_arguments(cli: InProcessCli, args: list[str], fragment: str) -> None:

@@ -121,3 +121,40 @@ def test_lock_samples_count_waits_and_counter_waits_among_chunk_transactions() -
         "lock_wait_any": 1.0,
         "waits_by_event": {"transactionid": 1, "extend": 1},
     }
+
+
+def test_rows_are_grouped_with_the_references_they_are_read_against() -> None:
+    plan = _plan(
+        ["postgres"],
+        ["batched", "ceiling", "per-message", "dbos-raw-per-message"],
+        chunk_concurrency=[4, 8],
+    )
+    groups = [
+        [(s.mode, s.messages, s.chunk_concurrency) for s in g] for g in runner.planned_groups(plan)
+    ]
+    assert groups == [
+        [("ceiling", 1000, 4), ("batched", 1000, 4)],
+        [("ceiling", 1000, 8), ("batched", 1000, 8)],
+        [("ceiling", 5000, 4), ("batched", 5000, 4)],
+        [("ceiling", 5000, 8), ("batched", 5000, 8)],
+        [("dbos-raw-per-message", 200, 16), ("per-message", 200, 16)],
+    ]
+
+
+def test_a_row_of_several_rounds_is_its_median_run_and_exact_only_if_every_run_was() -> None:
+    def run(msg_per_s: float, exact: bool = True) -> dict[str, Any]:
+        return {"msg_per_s": msg_per_s, "exact": exact, "violations": [] if exact else ["lost"]}
+
+    row = runner.median_run([run(30.0), run(10.0), run(20.0)])
+    assert (row["msg_per_s"], row["runs_msg_per_s"], row["exact"]) == (
+        20.0,
+        [30.0, 10.0, 20.0],
+        True,
+    )
+    assert runner.median_run([run(40.0), run(10.0)])["msg_per_s"] == 10.0  # the lower middle
+    one_lost = runner.median_run([run(30.0), run(10.0, exact=False), run(20.0)])
+    assert (one_lost["msg_per_s"], one_lost["exact"], one_lost["violations"]) == (
+        20.0,
+        False,
+        ["lost"],
+    )
