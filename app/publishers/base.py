@@ -56,10 +56,12 @@ HELD_MAX_SEC = 60.0
 FAN_OUT_WINDOW = 512  # chunks a batch enqueues before it waits for the previous window
 RESULT_POLL_SEC = 0.05  # DBOS polls a child's status once a second by default
 # A batch reads which of its window's chunks are still running, then sleeps half the time the
-# rest would take at the pace so far (at least RESULT_POLL_SEC, at most RESULT_POLL_MAX_SEC):
-# a window is read a few dozen times, not 20 times a second, and its end is seen within about
-# RESULT_POLL_SEC of its last chunk, whatever its length.
+# rest would take at the pace of the last interval (while none ended, half as long again as the
+# last sleep), at least RESULT_POLL_SEC, at most RESULT_POLL_MAX_SEC: a window is read a few
+# dozen times, not 20 times a second, and its end is seen within about RESULT_POLL_SEC of its
+# last chunk, however long it waited behind other batches' chunks.
 RESULT_POLL_MAX_SEC = 1.0
+RESULT_POLL_BACKOFF = 1.5
 AWAIT_STEP = "await_chunks"
 # Batches that recorded their first chunk enqueue before this release collect each chunk with
 # its own DBOS.getResult step; the others wait for a whole window in one AWAIT_STEP.
@@ -133,12 +135,13 @@ def plan_chunks(request: BatchRequest, chunk_size: int) -> Iterator[ChunkSpec]:
         )
 
 
-def poll_delay(waited: float, ended: int, pending: int) -> float:
-    """How long a batch sleeps before it reads its window again: half of what the pending chunks
-    would take at the pace of those ended so far (the time waited, before any ended), bounded
-    by RESULT_POLL_SEC and RESULT_POLL_MAX_SEC."""
-    left = waited * pending / ended if ended else waited
-    return min(RESULT_POLL_MAX_SEC, max(RESULT_POLL_SEC, left / 2))
+def poll_delay(interval: float, ended: int, pending: int, last: float) -> float:
+    """How long a batch sleeps before it reads its window again, given the `interval` since its
+    previous read, the chunks that `ended` in it, those still `pending` and the `last` sleep:
+    half of what the pending ones would take at that pace, or, if none ended, the last sleep
+    half as long again; bounded by RESULT_POLL_SEC and RESULT_POLL_MAX_SEC."""
+    wanted = interval * pending / ended / 2 if ended else last * RESULT_POLL_BACKOFF
+    return min(RESULT_POLL_MAX_SEC, max(RESULT_POLL_SEC, wanted))
 
 
 @DBOS.dbos_class(PUBLISHER_CLASS_NAME)
@@ -407,9 +410,12 @@ class Publisher(DBOSConfiguredInstance):
         """Wait until every chunk of the window ended (see RESULT_POLL_SEC), then read all
         outcomes in one query."""
         ids = [chunk_workflow_id(c["batch_id"], c["index"]) for c in window]
-        pending, began = ids, time.monotonic()
-        while pending := dbos_gateway.still_active(pending):
-            time.sleep(poll_delay(time.monotonic() - began, len(ids) - len(pending), len(pending)))
+        pending, read_at, delay = ids, time.monotonic(), RESULT_POLL_SEC
+        while still := dbos_gateway.still_active(pending):
+            now = time.monotonic()
+            delay = poll_delay(now - read_at, len(pending) - len(still), len(still), delay)
+            pending, read_at = still, now
+            time.sleep(delay)
         ended = dbos_gateway.ended_results(ids)
         return [
             self._outcome(chunk, wf_id, ended[wf_id])

@@ -166,12 +166,13 @@ def test_payloads_calls_an_overridden_payload_per_message_and_skips_it_otherwise
     assert list(plain.payloads(chunk)) == ["m", "n"]
 
 
-def test_a_batch_polls_its_window_faster_as_the_end_nears() -> None:
-    # nothing ended yet: half the time waited, within the bounds
-    assert poll_delay(0.0, 0, 10) == RESULT_POLL_SEC
-    assert poll_delay(0.8, 0, 10) == 0.4
-    assert poll_delay(60.0, 0, 10) == RESULT_POLL_MAX_SEC
-    # 8 of 10 ended in 4 s: the other 2 need about 1 s, so read again in half of it
-    assert poll_delay(4.0, 8, 2) == 0.5
-    assert poll_delay(4.0, 9, 1) == 4.0 / 9 / 2  # 4/9 s left, halved
-    assert poll_delay(4.0, 99, 1) == RESULT_POLL_SEC  # the end is near: the floor
+def test_a_batch_polls_its_window_at_the_pace_of_the_last_interval() -> None:
+    # 8 chunks ended in the last second and 4 are left: about half a second, read again in half
+    assert poll_delay(1.0, 8, 4, last=1.0) == 0.25
+    assert poll_delay(0.5, 1, 100, last=0.05) == RESULT_POLL_MAX_SEC  # far from the end: the cap
+    assert poll_delay(0.2, 20, 1, last=1.0) == RESULT_POLL_SEC  # the end is near: the floor
+    # none ended (queued behind other batches): the last sleep half as long again, up to the cap
+    assert poll_delay(0.05, 0, 10, last=0.05) == pytest.approx(0.075)
+    assert poll_delay(1.0, 0, 10, last=RESULT_POLL_MAX_SEC) == RESULT_POLL_MAX_SEC
+    # a window that waited long before its chunks ran is read by its recent pace, not its age
+    assert poll_delay(1.0, 30, 30, last=RESULT_POLL_MAX_SEC) == 0.5
