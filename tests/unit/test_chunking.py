@@ -167,12 +167,14 @@ def test_payloads_calls_an_overridden_payload_per_message_and_skips_it_otherwise
 
 
 def test_a_batch_polls_its_window_at_the_pace_of_the_last_interval() -> None:
-    # 8 chunks ended in the last second and 4 are left: about half a second, read again in half
-    assert poll_delay(1.0, 8, 4, last=1.0) == 0.25
-    assert poll_delay(0.5, 1, 100, last=0.05) == RESULT_POLL_MAX_SEC  # far from the end: the cap
-    assert poll_delay(0.2, 20, 1, last=1.0) == RESULT_POLL_SEC  # the end is near: the floor
+    # 8 chunks ended in the last 0.4 s and 4 are left: about 0.2 s, read again in half of it
+    assert poll_delay(0.4, 8, 4, last=0.25) == pytest.approx(0.1)
+    # far from the end, or a pace read off one early chunk: the cap, so a window whose chunks
+    # then end together is seen at most that late
+    assert poll_delay(0.25, 1, 12, last=0.05) == RESULT_POLL_MAX_SEC
+    assert poll_delay(0.2, 20, 1, last=0.25) == RESULT_POLL_SEC  # the end is near: the floor
     # none ended (queued behind other batches): the last sleep half as long again, up to the cap
     assert poll_delay(0.05, 0, 10, last=0.05) == pytest.approx(0.075)
-    assert poll_delay(1.0, 0, 10, last=RESULT_POLL_MAX_SEC) == RESULT_POLL_MAX_SEC
+    assert poll_delay(0.25, 0, 10, last=RESULT_POLL_MAX_SEC) == RESULT_POLL_MAX_SEC
     # a window that waited long before its chunks ran is read by its recent pace, not its age
-    assert poll_delay(1.0, 30, 30, last=RESULT_POLL_MAX_SEC) == 0.5
+    assert poll_delay(0.25, 30, 30, last=RESULT_POLL_MAX_SEC) == pytest.approx(0.125)
