@@ -57,10 +57,11 @@ FAN_OUT_WINDOW = 512  # chunks a batch enqueues before it waits for the previous
 RESULT_POLL_SEC = 0.05  # DBOS polls a child's status once a second by default
 # A batch reads which of its window's chunks are still running, then sleeps half the time the
 # rest would take at the pace of the last interval (while none ended, half as long again as the
-# last sleep), at least RESULT_POLL_SEC, at most RESULT_POLL_MAX_SEC: a window is read at most
-# four times a second, not 20, and its end is seen within about RESULT_POLL_SEC of its last
-# chunk, at worst RESULT_POLL_MAX_SEC (a pace read off the first few chunks can be far off, and a
-# small window queued behind other batches can run whole within one sleep).
+# last sleep), at least RESULT_POLL_SEC, at most RESULT_POLL_MAX_SEC: a window is read four
+# times a second while its chunks wait or run, more often only near its end, which is seen
+# within about RESULT_POLL_SEC of its last chunk, at worst RESULT_POLL_MAX_SEC (a pace read off
+# the first few chunks can be far off, and a small window queued behind other batches can run
+# whole within one sleep).
 RESULT_POLL_MAX_SEC = 0.25
 RESULT_POLL_BACKOFF = 1.5
 AWAIT_STEP = "await_chunks"
