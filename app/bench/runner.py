@@ -49,14 +49,10 @@ def worker_counts(plan: Plan, backend: str, mode: ModeName) -> list[int]:
     return plan.workers if backend == "postgres" and not MODES[mode].reference else [1]
 
 
-def planned_specs(plan: Plan) -> list[Spec]:
-    """Every measurement, references before the product rows they are read against."""
-    return [spec for group in planned_groups(plan) for spec in group]
-
-
 def planned_groups(plan: Plan) -> list[list[Spec]]:
-    """The measurements in groups read against each other: per backend, size and concurrency
-    the chunk-sized rows; per backend the per-message shapes."""
+    """The measurements in groups read against each other (references before the product rows
+    read against them): per backend, size and concurrency the chunk-sized rows; per backend the
+    per-message shapes."""
     groups: list[list[Spec]] = []
     for backend in plan.backends:
         for size in plan.sizes:

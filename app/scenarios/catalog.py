@@ -304,41 +304,23 @@ def _upgrade_scenarios() -> list[Scenario]:
             restart_env={"APP_VERSION": "2"},
             upgrade="new-version",
         ),
-        Scenario(
-            name="upgrade/fan-in",
+        *_patched_fan_out_fan_in(
+            "fan-in",
+            "fanin.after_result",
+            old="PerChunkFanInPublisher",
+            unguarded="UnguardedFanInPublisher",
             summary="SIGKILL on N (a getResult step per chunk) mid fan-in; N+1 (one await step "
             "per window of chunks, behind DBOS.patch) replays N's batch the old way",
-            faults=(Fault(_spec("fanin.after_result", "crash"), "crash"),),
-            publishers={"orders": f"{VERSIONS}:PerChunkFanInPublisher"},
-            restart_publishers={"orders": f"{VERSIONS}:LoggingEventPublisher"},
-            upgrade="compatible",
+            broken_summary="N+1's window fan-in without its DBOS.patch; N SIGKILLed mid fan-in",
         ),
-        Scenario(
-            name="broken/fan-in-without-patch",
-            summary="N+1's window fan-in without its DBOS.patch; N SIGKILLed mid fan-in",
-            faults=(Fault(_spec("fanin.after_result", "crash"), "crash"),),
-            publishers={"orders": f"{VERSIONS}:PerChunkFanInPublisher"},
-            restart_publishers={"orders": f"{VERSIONS}:UnguardedFanInPublisher"},
-            upgrade="compatible",
-            broken=True,
-        ),
-        Scenario(
-            name="upgrade/fan-out",
+        *_patched_fan_out_fan_in(
+            "fan-out",
+            "fanout.after_enqueue",
+            old="PerChunkEnqueuePublisher",
+            unguarded="UnguardedFanOutPublisher",
             summary="SIGKILL on N (a child enqueue per chunk) mid fan-out; N+1 (one enqueue "
             "step per window of chunks, behind DBOS.patch) replays N's batch the old way",
-            faults=(Fault(_spec("fanout.after_enqueue", "crash"), "crash"),),
-            publishers={"orders": f"{VERSIONS}:PerChunkEnqueuePublisher"},
-            restart_publishers={"orders": f"{VERSIONS}:LoggingEventPublisher"},
-            upgrade="compatible",
-        ),
-        Scenario(
-            name="broken/fan-out-without-patch",
-            summary="N+1's window enqueue without its DBOS.patch; N SIGKILLed mid fan-out",
-            faults=(Fault(_spec("fanout.after_enqueue", "crash"), "crash"),),
-            publishers={"orders": f"{VERSIONS}:PerChunkEnqueuePublisher"},
-            restart_publishers={"orders": f"{VERSIONS}:UnguardedFanOutPublisher"},
-            upgrade="compatible",
-            broken=True,
+            broken_summary="N+1's window enqueue without its DBOS.patch; N SIGKILLed mid fan-out",
         ),
         Scenario(
             name="broken/patch-before-commit",
@@ -350,6 +332,35 @@ def _upgrade_scenarios() -> list[Scenario]:
             topics=("default", "later"),
             restart_publishers={"orders": f"{VERSIONS}:PatchBeforeCommitPublisher"},
             upgrade="patched",
+            broken=True,
+        ),
+    ]
+
+
+def _patched_fan_out_fan_in(
+    name: str, failpoint: str, *, old: str, unguarded: str, summary: str, broken_summary: str
+) -> list[Scenario]:
+    """A change to the batch workflow's steps behind DBOS.patch: N (`old`) SIGKILLed at the
+    failpoint, N+1 (the current base) replays N's batch the old way; and the broken variant,
+    N+1 without the patch (`unguarded`), whose replay of that batch ends ERROR."""
+    faults = (Fault(_spec(failpoint, "crash"), "crash"),)
+    publishers = {"orders": f"{VERSIONS}:{old}"}
+    return [
+        Scenario(
+            name=f"upgrade/{name}",
+            summary=summary,
+            faults=faults,
+            publishers=publishers,
+            restart_publishers={"orders": f"{VERSIONS}:LoggingEventPublisher"},
+            upgrade="compatible",
+        ),
+        Scenario(
+            name=f"broken/{name}-without-patch",
+            summary=broken_summary,
+            faults=faults,
+            publishers=publishers,
+            restart_publishers={"orders": f"{VERSIONS}:{unguarded}"},
+            upgrade="compatible",
             broken=True,
         ),
     ]

@@ -28,7 +28,8 @@ def _plan(backends: list[str], modes: list[ModeName], **extra: Any) -> runner.Pl
 def _rows(plan: runner.Plan) -> list[tuple[str, str, int, int, int]]:
     return [
         (s.backend, s.mode, s.messages, s.chunk_concurrency, s.workers)
-        for s in runner.planned_specs(plan)
+        for group in runner.planned_groups(plan)
+        for s in group
     ]
 
 
