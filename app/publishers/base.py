@@ -72,6 +72,11 @@ ENQUEUE_STEP = "enqueue_chunks"
 # Batches that enqueued their first chunk from the workflow itself (a child enqueue per chunk)
 # go on that way; the others enqueue each window in one ENQUEUE_STEP, one transaction.
 ENQUEUE_PATCH = "enqueue-chunk-windows"
+# How a batch planned by this release fans out and in (a window per ENQUEUE_STEP, a window per
+# AWAIT_STEP), recorded in its plan step's output: the batch needs no patch marker to replay
+# that way, two system-database writes fewer before its first chunk is enqueued. A plan that
+# recorded a bare chunk size is an earlier release's, whose batch the markers above decide.
+FAN_OUT_WINDOWS = "windows"
 
 failpoints.declare(
     "effect.after_send", "after a side effect was delivered, before its step is checkpointed"
@@ -83,6 +88,11 @@ class BatchRequest(TypedDict):
     topic: str
     count: int
     messages: list[str] | None
+
+
+class BatchPlan(TypedDict):
+    chunk_size: int
+    fan_out: str  # FAN_OUT_WINDOWS
 
 
 class ChunkSpec(TypedDict):
@@ -135,6 +145,11 @@ def plan_chunks(request: BatchRequest, chunk_size: int) -> Iterator[ChunkSpec]:
             count=count,
             messages=messages[start : start + count] if messages is not None else None,
         )
+
+
+def planned_chunk_size(plan: BatchPlan | int) -> int:
+    """The chunk size a batch's plan step recorded (a bare int before FAN_OUT_WINDOWS)."""
+    return plan if isinstance(plan, int) else plan["chunk_size"]
 
 
 def poll_delay(interval: float, ended: int, pending: int, last: float) -> float:
@@ -263,12 +278,12 @@ class Publisher(DBOSConfiguredInstance):
             # Config may change between a crash and the restart; the plan must not. The step is
             # a datasource transaction that also records the batch (its total, its state); a
             # batch planned by an earlier release replays the plain step recorded under this name.
-            chunk_size: int = self.datasource.run_tx_step(
+            plan: BatchPlan | int = self.datasource.run_tx_step(
                 {"name": PLAN_STEP, "isolation_level": self.tx_options["isolation_level"]},
                 self._plan_batch,
                 request,
             )
-            summary = self._fan_out_fan_in(request, chunk_size)
+            summary = self._fan_out_fan_in(request, plan)
             failpoint("batch.before_complete")
             log.info(
                 "batch_finished",
@@ -300,7 +315,7 @@ class Publisher(DBOSConfiguredInstance):
 
     # ---- internals ------------------------------------------------------------------------
 
-    def _plan_batch(self, request: BatchRequest) -> int:
+    def _plan_batch(self, request: BatchRequest) -> BatchPlan | int:
         session = self.datasource.sql_session()
         session.info[PLANNING] = True  # its commit is no chunk's: `chunk.after_commit` skips it
         conn = session.connection()
@@ -314,7 +329,11 @@ class Publisher(DBOSConfiguredInstance):
                 chunk_size=self.chunk_size,
             ),
         )
-        return self.chunk_size
+        return self._planned()
+
+    def _planned(self) -> BatchPlan | int:
+        """The plan step's recorded output (see FAN_OUT_WINDOWS)."""
+        return BatchPlan(chunk_size=self.chunk_size, fan_out=FAN_OUT_WINDOWS)
 
     def _delivers(self) -> bool:
         return type(self).deliver is not Publisher.deliver
@@ -335,15 +354,28 @@ class Publisher(DBOSConfiguredInstance):
         failpoint("effect.after_send")
         return len(entries)  # a step's recorded output; None would not replay
 
-    def _fan_out_fan_in(self, request: BatchRequest, chunk_size: int) -> BatchSummary:
-        """Enqueue the batch's chunks and sum up their outcomes; batches that started on the
-        previous release replay its per-chunk fan-in (see AWAIT_PATCH)."""
+    def _fan_out_fan_in(self, request: BatchRequest, plan: BatchPlan | int) -> BatchSummary:
+        """Enqueue the batch's chunks and sum up their outcomes, window by window; a batch
+        planned by an earlier release replays its fan-out (see FAN_OUT_WINDOWS)."""
         summary = self._empty_summary(request)
+        if isinstance(plan, int):
+            self._fan_out_fan_in_marked(request, plan, summary)
+        else:
+            self._fan_out_windows(request, planned_chunk_size(plan), summary, in_one_step=True)
+        return summary
+
+    def _fan_out_fan_in_marked(
+        self, request: BatchRequest, chunk_size: int, summary: BatchSummary
+    ) -> None:
+        """An earlier release's batch: its patch markers (recorded, or recorded now if it
+        stopped before them) say whether it collects per chunk (see AWAIT_PATCH) and enqueues
+        per chunk (see ENQUEUE_PATCH)."""
         if DBOS.patch(AWAIT_PATCH):
-            self._fan_out_windows(request, chunk_size, summary)
+            self._fan_out_windows(
+                request, chunk_size, summary, in_one_step=self._enqueues_windows()
+            )
         else:
             self._fan_out_fan_in_per_chunk(request, chunk_size, summary)
-        return summary
 
     def _empty_summary(self, request: BatchRequest) -> BatchSummary:
         return BatchSummary(
@@ -358,12 +390,12 @@ class Publisher(DBOSConfiguredInstance):
         )
 
     def _fan_out_windows(
-        self, request: BatchRequest, chunk_size: int, summary: BatchSummary
+        self, request: BatchRequest, chunk_size: int, summary: BatchSummary, *, in_one_step: bool
     ) -> None:
-        """Enqueue chunks and collect their outcomes window by window, so a batch of any size
-        holds at most two windows of chunk specs and a summary of its failures."""
+        """Enqueue chunks (a window per step, or one by one) and collect their outcomes window
+        by window, so a batch of any size holds at most two windows of chunk specs and a
+        summary of its failures."""
         chunks = plan_chunks(request, chunk_size)
-        in_one_step = self._enqueues_windows()
         waiting: list[ChunkSpec] = []
         # The next window is enqueued before the previous one is awaited: the queue never drains.
         while window := list(islice(chunks, FAN_OUT_WINDOW)):
@@ -378,7 +410,7 @@ class Publisher(DBOSConfiguredInstance):
             self._collect_window(summary, waiting)
 
     def _enqueues_windows(self) -> bool:
-        """Whether this batch enqueues a window per step (see ENQUEUE_PATCH)."""
+        """Whether an earlier release's batch enqueues a window per step (see ENQUEUE_PATCH)."""
         return DBOS.patch(ENQUEUE_PATCH)
 
     def _enqueue(self, window: list[ChunkSpec]) -> None:

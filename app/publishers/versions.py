@@ -14,6 +14,9 @@ inherited) and the instance name, never the Python class, so N+1 finds N's workf
 - fan-out: N (`PerChunkEnqueuePublisher`) is the release before `enqueue-chunk-windows`, whose
   batches enqueued each chunk from the workflow; N+1 (`LoggingEventPublisher`) replays those
   batches that way. `UnguardedFanOutPublisher` drops the patch.
+- plan-fan-out: N (`PatchMarkedPublisher`) is the release before plans named their fan-out,
+  whose batches recorded a bare chunk size and both patch markers; N+1 (`LoggingEventPublisher`)
+  replays those batches through their markers. `UnmarkedPlanPublisher` reads only the plan.
 - broken: `PatchBeforeCommitPublisher` puts that patch directly before the chunk transaction,
   which shifts the transaction's step id for a chunk that committed on N just before the crash.
 """
@@ -27,7 +30,7 @@ import structlog
 from dbos import DBOS
 
 from app.ledger import LedgerEntry
-from app.publishers.base import BatchRequest, BatchSummary
+from app.publishers.base import BatchPlan, BatchRequest, BatchSummary, planned_chunk_size
 from app.publishers.events import EventPublisher
 from app.publishers.options import PublisherOptions
 
@@ -105,12 +108,15 @@ class PatchBeforeCommitPublisher(ValidatedEventPublisher):
 
 
 class PerChunkFanInPublisher(EventPublisher):
-    """N of `upgrade/fan-in`: the previous release's batch workflow, no patch and a
+    """N of `upgrade/fan-in`: the release before `await-chunk-windows`, no patch and a
     DBOS.getResult step per chunk (the steps its pending batches have recorded)."""
 
-    def _fan_out_fan_in(self, request: BatchRequest, chunk_size: int) -> BatchSummary:
+    def _planned(self) -> int:
+        return self.chunk_size  # as every release before plans named their fan-out
+
+    def _fan_out_fan_in(self, request: BatchRequest, plan: BatchPlan | int) -> BatchSummary:
         summary = self._empty_summary(request)
-        self._fan_out_fan_in_per_chunk(request, chunk_size, summary)
+        self._fan_out_fan_in_per_chunk(request, planned_chunk_size(plan), summary)
         return summary
 
 
@@ -118,15 +124,19 @@ class UnguardedFanInPublisher(LoggingEventPublisher):
     """Broken N+1 of `upgrade/fan-in`: the window fan-in without its DBOS.patch, so a batch
     that started on N meets an await_chunks step where N recorded a DBOS.getResult."""
 
-    def _fan_out_fan_in(self, request: BatchRequest, chunk_size: int) -> BatchSummary:
+    def _fan_out_fan_in(self, request: BatchRequest, plan: BatchPlan | int) -> BatchSummary:
         summary = self._empty_summary(request)
-        self._fan_out_windows(request, chunk_size, summary)
+        chunk_size = planned_chunk_size(plan)
+        self._fan_out_windows(request, chunk_size, summary, in_one_step=self._enqueues_windows())
         return summary
 
 
 class PerChunkEnqueuePublisher(EventPublisher):
     """N of `upgrade/fan-out`: the release before `enqueue-chunk-windows`, no patch and a child
     enqueue per chunk from the batch workflow (the steps its pending batches have recorded)."""
+
+    def _planned(self) -> int:
+        return self.chunk_size
 
     def _enqueues_windows(self) -> bool:
         return False
@@ -138,3 +148,22 @@ class UnguardedFanOutPublisher(LoggingEventPublisher):
 
     def _enqueues_windows(self) -> bool:
         return True
+
+
+class PatchMarkedPublisher(EventPublisher):
+    """N of `upgrade/plan-fan-out`: the release before plans named their fan-out, whose batches
+    recorded a bare chunk size, then both patch markers before their first window."""
+
+    def _planned(self) -> int:
+        return self.chunk_size
+
+
+class UnmarkedPlanPublisher(LoggingEventPublisher):
+    """Broken N+1 of `upgrade/plan-fan-out`: every batch fans out by windows, as if its plan
+    named it, so a batch that started on N meets an enqueue_chunks step where N recorded its
+    first patch marker."""
+
+    def _fan_out_fan_in(self, request: BatchRequest, plan: BatchPlan | int) -> BatchSummary:
+        summary = self._empty_summary(request)
+        self._fan_out_windows(request, planned_chunk_size(plan), summary, in_one_step=True)
+        return summary

@@ -322,6 +322,16 @@ def _upgrade_scenarios() -> list[Scenario]:
             "step per window of chunks, behind DBOS.patch) replays N's batch the old way",
             broken_summary="N+1's window enqueue without its DBOS.patch; N SIGKILLed mid fan-out",
         ),
+        *_patched_fan_out_fan_in(
+            "plan-fan-out",
+            "fanout.after_enqueue",
+            old="PatchMarkedPublisher",
+            unguarded="UnmarkedPlanPublisher",
+            summary="SIGKILL on N (two patch markers before the window fan-out) mid fan-out; N+1 "
+            "(the plan step's output names the fan-out, no markers) replays N's batch through "
+            "its markers",
+            broken_summary="N+1 reading the fan-out from the plan alone; N SIGKILLed mid fan-out",
+        ),
         Scenario(
             name="broken/patch-before-commit",
             summary="N+1's DBOS.patch directly before the chunk transaction; N SIGKILLed after "

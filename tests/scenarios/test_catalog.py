@@ -143,6 +143,8 @@ def _assert_chaos(report: dict[str, Any]) -> None:
         ("broken/fan-in-without-patch", ["batch orders-default ended ERROR"]),
         # a window enqueue without its patch fails the replay of a batch started before it
         ("broken/fan-out-without-patch", ["batch orders-default ended ERROR"]),
+        # a batch planned before plans named their fan-out replays only through its markers
+        ("broken/plan-fan-out-without-patch", ["batch orders-default ended ERROR"]),
         ("broken/takeover-without-claim", ["was taken over"]),  # a gone worker claimed twice
         ("broken/outage-flood", ["the outage flooded the log"]),  # an outage told once
         (  # a cancel that only tells DBOS: the queued chunks publish on

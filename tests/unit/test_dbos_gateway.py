@@ -77,3 +77,14 @@ def test_the_batch_enqueue_the_fan_out_uses_is_where_it_expects() -> None:
     assert "workflow_id" in inspect.signature(_core.prepare_enqueued_workflow).parameters
     assert callable(_dbos._get_dbos_instance)
     assert "statuses" in inspect.signature(_sys_db.SystemDatabase.init_workflows).parameters
+    # It sends init_workflows' rows through its own `_insert_rows` (as one executemany).
+    source = inspect.getsource(_sys_db.SystemDatabase.init_workflows)
+    assert source.count("self._insert_rows(") == 2 and "self.engine.begin()" in source
+    insert_rows = inspect.signature(_sys_db.SystemDatabase._insert_rows).parameters
+    assert list(insert_rows)[:4] == ["self", "conn", "build", "rows"]
+    assert callable(_sys_db.SystemDatabase._key_conflict)
+
+
+def test_the_columns_the_window_wait_reads_are_where_it_expects() -> None:
+    columns = set(_sys_db.SystemDatabase.tables.workflow_status.c.keys())
+    assert {"workflow_uuid", "status"} <= columns
