@@ -56,6 +56,6 @@ def plan(settings: Settings) -> ConnectionPlan:
             f"transactions, {MIN_SYSTEM} for DBOS); raise connections (APP_CONNECTIONS) or "
             "lower [queues] chunk_concurrency"
         )
-    useful = settings.queues.chunk_concurrency + settings.queues.batch_concurrency + SYSTEM_SPARE
+    useful = settings.queues.chunk_workflows + settings.queues.batch_concurrency + SYSTEM_SPARE
     system = min(useful, budget - FIXED - datasource)
     return ConnectionPlan(budget=budget, system=system, datasource=datasource)

@@ -22,7 +22,7 @@ def register_queues(settings: QueueSettings) -> None:
     )
     _registered[CHUNK_QUEUE] = DBOS.register_queue(
         CHUNK_QUEUE,
-        worker_concurrency=settings.chunk_concurrency,
+        worker_concurrency=settings.chunk_workflows,
         polling_interval_sec=settings.polling_interval_sec,
         on_conflict="always_update",
     )

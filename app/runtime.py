@@ -7,6 +7,7 @@ happens once, in `validate`, which returns the blueprint `build` assembles.
 from __future__ import annotations
 
 import importlib
+import threading
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -105,6 +106,7 @@ def build(
         sessionmaker=_chunk_sessionmaker(),
     )
     isolation = isolation or isolation_level(settings.app_db)
+    slots = threading.BoundedSemaphore(settings.queues.chunk_concurrency)  # see CHUNK_PREFETCH
     publishers = {
         d.name: blueprint.classes[d.name](
             d.name,
@@ -112,6 +114,7 @@ def build(
             chunk_size=d.chunk_size,
             isolation_level=isolation,
             options=d.option_map,
+            chunk_slots=slots,
         )
         for d in settings.publishers
     }

@@ -8,9 +8,11 @@ The seam for subclasses: typed `Options` (validated at start), `open`/`close` (o
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from itertools import islice
 from typing import Any, ClassVar, TypedDict
 
@@ -178,8 +180,11 @@ class Publisher(DBOSConfiguredInstance):
         chunk_size: int,
         isolation_level: IsolationLevel,
         options: Mapping[str, object] | None = None,
+        chunk_slots: threading.Semaphore | None = None,
     ) -> None:
         self.name = name
+        # The worker's chunk transaction slots, shared by its publishers (None: ungated).
+        self.chunk_slots = chunk_slots
         self.chunk_size = chunk_size
         self.options: PublisherOptions = type(self).validate_options(options or {})
         self.datasource = datasource
@@ -302,7 +307,8 @@ class Publisher(DBOSConfiguredInstance):
             with metrics.CHUNK_SECONDS.labels(self.name).time():  # timing only, never control flow
                 if self._delivers():
                     # Outside the commit retries: a retried commit must not deliver again.
-                    DBOS.run_step(self._delivery_step(), self._delivery, chunk, entries)
+                    with self._slot():
+                        DBOS.run_step(self._delivery_step(), self._delivery, chunk, entries)
                 published = self._commit_unless_cancelled(entries)
             log.debug("chunk_published", batch_id=chunk["batch_id"], chunk=chunk["index"])
             return ChunkOutcome(
@@ -334,6 +340,12 @@ class Publisher(DBOSConfiguredInstance):
     def _planned(self) -> BatchPlan | int:
         """The plan step's recorded output (see FAN_OUT_WINDOWS)."""
         return BatchPlan(chunk_size=self.chunk_size, fan_out=FAN_OUT_WINDOWS)
+
+    def _slot(self) -> AbstractContextManager[object]:
+        """One of the worker's chunk transaction slots, held for a delivery or a commit attempt
+        (never across a held chunk's sleep): chunk_concurrency of them, while DBOS runs
+        CHUNK_PREFETCH times as many chunk workflows, the others built and waiting."""
+        return self.chunk_slots if self.chunk_slots is not None else nullcontext()
 
     def _delivers(self) -> bool:
         return type(self).deliver is not Publisher.deliver
@@ -525,7 +537,8 @@ class Publisher(DBOSConfiguredInstance):
         # Each attempt is its own checkpointed step, so a replay walks the same attempts.
         for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
             try:
-                return self.commit_chunk(entries)
+                with self._slot():
+                    return self.commit_chunk(entries)
             except TransientFailpointError:
                 if attempt == TRANSIENT_ATTEMPTS:
                     raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Sequence
 from typing import ClassVar
@@ -46,3 +47,34 @@ class DownPublisher(CountingPublisher):
     """Every delivery is refused."""
 
     refusals = 1_000
+
+
+# Chunks of SlowPublisher: how many were built and not yet committed, how many were inside a
+# commit (a transaction slot), now and at the most; tests clear it.
+IN_FLIGHT: Counter[str] = Counter()
+PEAK: Counter[str] = Counter()
+SLOW_COMMIT_SEC = 0.3
+
+
+class SlowPublisher(EventPublisher):
+    """Each commit takes SLOW_COMMIT_SEC more; counts chunks in flight and in a commit."""
+
+    def payloads(self, chunk: ChunkSpec) -> Sequence[str]:
+        _enter("built")
+        return super().payloads(chunk)
+
+    def commit_chunk(self, entries: Sequence[LedgerEntry]) -> int:
+        _enter("committing")
+        try:
+            time.sleep(SLOW_COMMIT_SEC)
+            return super().commit_chunk(entries)
+        finally:
+            with _lock:
+                IN_FLIGHT["committing"] -= 1
+                IN_FLIGHT["built"] -= 1
+
+
+def _enter(what: str) -> None:
+    with _lock:
+        IN_FLIGHT[what] += 1
+        PEAK[what] = max(PEAK[what], IN_FLIGHT[what])

@@ -10,6 +10,7 @@ import pytest
 
 from app import connections
 from app.config import DEFAULT_CONNECTIONS, ConfigError, LeaseSettings, Settings
+from app.declarations import CHUNK_PREFETCH
 from app.runtime import dbos_config, validate
 from app.workers import default_executor_id, process_token
 
@@ -81,7 +82,9 @@ def test_the_connection_budget_is_shared_within_its_bound(tmp_path: Path) -> Non
     assert default.total <= DEFAULT_CONNECTIONS
     assert default.datasource == 8 + 1  # one per chunk running at once (default 8), plus one
     bigger = connections.plan(settings(tmp_path, APP_CONNECTIONS="200"))
-    assert bigger.system == 8 + 4 + connections.SYSTEM_SPARE  # no more than DBOS can use
+    # No more than DBOS can use: a connection per chunk workflow it runs at once (two per chunk
+    # transaction slot), per batch workflow, and the spare.
+    assert bigger.system == 8 * CHUNK_PREFETCH + 4 + connections.SYSTEM_SPARE
     overrides = settings(tmp_path, "[workers]\nconnections = 30\n", APP_CONNECTIONS="40")
     assert overrides.connections == 40
 
