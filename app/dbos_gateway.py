@@ -24,7 +24,10 @@ from dbos import (
 )
 from dbos import error as dbos_error
 from dbos._core import prepare_enqueued_workflow  # private: DBOS's own batch enqueue (Kafka's)
-from dbos._sys_db import SystemDatabase  # private: that enqueue's insert
+from dbos._sys_db import (  # private: that enqueue's insert; DBOS's wait through an outage
+    SystemDatabase,
+    db_retry,
+)
 
 from app.config import APP_NAME, DatabaseUrl
 from app.database import reported, system_tables_exist
@@ -238,15 +241,21 @@ def wait_until_terminal(
 def still_active(workflow_ids: Sequence[str]) -> list[str]:
     """Of these workflows (in this process's DBOS), those not ended yet, in one read: their ids
     only, where `DBOS.list_workflows` builds a whole status per row (a batch reads its window
-    several times a second while it waits)."""
+    several times a second while it waits). Through a database outage it waits and reads again,
+    as DBOS's own reads do, instead of failing the batch's step."""
     sys_db = _dbos._get_dbos_instance()._sys_db
     table = sys_db.tables.workflow_status
     query = sa.select(table.c.workflow_uuid).where(
         table.c.workflow_uuid.in_(list(workflow_ids)),
         table.c.status.in_([*ACTIVE_STATUSES, "DELAYED"]),
     )
-    with sys_db.engine.connect() as conn:
-        return list(conn.scalars(query))
+
+    @db_retry(sys_db=sys_db)
+    def read() -> list[str]:
+        with sys_db.engine.connect() as conn:
+            return list(conn.scalars(query))
+
+    return read()
 
 
 def ended_results(workflow_ids: Sequence[str]) -> dict[str, Any]:

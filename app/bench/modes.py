@@ -57,7 +57,8 @@ MODES: dict[ModeName, Mode] = {
     ),
     "batched": Mode(
         "batched",
-        "the product: batch workflows fanning out 2,000-message chunk workflows, N at once",
+        "the product: batch workflows fanning out 2,000-message chunk workflows, N chunk "
+        "transactions at once (DBOS runs 2N chunk workflows)",
         "product",
         chunk_size=CHUNK_SIZE,
     ),
@@ -71,7 +72,8 @@ MODES: dict[ModeName, Mode] = {
     ),
     "per-message": Mode(
         "per-message",
-        "the product, a chunk workflow per message: READ COMMITTED, 50 ms polling, 16 at once",
+        "the product, a chunk workflow per message: READ COMMITTED, 50 ms polling, 16 "
+        "transactions at once",
         "product",
         chunk_size=1,
         chunk_concurrency=PER_MESSAGE_CONCURRENCY,
