@@ -27,6 +27,8 @@ class Mode:
     chunk_size: int
     # Chunk-sized modes follow `--chunk-concurrency`; the per-message shapes keep their own.
     chunk_concurrency: int | None = None
+    # Chunk workflows per transaction slot (`[queues] chunk_prefetch`); None: the default.
+    chunk_prefetch: int | None = None
     polling_interval_sec: float = 0.05
     # None: the service's own choice (READ COMMITTED on Postgres, SERIALIZABLE on SQLite).
     isolation: IsolationLevel | None = None
@@ -77,6 +79,7 @@ MODES: dict[ModeName, Mode] = {
         "product",
         chunk_size=1,
         chunk_concurrency=PER_MESSAGE_CONCURRENCY,
+        chunk_prefetch=1,  # measured: see CHUNK_PREFETCH
     ),
     "exp7": Mode(
         "exp7",
@@ -84,6 +87,7 @@ MODES: dict[ModeName, Mode] = {
         "product",
         chunk_size=1,
         chunk_concurrency=10,
+        chunk_prefetch=1,  # exp7 ran 10 workflows at once
         polling_interval_sec=1.0,
         isolation="SERIALIZABLE",
     ),

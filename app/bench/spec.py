@@ -16,6 +16,7 @@ from app.config import (
     QueueSettings,
     Settings,
 )
+from app.declarations import CHUNK_PREFETCH
 from app.publishers.base import BatchRequest, ChunkSpec, plan_chunks
 
 
@@ -75,6 +76,7 @@ def bench_settings(spec: Spec, mode: Mode, system_db: DatabaseUrl, app_db: Datab
             chunk_concurrency=spec.chunk_concurrency,
             batch_concurrency=spec.publishers * spec.topics,
             polling_interval_sec=mode.polling_interval_sec,
+            chunk_prefetch=mode.chunk_prefetch or CHUNK_PREFETCH,
         ),
         log_format="json",
         log_level="WARNING",

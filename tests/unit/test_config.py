@@ -40,6 +40,7 @@ chunk_size = 100
 chunk_concurrency = 3
 batch_concurrency = 2
 polling_interval_sec = 0.5
+chunk_prefetch = 1
 
 [[publishers]]
 name = "orders"
@@ -145,8 +146,9 @@ def test_load_valid_file(tmp_path: Path) -> None:
         PublisherDeclaration("billing", "app.publishers.events:EventPublisher", 25),
     )
     assert queues == QueueSettings(
-        chunk_concurrency=3, batch_concurrency=2, polling_interval_sec=0.5
+        chunk_concurrency=3, batch_concurrency=2, polling_interval_sec=0.5, chunk_prefetch=1
     )
+    assert queues.chunk_workflows == 3
 
 
 def test_load_defaults_when_optional_tables_absent(tmp_path: Path) -> None:
@@ -225,6 +227,9 @@ def test_load_refuses_unknown_keys(tmp_path: Path, text: str, problem: str) -> N
             '[queues]\nbatch_concurrency = 257\n[[publishers]]\nname = "a"\n',
             "[queues] batch_concurrency",
         ),
+        ('[queues]\nchunk_prefetch = 0\n[[publishers]]\nname = "a"\n', "[queues] chunk_prefetch"),
+        ('[queues]\nchunk_prefetch = 5\n[[publishers]]\nname = "a"\n', "[queues] chunk_prefetch"),
+        ('[queues]\nchunk_prefetch = 1.5\n[[publishers]]\nname = "a"\n', "[queues] chunk_prefetch"),
     ],
 )
 def test_load_refuses_sizes_out_of_bounds(tmp_path: Path, text: str, problem: str) -> None:
