@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from app.dbos_gateway import IsolationLevel
+from app.declarations import CHUNK_PREFETCH
 
 ModeName = Literal["ceiling", "dbos-raw", "batched", "dbos-raw-per-message", "per-message", "exp7"]
 Runner = Literal["ceiling", "dbos-raw", "product"]
@@ -27,8 +28,8 @@ class Mode:
     chunk_size: int
     # Chunk-sized modes follow `--chunk-concurrency`; the per-message shapes keep their own.
     chunk_concurrency: int | None = None
-    # Chunk workflows per transaction slot (`[queues] chunk_prefetch`); None: the default.
-    chunk_prefetch: int | None = None
+    # Chunk workflows per transaction slot (`[queues] chunk_prefetch`).
+    chunk_prefetch: int = CHUNK_PREFETCH
     polling_interval_sec: float = 0.05
     # None: the service's own choice (READ COMMITTED on Postgres, SERIALIZABLE on SQLite).
     isolation: IsolationLevel | None = None

@@ -16,7 +16,6 @@ from app.config import (
     QueueSettings,
     Settings,
 )
-from app.declarations import CHUNK_PREFETCH
 from app.publishers.base import BatchRequest, ChunkSpec, plan_chunks
 
 
@@ -76,7 +75,7 @@ def bench_settings(spec: Spec, mode: Mode, system_db: DatabaseUrl, app_db: Datab
             chunk_concurrency=spec.chunk_concurrency,
             batch_concurrency=spec.publishers * spec.topics,
             polling_interval_sec=mode.polling_interval_sec,
-            chunk_prefetch=mode.chunk_prefetch or CHUNK_PREFETCH,
+            chunk_prefetch=mode.chunk_prefetch,
         ),
         log_format="json",
         log_level="WARNING",

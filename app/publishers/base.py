@@ -344,7 +344,7 @@ class Publisher(DBOSConfiguredInstance):
     def _slot(self) -> AbstractContextManager[object]:
         """One of the worker's chunk transaction slots, held for a delivery or a commit attempt
         (never across a held chunk's sleep): chunk_concurrency of them, while DBOS runs
-        CHUNK_PREFETCH times as many chunk workflows, the others built and waiting."""
+        `[queues] chunk_prefetch` times as many chunk workflows, the others built and waiting."""
         return self.chunk_slots if self.chunk_slots is not None else nullcontext()
 
     def _delivers(self) -> bool:
