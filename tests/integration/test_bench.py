@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 
 from app.bench.crew import extra_workers
-from app.bench.modes import CHUNK_SIZE, MODES, PER_MESSAGE_CONCURRENCY
+from app.bench.modes import MODES, PER_MESSAGE_CONCURRENCY
 from app.bench.spec import Spec, bench_settings, chunks
 from app.config import DatabaseUrl
-from app.declarations import CHUNK_PREFETCH
 from tests.conftest import POSTGRES_URL
 from tests.helpers import ROOT, Backend, InProcessCli
 
@@ -115,12 +114,14 @@ def test_bench_runs_chunk_modes_at_two_concurrencies_and_two_workers(
     96,000 messages are 8 batches of 6 chunks: 48 chunks, three times the 16 chunk workflows one
     worker takes at N = 8 (chunk_prefetch 2), so the second worker finds chunks waiting. With
     4,000 (8 chunks) the first worker could take them all at N = 8, and under load it did."""
-    spec = Spec("postgres", "batched", 96_000, publishers=4, topics=2, postgres_url="")
-    assert len(list(chunks(spec, CHUNK_SIZE))) >= 3 * 8 * CHUNK_PREFETCH
+    messages, publishers, topics, widest, batched = 96_000, 4, 2, 8, MODES["batched"]
+    spec = Spec("postgres", "batched", messages, publishers, topics, postgres_url="")
+    assert len(list(chunks(spec, batched.chunk_size))) >= 3 * widest * batched.chunk_prefetch
     out = tmp_path / "bench.json"
     done = _bench(
-        "--messages", "96000", "--backends", "postgres", "--modes", "batched,ceiling",
-        "--workers", "2,1", "--chunk-concurrency", "8,2", "--latency-batches", "0",
+        "--messages", str(messages), "--publishers", str(publishers), "--topics", str(topics),
+        "--backends", "postgres", "--modes", "batched,ceiling",
+        "--workers", "2,1", "--chunk-concurrency", f"{widest},2", "--latency-batches", "0",
         "--postgres-url", postgres_server, "--json", str(out),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
