@@ -16,9 +16,9 @@ import pytest
 from dbos import DBOS
 from psycopg import sql
 
-from app import migrate
-from app.config import DatabaseUrl
-from app.scenarios.harness import descendants
+from dbos_publishers import _migrate as migrate
+from dbos_publishers._config import DatabaseUrl
+from lab.scenarios.harness import descendants
 from tests.helpers import Backend, Databases, InProcessCli, ServiceRunner, harness_env
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -16,12 +16,15 @@ import pytest
 import structlog
 from dbos import DBOS
 
-from app import cli, dbos_gateway
-from app.config import PROJECT_ROOT, Settings
-from app.scenarios.harness import VENV_BIN, Databases, ScenarioBackend, ServiceHarness
+from dbos_publishers import _dbos_gateway as dbos_gateway
+from dbos_publishers._config import Settings
+from dbos_publishers.ops import _cli as cli
+from lab import cli as lab_cli
+from lab.paths import REPO_ROOT
+from lab.scenarios.harness import VENV_BIN, Databases, ScenarioBackend, ServiceHarness
 
 Backend = ScenarioBackend
-ROOT = PROJECT_ROOT
+ROOT = REPO_ROOT
 ServiceRunner = ServiceHarness
 # What `serve` replaces with its own handlers; restored after each in-process run.
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -92,16 +95,24 @@ def process_state_restored() -> Iterator[None]:
             DBOS.destroy(destroy_registry=False)
 
 
+def reference_cli(argv: Sequence[str]) -> int:
+    """The repository's command lines as their `__main__` runs them: the lab's commands
+    (`python -m lab`), else the framework's as the reference service names it (`python -m app`)."""
+    if argv[:1] and argv[0] in lab_cli.COMMANDS:
+        return lab_cli.main(argv)
+    return cli.main(argv, prog="python -m app")
+
+
 @dataclass(frozen=True)
 class InProcessCli:
-    """`python -m app ARGS` as `app.cli.main(ARGS)` in this process: no interpreter start-up.
+    """`python -m app ARGS` (or `python -m lab ARGS`) in this process: no interpreter start-up.
 
     `main` may be another command line's entry point (alembic's)."""
 
     capture: pytest.CaptureFixture[str]  # capfd: what a parent process would read
     cwd: Path
     env: Mapping[str, str]  # set for every run, on top of this process's environment
-    main: Callable[[Sequence[str]], int | None] = cli.main
+    main: Callable[[Sequence[str]], int | None] = reference_cli
 
     def __call__(self, *args: str, **env: str) -> CliRun:
         with pytest.MonkeyPatch.context() as patch:

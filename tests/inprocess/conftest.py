@@ -11,11 +11,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app import batches, dbos_gateway, failpoints, invariants, ledger, migrate, runtime
-from app.api import create_app, serve_in_thread
-from app.config import Settings
-from app.database import short_lived_engine
-from app.publishers import BatchSummary
+from dbos_publishers import BatchSummary
+from dbos_publishers import _batches as batches
+from dbos_publishers import _dbos_gateway as dbos_gateway
+from dbos_publishers import _failpoints as failpoints
+from dbos_publishers import _migrate as migrate
+from dbos_publishers import _runtime as runtime
+from dbos_publishers._config import Settings
+from dbos_publishers.ops._api import create_app, serve_in_thread
+from dbos_publishers.store import _invariants as invariants
+from dbos_publishers.store import _ledger as ledger
+from dbos_publishers.store._database import short_lived_engine
 from tests.helpers import process_state_restored, sqlite_settings
 
 QUEUE_TUNING = "[queues]\nchunk_concurrency = 4\npolling_interval_sec = 0.05\n"

@@ -8,9 +8,9 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import ClassVar
 
-from app.ledger import LedgerEntry
-from app.publishers import ChunkSpec, DeliveryOptions, RetryPolicy
-from app.publishers.events import EventPublisher
+from dbos_publishers import ChunkSpec, DeliveryOptions, RetryPolicy
+from dbos_publishers.contrib.events import EventPublisher
+from dbos_publishers.store._ledger import LedgerEntry
 
 # (publisher, batch id, chunk index) -> delivery attempts; tests clear it.
 ATTEMPTS: Counter[tuple[str, str, int]] = Counter()

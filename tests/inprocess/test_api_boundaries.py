@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from app import dbos_gateway
-from app.api import MAX_BODY_BYTES
-from app.config import Settings
+from dbos_publishers import _dbos_gateway as dbos_gateway
+from dbos_publishers._config import Settings
+from dbos_publishers.ops._api import MAX_BODY_BYTES
 from tests.inprocess.conftest import Api, served_api
 
 

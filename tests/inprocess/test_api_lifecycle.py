@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from app import batch_records, dbos_gateway
-from app.config import Settings
-from app.database import short_lived_engine
+from dbos_publishers import _dbos_gateway as dbos_gateway
+from dbos_publishers._config import Settings
+from dbos_publishers.store import _batch_records as batch_records
+from dbos_publishers.store._database import short_lived_engine
 from tests.inprocess.conftest import Api, served_api
 
 TOKEN = "lifecycle-test-token"

@@ -3,14 +3,14 @@ denominator from the first chunk on."""
 
 from __future__ import annotations
 
-from app import batch_records
-from app.database import short_lived_engine
+from dbos_publishers.store import _batch_records as batch_records
+from dbos_publishers.store._database import short_lived_engine
 from tests.inprocess.conftest import StartService
 
 PUBLISHERS = """
 [[publishers]]
 name = "orders"
-class = "app.publishers.events:EventPublisher"
+class = "dbos_publishers.contrib.events:EventPublisher"
 chunk_size = 40
 """
 

@@ -8,11 +8,12 @@ from collections.abc import Sequence
 
 import pytest
 
-from app import ledger
-from app.bench import references, worker
-from app.bench.spec import Spec
-from app.ledger import LedgerEntry
-from app.publishers.base import ChunkSpec, Publisher, chunk_workflow_id
+from dbos_publishers._ids import chunk_workflow_id
+from dbos_publishers._publisher import ChunkSpec, Publisher
+from dbos_publishers.store import _ledger as ledger
+from dbos_publishers.store._ledger import LedgerEntry
+from lab.bench import references, worker
+from lab.bench.spec import Spec
 from tests.helpers import process_state_restored
 
 REFERENCES = ["ceiling", "dbos-raw"]  # dbos-raw-per-message runs the same workflow

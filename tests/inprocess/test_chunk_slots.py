@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.declarations import CHUNK_PREFETCH
+from dbos_publishers._declarations import CHUNK_PREFETCH
 from tests.inprocess.conftest import QUEUE_TUNING, StartService
 from tests.inprocess.publishers import IN_FLIGHT, PEAK
 

@@ -10,16 +10,16 @@ from contextlib import contextmanager
 import httpx
 import sqlalchemy as sa
 
-from app import dbos_gateway
-from app.api import create_app, serve_in_thread
-from app.database import short_lived_engine
-from app.schema import local_counters
+from dbos_publishers import _dbos_gateway as dbos_gateway
+from dbos_publishers.ops._api import create_app, serve_in_thread
+from dbos_publishers.store._database import short_lived_engine
+from dbos_publishers.store._schema import local_counters
 from tests.inprocess.conftest import InProcessService, StartService
 
 PUBLISHERS = """
 [[publishers]]
 name = "orders"
-class = "app.publishers.events:EventPublisher"
+class = "dbos_publishers.contrib.events:EventPublisher"
 chunk_size = 40
 """
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.publishers.base import chunk_workflow_id
-from app.scenarios.receiver import Receiver
+from dbos_publishers._ids import chunk_workflow_id
+from lab.scenarios.receiver import Receiver
 from tests.inprocess.conftest import StartService
 from tests.inprocess.publishers import ATTEMPTS
 
@@ -104,7 +104,9 @@ def test_a_retried_commit_does_not_post_again(start_service: StartService) -> No
     with Receiver() as receiver:
         service = start_service(
             declared(
-                "hooks", "app.publishers.webhook:WebhookPublisher", f'endpoint = "{receiver.url}"\n'
+                "hooks",
+                "dbos_publishers.contrib.webhook:WebhookPublisher",
+                f'endpoint = "{receiver.url}"\n',
             ),
             failpoint_spec="chunk.before_commit=raise-transient@1",
         )

@@ -11,20 +11,19 @@ from dbos import _dbos
 from dbos._core import prepare_enqueued_workflow
 from dbos._sys_db import SystemDatabase
 
-from app import dbos_gateway
-from app.publishers.base import (
+from dbos_publishers import _dbos_gateway as dbos_gateway
+from dbos_publishers._ids import batch_workflow_id, chunk_workflow_id
+from dbos_publishers._publisher import (
     AWAIT_STEP,
     ENQUEUE_STEP,
     FAN_OUT_WINDOWS,
     PLAN_STEP,
     BatchPlan,
     ChunkSpec,
-    batch_workflow_id,
-    chunk_workflow_id,
 )
 from tests.inprocess.conftest import InProcessService, StartService
 
-DECLARED = '[[publishers]]\nname = "p"\nclass = "app.publishers.events:EventPublisher"\n'
+DECLARED = '[[publishers]]\nname = "p"\nclass = "dbos_publishers.contrib.events:EventPublisher"\n'
 CHUNK_SIZE = 10
 MESSAGES = 30  # three chunks of 10
 HELD_QUEUE = "held"  # a queue no worker dequeues: what is enqueued on it stays ENQUEUED

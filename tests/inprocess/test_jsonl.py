@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app import ledger
-from app.publishers.jsonl import JsonlFilePublisher
+from dbos_publishers.contrib.jsonl import JsonlFilePublisher
+from dbos_publishers.store import _ledger as ledger
 from tests.inprocess.conftest import StartService
 
 MESSAGES = 45  # five chunks of 10, the last one short
@@ -17,7 +17,8 @@ def test_a_clean_run_writes_each_message_once_and_closes_the_file(
 ) -> None:
     path = tmp_path / "out.jsonl"
     service = start_service(
-        '[[publishers]]\nname = "files"\nclass = "app.publishers.jsonl:JsonlFilePublisher"\n'
+        '[[publishers]]\nname = "files"\n'
+        'class = "dbos_publishers.contrib.jsonl:JsonlFilePublisher"\n'
         f'chunk_size = 10\n[publishers.options]\npath = "{path}"\n'
     )
     publisher = service.rt.publishers["files"]

@@ -9,17 +9,21 @@ from collections.abc import Callable
 
 import pytest
 
-from app import dbos_gateway, failpoints, ledger, lifecycle, status
-from app.database import short_lived_engine
-from app.failpoints import FailpointError
-from app.lifecycle import BatchNotFoundError, BatchStateError
-from app.publishers.base import batch_workflow_id
+from dbos_publishers import _dbos_gateway as dbos_gateway
+from dbos_publishers import _failpoints as failpoints
+from dbos_publishers import _lifecycle as lifecycle
+from dbos_publishers._failpoints import FailpointError
+from dbos_publishers._ids import batch_workflow_id
+from dbos_publishers._lifecycle import BatchNotFoundError, BatchStateError
+from dbos_publishers.ops import _status as status
+from dbos_publishers.store import _ledger as ledger
+from dbos_publishers.store._database import short_lived_engine
 from tests.inprocess.conftest import InProcessService, StartService
 
 PUBLISHERS = """
 [[publishers]]
 name = "orders"
-class = "app.publishers.events:EventPublisher"
+class = "dbos_publishers.contrib.events:EventPublisher"
 chunk_size = 10
 """
 DEADLINE_SEC = 120

@@ -11,8 +11,12 @@ from typing import Any
 
 import pytest
 
-from app import batches, dbos_gateway, migrate, runtime, status
-from app.config import Settings
+from dbos_publishers import _batches as batches
+from dbos_publishers import _dbos_gateway as dbos_gateway
+from dbos_publishers import _migrate as migrate
+from dbos_publishers import _runtime as runtime
+from dbos_publishers._config import Settings
+from dbos_publishers.ops import _status as status
 from tests.helpers import sqlite_settings
 from tests.inprocess.conftest import StartService
 

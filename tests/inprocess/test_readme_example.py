@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config import PROJECT_ROOT
+from lab.paths import REPO_ROOT as PROJECT_ROOT
 from tests.inprocess.conftest import StartService
 
 START, END = "<!-- example:publisher:start -->", "<!-- example:publisher:end -->"

@@ -3,13 +3,15 @@ global and ledger rows), and the frames do catch the batch half-way."""
 
 from __future__ import annotations
 
-from app import dbos_gateway, invariants, status
+from dbos_publishers import _dbos_gateway as dbos_gateway
+from dbos_publishers.ops import _status as status
+from dbos_publishers.store import _invariants as invariants
 from tests.inprocess.conftest import StartService
 
 PUBLISHERS = """
 [[publishers]]
 name = "orders"
-class = "app.publishers.events:EventPublisher"
+class = "dbos_publishers.contrib.events:EventPublisher"
 chunk_size = 10
 """
 TOTAL = 60  # 6 chunks, 4 at a time, each held 100 ms before its commit

@@ -9,14 +9,14 @@ from typing import Any
 import httpx
 import pytest
 
-from app.ledger import LedgerEntry
-from app.publishers import ChunkSpec, PublisherNotOpenError
-from app.publishers.broken import NoIdempotencyKeyPublisher
-from app.publishers.webhook import WebhookOptions, WebhookPublisher
-from app.scenarios.receiver import Receiver
+from dbos_publishers import ChunkSpec, PublisherNotOpenError
+from dbos_publishers.contrib.webhook import WebhookOptions, WebhookPublisher
+from dbos_publishers.store._ledger import LedgerEntry
+from lab.publishers.broken import NoIdempotencyKeyPublisher
+from lab.scenarios.receiver import Receiver
 from tests.inprocess.conftest import StartService
 
-WEBHOOK = "app.publishers.webhook:WebhookPublisher"
+WEBHOOK = "dbos_publishers.contrib.webhook:WebhookPublisher"
 MESSAGES = 30  # three chunks of 10
 
 

@@ -12,9 +12,9 @@ import httpx
 import pytest
 from alembic import command
 
-from app import api as api_module
-from app import migrate
-from app.config import Settings
+from dbos_publishers import _migrate as migrate
+from dbos_publishers._config import Settings
+from dbos_publishers.ops import _api as api_module
 from tests.helpers import ServiceRunner
 
 

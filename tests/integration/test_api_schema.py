@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from dbos import DBOSClient
 
-from app import api, migrate
+from dbos_publishers import _migrate as migrate
+from dbos_publishers.ops import _api as api
 from tests.helpers import ServiceRunner
 
 pytestmark = pytest.mark.slow  # schemathesis runs as a subprocess

@@ -10,11 +10,13 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from app import batch_records, ledger, migrate
-from app.batch_records import BatchCancelledError, PlannedBatch
-from app.config import DatabaseUrl
-from app.database import make_engine
-from app.ledger import LedgerEntry
+from dbos_publishers import _migrate as migrate
+from dbos_publishers._config import DatabaseUrl
+from dbos_publishers.store import _batch_records as batch_records
+from dbos_publishers.store import _ledger as ledger
+from dbos_publishers.store._batch_records import BatchCancelledError, PlannedBatch
+from dbos_publishers.store._database import make_engine
+from dbos_publishers.store._ledger import LedgerEntry
 from tests.helpers import Databases
 
 pytestmark = [pytest.mark.postgres, pytest.mark.parametrize("backend", ["postgres"])]

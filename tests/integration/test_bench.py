@@ -11,17 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from app.bench.crew import extra_workers
-from app.bench.modes import MODES, PER_MESSAGE_CONCURRENCY
-from app.bench.spec import Spec, bench_settings, chunks
-from app.config import DatabaseUrl
+from dbos_publishers._config import DatabaseUrl
+from lab.bench.crew import extra_workers
+from lab.bench.modes import MODES, PER_MESSAGE_CONCURRENCY
+from lab.bench.spec import Spec, bench_settings, chunks
 from tests.conftest import POSTGRES_URL
 from tests.helpers import ROOT, Backend, InProcessCli
 
 
 def _bench(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "app", "bench", *args],
+        [sys.executable, "-m", "lab", "bench", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from app import cli, follow, lifecycle, migrate
+from dbos_publishers import _lifecycle as lifecycle
+from dbos_publishers import _migrate as migrate
+from dbos_publishers.ops import _cli as cli
+from dbos_publishers.ops import _follow as follow
 from tests.helpers import CliRun, InProcessCli, ServiceRunner
 
 
@@ -136,7 +139,7 @@ def test_doctor_refuses_bad_input_with_exit_2(cli: InProcessCli) -> None:
 
 
 def test_the_parser_names_every_lifecycle_action() -> None:
-    """The parser lists them without importing app.lifecycle (DBOS): the two lists agree."""
+    """The parser lists them without importing _lifecycle (DBOS): the two lists agree."""
     assert tuple(name for name, _ in cli.LIFECYCLE_COMMANDS) == lifecycle.ACTIONS
 
 

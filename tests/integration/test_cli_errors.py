@@ -1,7 +1,8 @@
 """Bad input to the CLI: one line on stderr, exit 2, nothing written, no password shown.
 
-`app.cli.main` runs in this process (a subprocess per case cost a second of interpreter start-up
-each); two smoke tests run the real `python -m app` to show the process exits the same way."""
+The CLI's `main` runs in this process (a subprocess per case cost a second of interpreter
+start-up each); two smoke tests run the real `python -m app` to show the process exits the same
+way."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from app import dbos_gateway, migrate
-from app.declarations import MAX_PUBLISHERS_FILE_BYTES
-from app.scenarios.harness import json_records
-from tests.helpers import CliRun, InProcessCli, ServiceRunner
+from dbos_publishers import _dbos_gateway as dbos_gateway
+from dbos_publishers import _migrate as migrate
+from dbos_publishers._declarations import MAX_PUBLISHERS_FILE_BYTES
+from lab.scenarios.harness import json_records
+from tests.helpers import ROOT, CliRun, InProcessCli, ServiceRunner
 
 UNREACHABLE = "postgresql://alice:s3cret-pw@127.0.0.1:1/nowhere_db"
 
@@ -120,7 +122,10 @@ def test_bad_configuration_stops_the_service_before_it_starts(
         ('[[publishers]]\nname = "a"\n[[publishers]]\nname = "a"\n', "'a' is declared twice"),
         ('[[publishers]]\nname = "Bad Name"\n', "publisher name 'Bad Name' is invalid"),
         ('[[publishers]]\nname = "a"\nclass = "app.nothing:Nope"\n', "cannot import"),
-        ('[[publishers]]\nname = "a"\nclass = "app.config:Settings"\n', "not a Publisher"),
+        (
+            '[[publishers]]\nname = "a"\nclass = "dbos_publishers._config:Settings"\n',
+            "not a Publisher",
+        ),
     ],
 )
 def test_invalid_publisher_declarations_are_refused_at_start(
@@ -216,8 +221,24 @@ def test_an_open_api_without_a_token_stops_the_service_before_it_starts(
 def test_help_lists_the_commands(cli: InProcessCli) -> None:
     done = cli("--help")
     assert (done.returncode, done.stderr) == (0, "")
-    for command in ("serve", "publish", "status", "inspect", "upgrade", "bench", "scenario"):
+    for command in ("serve", "publish", "status", "inspect", "upgrade"):
         assert command in done.stdout
+    assert "scenario" not in done.stdout.split("\n\n")[0]  # the lab is not the framework's
+    lab = cli("scenario", "--help")  # `python -m lab`, outside the wheel
+    assert lab.returncode == 0
+    assert "scenario" in lab.stdout
+
+
+def test_the_old_lab_commands_name_the_new_one() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "scenario", "list"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == "error: the crash lab moved: python -m lab scenario list\n"
 
 
 @pytest.mark.parametrize(

@@ -78,10 +78,10 @@ def test_a_closed_pipe_ends_quietly_with_exit_141(sqlite_runner: ServiceRunner) 
 def test_help_imports_none_of_the_heavy_parts() -> None:
     probe = (
         "import sys\n"
-        "from app import cli\n"
+        "from dbos_publishers.ops import _cli as cli\n"
         "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('dbos', 'sqlalchemy', 'fastapi', 'structlog', 'app.runtime') "
-        "if m in sys.modules]\n"
+        "heavy = [m for m in ('dbos', 'sqlalchemy', 'fastapi', 'structlog',"
+        " 'dbos_publishers._runtime') if m in sys.modules]\n"
         "print('HEAVY', heavy, file=sys.stderr)\n"
     )
     done = subprocess.run(
@@ -105,8 +105,8 @@ def test_doctor_beside_a_running_service_is_all_ok(sqlite_runner: ServiceRunner)
 def test_a_failpoint_declared_by_a_lazily_imported_module_is_known(
     sqlite_runner: ServiceRunner,
 ) -> None:
-    """app.lifecycle, imported by the commands only, declares cancel.after_state: a spec naming
-    it parses in a fresh process (in-process tests cannot see this: the module is loaded)."""
+    """_lifecycle, imported by the commands only, declares cancel.after_state: a spec naming it
+    parses in a fresh process (in-process tests cannot see this: the module is loaded)."""
     done = sqlite_runner.cli("workers", APP_FAILPOINTS="cancel.after_state=raise")
     assert "unknown failpoint" not in done.stderr, done.stderr
     # It got as far as the database: none was ever started here (one line, no traceback).

@@ -13,7 +13,7 @@ import httpx
 import psycopg
 import pytest
 
-from app.connections import FIXED
+from dbos_publishers._connections import FIXED
 from tests.helpers import ServiceRunner
 
 pytestmark = [

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import pytest
 import sqlalchemy as sa
 
-from app.database import short_lived_engine
-from app.publishers.base import batch_workflow_id
-from app.schema import ledger
+from dbos_publishers._ids import batch_workflow_id
+from dbos_publishers.store._database import short_lived_engine
+from dbos_publishers.store._schema import ledger
 from tests.helpers import ServiceRunner
 
 CRASH_POINTS = [
@@ -111,7 +111,7 @@ def _inspect_marks_exactly_the_replayed_steps(
 def test_invariant_check_catches_counters_bumped_outside_the_transaction(
     service: ServiceRunner,
 ) -> None:
-    broken = "app.publishers.broken:CounterOutsideTransactionPublisher"
+    broken = "lab.publishers.broken:CounterOutsideTransactionPublisher"
     service.declare({"orders": broken}, chunk_size=CHUNK, chunk_concurrency=1)
     # Hit 1: the ledger transaction's commit; hit 2: the separate counter step's commit.
     crash_then_restart(service, "chunk.after_commit=crash@2", "broken")

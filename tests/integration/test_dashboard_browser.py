@@ -10,7 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from app.api import serve_in_thread
+from dbos_publishers.ops._api import serve_in_thread
 from tests import browser
 from tests.helpers import ServiceRunner
 

@@ -15,10 +15,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from app import dbos_gateway, leases, migrate, workers
-from app.config import DatabaseUrl, LeaseSettings, Settings
-from app.database import make_engine
-from app.leases import WorkerIdentity
+from dbos_publishers import _dbos_gateway as dbos_gateway
+from dbos_publishers import _migrate as migrate
+from dbos_publishers._config import DatabaseUrl, LeaseSettings, Settings
+from dbos_publishers.fleet import _workers as workers
+from dbos_publishers.store import _leases as leases
+from dbos_publishers.store._database import make_engine
+from dbos_publishers.store._leases import WorkerIdentity
 from tests.helpers import Databases
 
 HOST = "lab-host"

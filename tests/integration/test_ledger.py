@@ -8,11 +8,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from app import invariants, ledger, migrate
-from app.config import DatabaseUrl
-from app.database import make_engine
-from app.ledger import LedgerEntry
-from app.runtime import isolation_level
+from dbos_publishers import _migrate as migrate
+from dbos_publishers._config import DatabaseUrl
+from dbos_publishers._runtime import isolation_level
+from dbos_publishers.store import _invariants as invariants
+from dbos_publishers.store import _ledger as ledger
+from dbos_publishers.store._database import make_engine
+from dbos_publishers.store._ledger import LedgerEntry
 from tests.helpers import Databases
 
 

@@ -16,10 +16,12 @@ import sqlalchemy as sa
 from alembic.config import CommandLine, Config
 from dbos import DBOS
 
-from app import dbos_gateway, migrate, views
-from app.config import DatabaseUrl
-from app.database import short_lived_engine
-from app.scratch import scratch_databases
+from dbos_publishers import _dbos_gateway as dbos_gateway
+from dbos_publishers import _migrate as migrate
+from dbos_publishers._config import DatabaseUrl
+from dbos_publishers.store import _views as views
+from dbos_publishers.store._database import short_lived_engine
+from lab.scratch import scratch_databases
 from tests.helpers import ROOT, Databases, InProcessCli, dbos_migrate
 
 APP_TABLES = {"ledger", "local_counters", "global_counters"}

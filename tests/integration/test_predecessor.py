@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from app import leases, migrate, workers
-from app.config import DatabaseUrl, LeaseSettings, Settings
-from app.database import make_engine
-from app.leases import WorkerIdentity
+from dbos_publishers import _migrate as migrate
+from dbos_publishers._config import DatabaseUrl, LeaseSettings, Settings
+from dbos_publishers.fleet import _workers as workers
+from dbos_publishers.store import _leases as leases
+from dbos_publishers.store._database import make_engine
+from dbos_publishers.store._leases import WorkerIdentity
 from tests.helpers import Databases
 
 DEADLINE_SEC = 60
@@ -28,7 +30,7 @@ PREDECESSOR_PID = 1
 
 @dataclass
 class Recorder:
-    """Stands in for app.workers' logger: keeps every event, and says when one was logged."""
+    """Stands in for fleet._workers' logger: keeps every event, and says when one was logged."""
 
     events: list[str] = field(default_factory=list)
     waiting: threading.Event = field(default_factory=threading.Event)

@@ -11,9 +11,9 @@ import sys
 import pytest
 import sqlalchemy as sa
 
-from app import batches
-from app.database import short_lived_engine
-from app.schema import ledger
+from dbos_publishers import _batches as batches
+from dbos_publishers.store._database import short_lived_engine
+from dbos_publishers.store._schema import ledger
 from tests.helpers import ServiceRunner
 
 pytestmark = pytest.mark.slow  # the real service and CLI in subprocesses
@@ -58,7 +58,7 @@ def test_same_batch_id_again_publishes_nothing_and_returns_the_same_summary(
 
 
 def test_work_submitted_while_the_service_is_down_waits_durably(service: ServiceRunner) -> None:
-    service.declare({"orders": "app.publishers.events:EventPublisher"})
+    service.declare({"orders": "dbos_publishers.contrib.events:EventPublisher"})
     service.publish("orders", 200, "early")  # no service has ever run against these databases
     assert service.active_workflows() == ["batch-early"]
     service.start()
@@ -71,8 +71,8 @@ def test_two_publishers_two_topics_keep_separate_local_and_shared_global_counter
 ) -> None:
     service.declare(
         {
-            "orders": "app.publishers.events:EventPublisher",
-            "billing": "app.publishers.events:EventPublisher",
+            "orders": "dbos_publishers.contrib.events:EventPublisher",
+            "billing": "dbos_publishers.contrib.events:EventPublisher",
         }
     )
     service.start()
@@ -100,12 +100,12 @@ def test_pending_work_for_an_undeclared_publisher_is_named_and_never_blocks_a_st
 ) -> None:
     service.declare(
         {
-            "orders": "app.publishers.events:EventPublisher",
-            "ghost": "app.publishers.events:EventPublisher",
+            "orders": "dbos_publishers.contrib.events:EventPublisher",
+            "ghost": "dbos_publishers.contrib.events:EventPublisher",
         }
     )
     service.publish("ghost", 10, "haunt")
-    service.declare({"orders": "app.publishers.events:EventPublisher"})
+    service.declare({"orders": "dbos_publishers.contrib.events:EventPublisher"})
     service.start()
     (warning,) = [r for r in service.records() if r.get("event") == "orphaned_work"]
     assert (warning["publisher"], warning["workflows"]) == ("ghost", 1)

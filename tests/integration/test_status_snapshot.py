@@ -11,10 +11,13 @@ from contextlib import contextmanager, nullcontext
 import pytest
 import sqlalchemy as sa
 
-from app import invariants, ledger, migrate, status
-from app.config import DatabaseUrl
-from app.database import read_snapshot, short_lived_engine
-from app.ledger import LedgerEntry
+from dbos_publishers import _migrate as migrate
+from dbos_publishers._config import DatabaseUrl
+from dbos_publishers.ops import _status as status
+from dbos_publishers.store import _invariants as invariants
+from dbos_publishers.store import _ledger as ledger
+from dbos_publishers.store._database import read_snapshot, short_lived_engine
+from dbos_publishers.store._ledger import LedgerEntry
 from tests.helpers import Databases
 
 

@@ -16,16 +16,21 @@ import pytest
 import sqlalchemy as sa
 from dbos import EnqueueOptions, WorkflowStatus
 
-from app import dbos_gateway, failpoints, fleet, leases, migrate, upgrade
-from app.config import Settings
-from app.database import make_engine
-from app.failpoints import FailpointError
-from app.leases import WorkerIdentity
-from app.publishers.base import BATCH_WORKFLOW, CHUNK_WORKFLOW, PUBLISHER_CLASS_NAME
-from app.queues import BATCH_QUEUE, CHUNK_QUEUE
-from app.upgrade import UpgradeRefusedError
-from app.work import OrphanedWorkError
-from app.workers import process_token
+from dbos_publishers import _dbos_gateway as dbos_gateway
+from dbos_publishers import _failpoints as failpoints
+from dbos_publishers import _migrate as migrate
+from dbos_publishers._config import Settings
+from dbos_publishers._failpoints import FailpointError
+from dbos_publishers._publisher import BATCH_WORKFLOW, CHUNK_WORKFLOW, PUBLISHER_CLASS_NAME
+from dbos_publishers._queues import BATCH_QUEUE, CHUNK_QUEUE
+from dbos_publishers.fleet._work import OrphanedWorkError
+from dbos_publishers.fleet._workers import process_token
+from dbos_publishers.ops import _fleet_view as fleet
+from dbos_publishers.ops import _upgrade as upgrade
+from dbos_publishers.ops._upgrade import UpgradeRefusedError
+from dbos_publishers.store import _leases as leases
+from dbos_publishers.store._database import make_engine
+from dbos_publishers.store._leases import WorkerIdentity
 from tests.helpers import InProcessCli, ServiceRunner
 
 CURRENT = "2"

@@ -12,8 +12,10 @@ from collections.abc import Callable
 import pytest
 import sqlalchemy as sa
 
-from app import ledger, migrate, views
-from app.database import short_lived_engine
+from dbos_publishers import _migrate as migrate
+from dbos_publishers.store import _ledger as ledger
+from dbos_publishers.store import _views as views
+from dbos_publishers.store._database import short_lived_engine
 from tests.helpers import ROOT, ServiceRunner
 from tests.integration.test_crash_recovery import CHUNK, TOTAL, crash_then_restart
 

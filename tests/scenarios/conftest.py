@@ -24,7 +24,7 @@ def run_scenario(backend: Backend, *args: str) -> tuple[int, list[dict[str, Any]
     """`python -m app scenario run ... --json`: the exit code and the reports."""
     with subprocess.Popen(
         [
-            *(sys.executable, "-m", "app", "scenario", "run", *args),
+            *(sys.executable, "-m", "lab", "scenario", "run", *args),
             *("--backend", backend, "--postgres-url", POSTGRES_URL, "--json"),
         ],
         cwd=ROOT,

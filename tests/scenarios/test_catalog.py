@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from app import failpoints
-from app.scenarios import runner as scenario_runner
-from app.scenarios.catalog import LAB_FAILPOINTS, Scenario, catalog
-from app.scenarios.progress import Progress
-from app.scenarios.report import ScenarioReport
-from app.scenarios.runner import RunOptions
+from dbos_publishers import _failpoints as failpoints
+from lab.scenarios import runner as scenario_runner
+from lab.scenarios.catalog import LAB_FAILPOINTS, Scenario, catalog
+from lab.scenarios.progress import Progress
+from lab.scenarios.report import ScenarioReport
+from lab.scenarios.runner import RunOptions
 from tests.helpers import Backend, InProcessCli
 from tests.scenarios.conftest import TEST_TIMEOUT_SEC, run_scenario
 
@@ -50,7 +50,7 @@ def on_backends(*cases: tuple[Any, ...]) -> list[pytest.ParameterSet]:
 
 
 def test_the_catalog_covers_every_failpoint_with_crash_and_raise() -> None:
-    importlib.import_module("app.publishers.webhook")  # declares effect.after_send
+    importlib.import_module("dbos_publishers.contrib.webhook")  # declares effect.after_send
     assert "effect.after_send" in failpoints.CATALOG
     faults = [f.failpoints for s in catalog().values() if not s.broken for f in s.faults]
     for name in failpoints.CATALOG:

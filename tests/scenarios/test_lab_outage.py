@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from app.scenarios.proxy import CuttableProxy
+from lab.scenarios.proxy import CuttableProxy
 from tests.conftest import POSTGRES_URL
 from tests.helpers import ROOT
 
@@ -30,7 +30,7 @@ def test_a_database_outage_mid_scenario_is_reported_and_json_stays_valid(
         )
         lab = subprocess.Popen(
             [
-                *(sys.executable, "-m", "app", "scenario", "run", "chunk.before_commit/crash"),
+                *(sys.executable, "-m", "lab", "scenario", "run", "chunk.before_commit/crash"),
                 *("--backend", "postgres", "--postgres-url", url, "--json"),
             ],
             cwd=ROOT,

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from app.bench import runner
-from app.bench.contention import LockSamples
-from app.bench.modes import ModeName
+from lab.bench import runner
+from lab.bench.contention import LockSamples
+from lab.bench.modes import ModeName
 
 
 def _plan(backends: list[str], modes: list[ModeName], **extra: Any) -> runner.Plan:

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from app.ledger import ChunkEntries, LedgerEntry, message_id
-from app.publishers.base import (
+from dbos_publishers._ids import batch_workflow_id, chunk_workflow_id
+from dbos_publishers._publisher import (
     RESULT_POLL_MAX_SEC,
     RESULT_POLL_SEC,
     BatchRequest,
     ChunkSpec,
-    batch_workflow_id,
-    chunk_workflow_id,
     plan_chunks,
     poll_delay,
 )
-from app.publishers.events import EventPublisher
+from dbos_publishers.contrib.events import EventPublisher
+from dbos_publishers.store._ledger import ChunkEntries, LedgerEntry, message_id
 
 
 def request(count: int, messages: list[str] | None = None) -> BatchRequest:

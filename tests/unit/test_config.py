@@ -1,4 +1,4 @@
-"""Unit tests for app.config: database URLs, publisher declarations and settings from the env."""
+"""Unit tests for _config: database URLs, publisher declarations and settings from the env."""
 
 from __future__ import annotations
 
@@ -10,12 +10,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from app.api import refuse_an_open_api
-from app.config import (
+from dbos_publishers._config import (
     DEFAULT_APP_DATABASE_URL,
     DEFAULT_PUBLISHERS_FILE,
     DEFAULT_SYSTEM_DATABASE_URL,
-    PROJECT_ROOT,
     ConfigError,
     DatabaseUrl,
     LeaseSettings,
@@ -25,9 +23,11 @@ from app.config import (
     load_declarations,
     logger_levels,
 )
-from app.declarations import MAX_PUBLISHERS_FILE_BYTES
-from app.errors import BadInputError
-from app.runtime import validate
+from dbos_publishers._declarations import MAX_PUBLISHERS_FILE_BYTES
+from dbos_publishers._errors import BadInputError
+from dbos_publishers._runtime import validate
+from dbos_publishers.ops._api import refuse_an_open_api
+from lab.paths import REPO_ROOT as PROJECT_ROOT
 
 LABEL = "APP_DATABASE_URL"
 PG_WITH_PASSWORD = "postgresql://alice:hunter2@db.example:6543/publishing"
@@ -47,7 +47,7 @@ name = "orders"
 
 [[publishers]]
 name = "billing"
-class = "app.publishers.events:EventPublisher"
+class = "dbos_publishers.contrib.events:EventPublisher"
 chunk_size = 25
 """
 
@@ -142,8 +142,8 @@ def test_safe_names_database_host_and_port() -> None:
 def test_load_valid_file(tmp_path: Path) -> None:
     publishers, queues = load_declarations(write(tmp_path, VALID_TOML))
     assert publishers == (
-        PublisherDeclaration("orders", "app.publishers.events:EventPublisher", 100),
-        PublisherDeclaration("billing", "app.publishers.events:EventPublisher", 25),
+        PublisherDeclaration("orders", "dbos_publishers.contrib.events:EventPublisher", 100),
+        PublisherDeclaration("billing", "dbos_publishers.contrib.events:EventPublisher", 25),
     )
     assert queues == QueueSettings(
         chunk_concurrency=3, batch_concurrency=2, polling_interval_sec=0.5, chunk_prefetch=1
@@ -254,7 +254,7 @@ def test_load_refuses_bad_polling_interval(tmp_path: Path, interval: str) -> Non
 
 
 def test_load_refuses_bad_class_path(tmp_path: Path) -> None:
-    path = write(tmp_path, '[[publishers]]\nname = "a"\nclass = "app.publishers.events"\n')
+    path = write(tmp_path, '[[publishers]]\nname = "a"\nclass = "dbos_publishers.contrib.events"\n')
     with pytest.raises(ConfigError, match="publisher 'a': class must look like"):
         load_declarations(path)
 
@@ -404,7 +404,8 @@ VARIABLES: dict[str, tuple[Read, object]] = {
     "APP_DATABASE_URL": (lambda s: s.app_db.raw, DEFAULT_APP_DATABASE_URL),
     "APP_PUBLISHERS_FILE": (
         lambda s: s.publishers,
-        load_declarations(DEFAULT_PUBLISHERS_FILE)[0],  # the project's own file
+        # publishers.toml in the working directory, read when the test runs (it chdirs)
+        lambda: load_declarations(DEFAULT_PUBLISHERS_FILE)[0],
     ),
     "APP_FAILPOINTS": (lambda s: s.failpoints, ""),
     "APP_FAILPOINT_SEED": (lambda s: s.failpoint_seed, 0),
@@ -461,7 +462,7 @@ def test_an_odd_form_is_taken_as_documented_or_refused_in_one_line_naming_the_va
     env = {"APP_PUBLISHERS_FILE": str(publishers_file(tmp_path, "orders")), variable: value}
     read, default = VARIABLES[variable]
     if value == "":
-        assert read(_started(env)) == default
+        assert read(_started(env)) == (default() if callable(default) else default)
     elif (variable, value) in ACCEPTED:
         assert read(_started(env)) == value
     else:
@@ -627,8 +628,13 @@ def test_a_database_name_postgres_cannot_hold_is_refused(name: str, problem: str
         ({"APP_LOG_LEVEL": "debug"}, {"dbos": "DEBUG", "alembic": "DEBUG", "uvicorn": "DEBUG"}),
         ({"APP_LOG_LEVEL": "ERROR"}, {"dbos": "ERROR", "alembic": "ERROR", "uvicorn": "ERROR"}),
         (
-            {"APP_LOG_LEVELS": "dbos=info,app.workers=DEBUG"},
-            {"dbos": "INFO", "alembic": "WARNING", "uvicorn": "WARNING", "app.workers": "DEBUG"},
+            {"APP_LOG_LEVELS": "dbos=info,dbos_publishers.fleet._workers=DEBUG"},
+            {
+                "dbos": "INFO",
+                "alembic": "WARNING",
+                "uvicorn": "WARNING",
+                "dbos_publishers.fleet._workers": "DEBUG",
+            },
         ),
     ],
 )

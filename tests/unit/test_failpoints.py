@@ -1,4 +1,4 @@
-"""Unit tests for app.failpoints: spec parsing and in-process firing (never the crash action)."""
+"""Unit tests for _failpoints: spec parsing and in-process firing (never the crash action)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from app import failpoints
-from app.failpoints import (
+from dbos_publishers import _failpoints as failpoints
+from dbos_publishers._failpoints import (
     Failpoint,
     FailpointError,
     FailpointSpecError,

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from app.config import DatabaseUrl
-from app.health import EXIT_STALLED, RECOVERY_FAILED, DatabaseHealth, Watchdog
+from dbos_publishers._config import DatabaseUrl
+from dbos_publishers.fleet._health import EXIT_STALLED, RECOVERY_FAILED, DatabaseHealth, Watchdog
 
 
 def _record(message: str, name: str = "dbos", level: int = logging.WARNING) -> logging.LogRecord:
@@ -42,7 +42,9 @@ def test_connection_failures_are_screened_and_everything_else_passes(
     assert health.suspected.startswith("Exception reloading queue")
     assert health.screen(_record("Workflow already exists in queue")) is True
     assert health.screen(_record(LOST, level=logging.INFO)) is True  # below warning: as is
-    assert health.screen(_record(LOST, name="app.api")) is True  # only DBOS's own records
+    assert (
+        health.screen(_record(LOST, name="dbos_publishers.ops._api")) is True
+    )  # only DBOS's own records
 
 
 def test_a_dropped_connection_with_the_database_up_is_no_outage(reachable: DatabaseUrl) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from app import history
-from app.history import Detail
+from dbos_publishers.ops import _history as history
+from dbos_publishers.ops._history import Detail
 
 
 def _step(

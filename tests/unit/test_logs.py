@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from app.config import logger_levels
-from app.logs import ALWAYS, configure_logging
+from dbos_publishers._config import logger_levels
+from dbos_publishers._logs import ALWAYS, configure_logging
 from tests.helpers import process_state_restored
 
 
@@ -36,7 +36,7 @@ def test_dbos_and_alembic_info_is_hidden_but_ours_is_not(stream: io.StringIO) ->
     logging.getLogger("dbos").info("Applying DBOS system database schema migration 1")
     logging.getLogger("alembic.runtime.migration").info("Context impl SQLiteImpl.")
     logging.getLogger("dbos").warning("a real warning")
-    structlog.get_logger("app.runtime").info("service_launched")
+    structlog.get_logger("dbos_publishers._runtime").info("service_launched")
     assert _events(stream) == ["a real warning", "service_launched"]
 
 
@@ -60,6 +60,6 @@ def test_the_system_database_banner_is_printed_once(stream: io.StringIO) -> None
 
 def test_where_the_service_listens_is_printed_at_warning(stream: io.StringIO) -> None:
     _configure(stream, {"APP_LOG_LEVEL": "WARNING"})
-    structlog.get_logger("app.service").info("hidden")
+    structlog.get_logger("dbos_publishers.ops._service").info("hidden")
     structlog.get_logger(ALWAYS).info("service_ready", api="http://127.0.0.1:8000")
     assert _events(stream) == ["service_ready"]

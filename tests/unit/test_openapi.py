@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from app.api import create_app, serve_in_thread
-from app.config import Settings
+from dbos_publishers._config import Settings
+from dbos_publishers.ops._api import create_app, serve_in_thread
 
 # Operation -> the status codes it can answer, besides the token's 401.
 EXPECTED = {

@@ -10,16 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from app import failpoints, runtime
-from app.config import ConfigError, DatabaseUrl, Settings, load_declarations
-from app.publishers import DeliveryOptions, Publisher, RetryPolicy
-from app.publishers.events import EventPublisher
-from app.publishers.jsonl import JsonlFilePublisher
-from app.publishers.webhook import WebhookPublisher
+from dbos_publishers import DeliveryOptions, Publisher, RetryPolicy
+from dbos_publishers import _failpoints as failpoints
+from dbos_publishers import _runtime as runtime
+from dbos_publishers._config import ConfigError, DatabaseUrl, Settings, load_declarations
+from dbos_publishers.contrib.events import EventPublisher
+from dbos_publishers.contrib.jsonl import JsonlFilePublisher
+from dbos_publishers.contrib.webhook import WebhookPublisher
 from tests.helpers import InProcessCli
 
-WEBHOOK = "app.publishers.webhook:WebhookPublisher"
-NO_KEY = "app.publishers.broken:NoIdempotencyKeyPublisher"
+WEBHOOK = "dbos_publishers.contrib.webhook:WebhookPublisher"
+NO_KEY = "lab.publishers.broken:NoIdempotencyKeyPublisher"
 BAD_URL = "WebhookPublisher option 'endpoint': "
 WEBHOOK_TAKES = "(it takes: delivery_retry, endpoint, timeout, headers)"
 
@@ -132,7 +133,7 @@ def test_options_that_are_not_a_table_are_refused(tmp_path: Path) -> None:
 
 def test_class_without_options_refuses_any(tmp_path: Path) -> None:
     message = "publisher 'hooks': EventPublisher takes no options (got: a, b)"
-    cls = "app.publishers.events:EventPublisher"
+    cls = "dbos_publishers.contrib.events:EventPublisher"
     assert refusal(tmp_path, "b = 1\na = 2\n", cls=cls) == message
 
 
@@ -309,8 +310,8 @@ def test_a_bad_option_stops_a_command_with_one_line(cli: InProcessCli, tmp_path:
 
 
 CUSTOM_POINT_MODULE = """
-from app import failpoints
-from app.publishers.events import EventPublisher
+from dbos_publishers import _failpoints as failpoints
+from dbos_publishers.contrib.events import EventPublisher
 
 failpoints.declare("custom.after_thing", "declared when this module is imported")
 
@@ -335,7 +336,9 @@ def test_failpoints_declared_by_publisher_classes_are_known_to_commands(
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "custom_point", raising=False)
     cls = (
-        "custom_point:CustomPointPublisher" if declared else "app.publishers.events:EventPublisher"
+        "custom_point:CustomPointPublisher"
+        if declared
+        else "dbos_publishers.contrib.events:EventPublisher"
     )
     declare(tmp_path, f'[[publishers]]\nname = "custom"\nclass = "{cls}"\n')
     done = cli("publish", "custom", "--count", "0", APP_FAILPOINTS="custom.after_thing=crash")

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.scenarios.receiver import Receiver, ReceiverStats
+from lab.scenarios.receiver import Receiver, ReceiverStats
 
 Reply = tuple[int, dict[str, object]]
 

@@ -6,9 +6,9 @@ import io
 
 import pytest
 
-from app.scenarios import chaos
-from app.scenarios.catalog import catalog, plan_batches
-from app.scenarios.progress import Progress
+from lab.scenarios import chaos
+from lab.scenarios.catalog import catalog, plan_batches
+from lab.scenarios.progress import Progress
 
 
 def test_the_same_seed_gives_the_same_kill_schedule() -> None:

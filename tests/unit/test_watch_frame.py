@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from app import fleet, watch
-from app.batch_records import BatchProgress
-from app.ledger import CounterRow, TopicRow
-from app.status import StatusSnapshot
+from dbos_publishers.ops import _fleet_view as fleet
+from dbos_publishers.ops import _watch as watch
+from dbos_publishers.ops._status import StatusSnapshot
+from dbos_publishers.store._batch_records import BatchProgress
+from dbos_publishers.store._ledger import CounterRow, TopicRow
 
 
 def _snapshot(published: int, at: float) -> StatusSnapshot:

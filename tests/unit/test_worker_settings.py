@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from app import connections
-from app.config import DEFAULT_CONNECTIONS, ConfigError, LeaseSettings, Settings
-from app.declarations import CHUNK_PREFETCH
-from app.runtime import dbos_config, validate
-from app.workers import default_executor_id, process_token
+from dbos_publishers import _connections as connections
+from dbos_publishers._config import DEFAULT_CONNECTIONS, ConfigError, LeaseSettings, Settings
+from dbos_publishers._declarations import CHUNK_PREFETCH
+from dbos_publishers._runtime import dbos_config, validate
+from dbos_publishers.fleet._workers import default_executor_id, process_token
 
 BASE = '[[publishers]]\nname = "orders"\n'
 

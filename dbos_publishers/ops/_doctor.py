@@ -1,0 +1,203 @@
+"""`python -m app doctor`: is this deployment able to work? Each check is one line, ok or a
+problem with the one command that fixes it; the checks reuse those of the readiness probe
+(`_api`), `status` (`fleet._work`, `_fleet_view`) and the connection budget (`_connections`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from dbos import WorkflowStatus
+
+from dbos_publishers import _dbos_gateway as dbos_gateway
+from dbos_publishers import _runtime as runtime
+from dbos_publishers._config import DatabaseUrl, Settings
+from dbos_publishers._errors import AppError
+from dbos_publishers.fleet import _work as work
+from dbos_publishers.ops import _fleet_view as fleet
+from dbos_publishers.ops._api import readiness_checks
+from dbos_publishers.store import _leases as leases
+from dbos_publishers.store import _views as views
+from dbos_publishers.store._database import (
+    read_snapshot,
+    require_reachable,
+    short_lived_engine,
+    sqlite_file_missing,
+)
+
+# Every client of the database but this one: the service sets no application_name of its own, so
+# connections are counted per database.
+CONNECTIONS_IN_USE = sa.text(
+    "SELECT count(*) FROM pg_stat_activity "
+    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+)
+START_SERVICE = "dbos start"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str | None = None  # the one command (or step) that fixes it
+
+
+@dataclass(frozen=True)
+class _Found:
+    """What several checks read once."""
+
+    active: list[WorkflowStatus]
+    workers: list[leases.WorkerRow]
+
+
+def examine(settings: Settings) -> list[Check]:
+    """Every check, in the order a fix would go: databases, schema, code, work, capacity."""
+    missing = [url for url in (settings.system_db, settings.app_db) if sqlite_file_missing(url)]
+    if missing:  # a probe would create the file: say so instead
+        return [
+            Check(url.label, False, f"{url.safe} does not exist yet", START_SERVICE)
+            for url in missing
+        ]
+    ready = readiness_checks(settings)
+    checks = [
+        _reachable("system database", ready["system_database"], settings.system_db),
+        _reachable("app database", ready["app_database"], settings.app_db),
+    ]
+    if not (ready["system_database"] and ready["app_database"]):
+        return [*checks, Check("the rest", False, "skipped: needs both databases", None)]
+    checks.append(_migrations(ready["migrations_at_head"]))
+    checks += [_views(settings), _publishers(settings)]
+    if not ready["migrations_at_head"]:
+        return checks
+    found = _read(settings)
+    checks += [_orphans(settings, found), _stranded(settings, found), _workers(found)]
+    return [*checks, _connections(settings, found)]
+
+
+def _read(settings: Settings) -> _Found:
+    active = dbos_gateway.active_workflows_at(settings.system_db)
+    with read_snapshot(settings.app_db) as conn:
+        return _Found(active=active, workers=leases.list_workers(conn))
+
+
+def _reachable(name: str, ok: bool, url: DatabaseUrl) -> Check:
+    if ok:
+        return Check(name, True, f"{url.safe} reachable")
+    try:
+        require_reachable(url)
+        reason = f"{url.safe} answers, but a query failed"
+    except AppError as exc:
+        reason = str(exc)
+    start = "docker compose up -d --wait postgres" if url.backend == "postgresql" else None
+    return Check(name, False, reason, start or f"check {url.label} (README 'Configuration')")
+
+
+def _migrations(at_head: bool) -> Check:
+    if at_head:
+        return Check("migrations", True, "the application schema is at alembic's head")
+    return Check("migrations", False, "the application schema is behind the code", "dbos migrate")
+
+
+def _views(settings: Settings) -> Check:
+    """The views that join DBOS's tables (`store._views`): created by any upgrade to head once
+    DBOS's tables are in the application database (Postgres, one database for both URLs)."""
+    name = "DBOS-joined views"
+    shared = (
+        settings.app_db.backend == "postgresql" and settings.app_db.raw == settings.system_db.raw
+    )
+    if not shared:
+        return Check(name, True, "not expected: they need both URLs on one Postgres database")
+    with short_lived_engine(settings.app_db) as engine:
+        missing = sorted(set(views.JOINING_DBOS) - set(sa.inspect(engine).get_view_names()))
+    if not missing:
+        return Check(name, True, ", ".join(views.JOINING_DBOS) + " present")
+    return Check(name, False, f"missing {', '.join(missing)}", "dbos migrate")
+
+
+def _publishers(settings: Settings) -> Check:
+    names = ", ".join(d.name for d in settings.publishers)
+    try:
+        runtime.validate(settings)
+    except AppError as exc:
+        return Check("publishers", False, str(exc), "fix the publishers file (APP_PUBLISHERS_FILE)")
+    return Check("publishers", True, f"{names} importable, options accepted")
+
+
+def _orphans(settings: Settings, found: _Found) -> Check:
+    orphans = work.orphaned_workflows(settings, found.active)
+    if not orphans:
+        return Check("orphaned work", True, "every pending workflow's publisher is declared")
+    name, ids = next(iter(orphans.items()))
+    counted = ", ".join(f"'{n}' ({len(i)} workflows)" for n, i in orphans.items())
+    return Check(
+        "orphaned work",
+        False,
+        f"pending work of undeclared publishers: {counted}",
+        work.orphan_resolution(name, ids),
+    )
+
+
+def _stranded(settings: Settings, found: _Found) -> Check:
+    stranded = fleet.stranded_work(settings, found.active, found.workers)
+    if not stranded:
+        return Check("stranded work", True, "no pending work of another version left unrun")
+    counted = ", ".join(f"{s.workflows} of version {s.app_version}" for s in stranded)
+    return Check("stranded work", False, f"workflows no live worker runs: {counted}", fleet.RESOLVE)
+
+
+def _live(found: _Found) -> list[leases.WorkerRow]:
+    return [w for w in found.workers if w.state == "alive" and not w.expired]
+
+
+def _workers(found: _Found) -> Check:
+    live = _live(found)
+    if live:
+        shown = ", ".join(w.executor_id for w in live)
+        return Check("queue workers", True, f"{len(live)} alive with a live lease: {shown}")
+    waiting = sum(1 for wf in found.active if wf.status == "ENQUEUED")
+    return Check(
+        "queue workers",
+        False,
+        f"no worker holds a live lease; {waiting} workflows wait",
+        START_SERVICE,
+    )
+
+
+def _connections(settings: Settings, found: _Found) -> Check:
+    name = "connections"
+    if settings.app_db.backend != "postgresql":
+        return Check(name, True, "SQLite: no connection budget applies")
+    used = _count(settings.app_db)
+    if settings.system_db.raw != settings.app_db.raw and settings.system_db.backend == "postgresql":
+        used += _count(settings.system_db)
+    workers = len(_live(found))
+    budget = settings.connections * workers
+    detail = (
+        f"{used} in use (every connection to the databases but this one's, from "
+        f"pg_stat_activity) against {budget} = [workers] connections {settings.connections} x "
+        f"{workers} live workers (plus the CLI's own few)"
+    )
+    if workers and used > budget:
+        return Check(name, False, detail, "lower the load or raise APP_CONNECTIONS, then restart")
+    return Check(name, True, detail)
+
+
+def _count(url: DatabaseUrl) -> int:
+    with short_lived_engine(url) as engine, engine.connect() as conn:
+        return int(conn.scalar(CONNECTIONS_IN_USE) or 0)
+
+
+def render(checks: list[Check]) -> str:
+    lines = []
+    for check in checks:
+        lines.append(f"{'ok' if check.ok else 'PROBLEM':<8} {check.name}: {check.detail}")
+        if not check.ok and check.fix:
+            lines.append(f"{'':<8} fix: {check.fix}")
+    problems = sum(not c.ok for c in checks)
+    lines.append(f"\n{problems} problem{'s' if problems != 1 else ''}" if problems else "\nall ok")
+    return "\n".join(lines)
+
+
+def to_json(checks: list[Check]) -> dict[str, Any]:
+    return {"ok": all(c.ok for c in checks), "checks": [asdict(c) for c in checks]}
