@@ -30,13 +30,8 @@ if TYPE_CHECKING:
         PublisherOptions,
         RetryPolicy,
     )
-    from dbos_publishers._publisher import (
-        BatchRequest,
-        BatchSummary,
-        ChunkOutcome,
-        ChunkSpec,
-        Publisher,
-    )
+    from dbos_publishers._publisher import Publisher
+    from dbos_publishers._wire import BatchRequest, BatchSummary, ChunkOutcome, ChunkSpec
     from dbos_publishers.store._ledger import LedgerEntry
 
 # name -> (module, attribute)

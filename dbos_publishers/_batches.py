@@ -14,13 +14,9 @@ from dbos_publishers._config import BATCH_ID, TOPIC_NAME, ConfigError, Settings
 from dbos_publishers._errors import ConflictError, StateError
 from dbos_publishers._failpoints import failpoint
 from dbos_publishers._ids import batch_workflow_id
-from dbos_publishers._publisher import (
-    BATCH_WORKFLOW,
-    PUBLISHER_CLASS_NAME,
-    BatchRequest,
-    BatchSummary,
-)
+from dbos_publishers._publisher import BATCH_WORKFLOW, PUBLISHER_CLASS_NAME
 from dbos_publishers._queues import BATCH_QUEUE
+from dbos_publishers._wire import BatchRequest, BatchSummary
 from dbos_publishers.store._database import require_reachable, system_tables_exist
 
 MAX_BATCH_MESSAGES = 100_000_000

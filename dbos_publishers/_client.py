@@ -9,7 +9,7 @@ from dbos_publishers import _batches as batches
 from dbos_publishers import _dbos_gateway as dbos_gateway
 from dbos_publishers._config import Settings
 from dbos_publishers._ids import batch_workflow_id
-from dbos_publishers._publisher import BatchSummary
+from dbos_publishers._wire import BatchSummary
 
 
 class Client:

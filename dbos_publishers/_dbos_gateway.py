@@ -31,7 +31,11 @@ from dbos._sys_db import (  # private: that enqueue's insert; DBOS's wait throug
 
 from dbos_publishers._config import APP_NAME, DatabaseUrl
 from dbos_publishers._errors import ConflictError
+from dbos_publishers._legacy import install_module_aliases
 from dbos_publishers.store._database import reported, system_tables_exist
+
+# Every read of DBOS's records passes here: records written before the layout moved unpickle.
+install_module_aliases()
 
 ACTIVE_STATUSES = ("PENDING", "ENQUEUED")
 TERMINAL_STATUSES = frozenset({"SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"})

@@ -36,8 +36,9 @@ from dbos_publishers._dbos_gateway import ACTIVE_STATUSES
 from dbos_publishers._errors import NotFoundError, StateError
 from dbos_publishers._failpoints import failpoint
 from dbos_publishers._ids import batch_workflow_id
-from dbos_publishers._publisher import CHUNK_WORKFLOW, PUBLISHER_CLASS_NAME, BatchSummary
+from dbos_publishers._publisher import CHUNK_WORKFLOW, PUBLISHER_CLASS_NAME
 from dbos_publishers._queues import BATCH_QUEUE, CHUNK_QUEUE
+from dbos_publishers._wire import BatchSummary
 from dbos_publishers.store import _batch_records as batch_records
 from dbos_publishers.store import _ledger as ledger
 from dbos_publishers.store._batch_records import PlannedBatch

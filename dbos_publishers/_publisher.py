@@ -3,22 +3,22 @@ records every chunk exactly once, counters and ledger in one datasource transact
 
 The seam for subclasses: typed `Options` (validated at start), `open`/`close` (once per process),
 `deliver` (a side effect outside the database, its own retried step before the transaction),
-`generate` (message bodies) and `write_chunk` (more rows in the chunk transaction).
+`bodies` (message bodies; `body` per message behind it) and `write_chunk` (more rows in the chunk
+transaction). The replay paths of earlier releases live in _replay, the wire types in _wire.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from itertools import islice
-from typing import Any, ClassVar, TypedDict
+from typing import ClassVar
 
 import pydantic
 import structlog
-from dbos import DBOS, DBOSConfiguredInstance, SetWorkflowID, SQLAlchemyDatasource, StepOptions
+from dbos import DBOS, DBOSConfiguredInstance, SQLAlchemyDatasource, StepOptions
 from dbos import error as dbos_error
 
 from dbos_publishers import _dbos_gateway as dbos_gateway
@@ -35,6 +35,17 @@ from dbos_publishers._options import (
     PublisherOptions,
     RetryPolicy,
     describe_invalid,
+)
+from dbos_publishers._replay import FAN_OUT_WINDOW, RESULT_POLL_SEC, EarlierReleases
+from dbos_publishers._wire import (
+    FAN_OUT_WINDOWS,
+    BatchPlan,
+    BatchRequest,
+    BatchSummary,
+    ChunkOutcome,
+    ChunkSpec,
+    plan_chunks,
+    planned_chunk_size,
 )
 from dbos_publishers.store import _batch_records as batch_records
 from dbos_publishers.store import _ledger as ledger
@@ -61,8 +72,6 @@ TRANSIENT_ATTEMPTS = 5
 # cancel to stop it or a resume to let it commit: 1 s, doubling, at most a minute per wait.
 HELD_FIRST_SEC = 1.0
 HELD_MAX_SEC = 60.0
-FAN_OUT_WINDOW = 512  # chunks a batch enqueues before it waits for the previous window
-RESULT_POLL_SEC = 0.05  # DBOS polls a child's status once a second by default
 # A batch reads which of its window's chunks are still running, then sleeps half the time the
 # rest would take at the pace of the last interval (while none ended, half as long again as the
 # last sleep), at least RESULT_POLL_SEC, at most RESULT_POLL_MAX_SEC: a window is read four
@@ -73,82 +82,11 @@ RESULT_POLL_SEC = 0.05  # DBOS polls a child's status once a second by default
 RESULT_POLL_MAX_SEC = 0.25
 RESULT_POLL_BACKOFF = 1.5
 AWAIT_STEP = "await_chunks"
-# Batches that recorded their first chunk enqueue before this release collect each chunk with
-# its own DBOS.getResult step; the others wait for a whole window in one AWAIT_STEP.
-AWAIT_PATCH = "await-chunk-windows"
 ENQUEUE_STEP = "enqueue_chunks"
-# Batches that enqueued their first chunk from the workflow itself (a child enqueue per chunk)
-# go on that way; the others enqueue each window in one ENQUEUE_STEP, one transaction.
-ENQUEUE_PATCH = "enqueue-chunk-windows"
-# How a batch planned by this release fans out and in (a window per ENQUEUE_STEP, a window per
-# AWAIT_STEP), recorded in its plan step's output: the batch needs no patch marker to replay
-# that way, two system-database writes fewer before its first chunk is enqueued. A plan that
-# recorded a bare chunk size is an earlier release's, whose batch the markers above decide.
-FAN_OUT_WINDOWS = "windows"
 
 failpoints.declare(
     "effect.after_send", "after a side effect was delivered, before its step is checkpointed"
 )
-
-
-class BatchRequest(TypedDict):
-    batch_id: str
-    topic: str
-    count: int
-    messages: list[str] | None
-
-
-class BatchPlan(TypedDict):
-    chunk_size: int
-    fan_out: str  # FAN_OUT_WINDOWS
-
-
-class ChunkSpec(TypedDict):
-    batch_id: str
-    topic: str
-    index: int
-    start: int
-    count: int
-    messages: list[str] | None
-
-
-class ChunkOutcome(TypedDict):
-    index: int
-    workflow_id: str
-    messages: int
-    published: int
-    error: str | None
-
-
-class BatchSummary(TypedDict):
-    batch_id: str
-    publisher: str
-    topic: str
-    messages: int
-    published: int
-    failed: int
-    chunks: int
-    failed_chunks: list[ChunkOutcome]  # every chunk not listed here published all its messages
-
-
-def plan_chunks(request: BatchRequest, chunk_size: int) -> Iterator[ChunkSpec]:
-    """Split a batch into chunk specs, lazily, so a huge batch never sits in memory as chunks."""
-    messages = request["messages"]
-    for index, start in enumerate(range(0, request["count"], chunk_size)):
-        count = min(chunk_size, request["count"] - start)
-        yield ChunkSpec(
-            batch_id=request["batch_id"],
-            topic=request["topic"],
-            index=index,
-            start=start,
-            count=count,
-            messages=messages[start : start + count] if messages is not None else None,
-        )
-
-
-def planned_chunk_size(plan: BatchPlan | int) -> int:
-    """The chunk size a batch's plan step recorded (a bare int before FAN_OUT_WINDOWS)."""
-    return plan if isinstance(plan, int) else plan["chunk_size"]
 
 
 def poll_delay(interval: float, ended: int, pending: int, last: float) -> float:
@@ -161,7 +99,7 @@ def poll_delay(interval: float, ended: int, pending: int, last: float) -> float:
 
 
 @DBOS.dbos_class(PUBLISHER_CLASS_NAME)
-class Publisher(DBOSConfiguredInstance):
+class Publisher(EarlierReleases, DBOSConfiguredInstance):
     """Subclass and override the hooks below; the workflows themselves live here and keep their
     registered names, so every subclass is recovered the same way."""
 
@@ -234,39 +172,24 @@ class Publisher(DBOSConfiguredInstance):
             return True
         return not isinstance(error, FailpointError | PublisherNotOpenError)
 
-    def generate(self, chunk: ChunkSpec, position: int) -> str:
-        """The body of message `position` of a batch given by count; must be deterministic."""
-        return f"{chunk['topic']}#{position}"
-
-    def generate_chunk(self, chunk: ChunkSpec) -> list[str]:
-        """The bodies of all of a chunk's messages, in order: `generate` per position unless a
-        class builds them at once (EventPublisher does)."""
-        start = chunk["start"]
-        return [self.generate(chunk, position) for position in range(start, start + chunk["count"])]
-
-    def payload(self, chunk: ChunkSpec, position: int) -> str:
-        """The message given with the batch, if it came with a list; else a generated one."""
-        messages = chunk["messages"]
-        if messages is not None:
-            return messages[position - chunk["start"]]
-        return self.generate(chunk, position)
-
-    def payloads(self, chunk: ChunkSpec) -> Sequence[str]:
-        """Every message of a chunk, in order: `payload` per message only for a class that
-        overrides it; else the list given with the batch, or `generate_chunk`."""
-        if type(self).payload is not Publisher.payload:
-            start = chunk["start"]
-            return [self.payload(chunk, p) for p in range(start, start + chunk["count"])]
+    def bodies(self, chunk: ChunkSpec) -> Sequence[str]:
+        """The bodies of a chunk's messages, in order: the messages given with the batch, else
+        `body` per position. Must be deterministic: a replayed chunk makes them again."""
         if chunk["messages"] is not None:
             return chunk["messages"]
-        return self.generate_chunk(chunk)
+        start = chunk["start"]
+        return [self.body(chunk, position) for position in range(start, start + chunk["count"])]
+
+    def body(self, chunk: ChunkSpec, position: int) -> str:
+        """The body of message `position` (0-based) of a batch given by count."""
+        return f"{chunk['topic']}#{position}"
 
     def write_chunk(self, entries: Sequence[LedgerEntry]) -> int:
         """Runs inside the chunk transaction: ledger rows and both counters, atomically."""
         conn = self.datasource.sql_session().connection()
         return ledger.record_chunk(conn, entries)
 
-    def commit_chunk(self, entries: Sequence[LedgerEntry]) -> int:
+    def _commit_chunk(self, entries: Sequence[LedgerEntry]) -> int:
         """Run `write_chunk` as one exactly-once datasource transaction (a checkpointed step)."""
         return self.datasource.run_tx_step(self.tx_options, self._chunk_transaction, entries)
 
@@ -373,19 +296,6 @@ class Publisher(DBOSConfiguredInstance):
             self._fan_out_windows(request, planned_chunk_size(plan), summary, in_one_step=True)
         return summary
 
-    def _fan_out_fan_in_marked(
-        self, request: BatchRequest, chunk_size: int, summary: BatchSummary
-    ) -> None:
-        """An earlier release's batch: its patch markers (recorded, or recorded now if it
-        stopped before them) say whether it collects per chunk (see AWAIT_PATCH) and enqueues
-        per chunk (see ENQUEUE_PATCH)."""
-        if DBOS.patch(AWAIT_PATCH):
-            self._fan_out_windows(
-                request, chunk_size, summary, in_one_step=self._enqueues_windows()
-            )
-        else:
-            self._fan_out_fan_in_per_chunk(request, chunk_size, summary)
-
     def _empty_summary(self, request: BatchRequest) -> BatchSummary:
         return BatchSummary(
             batch_id=request["batch_id"],
@@ -418,14 +328,6 @@ class Publisher(DBOSConfiguredInstance):
         if waiting:
             self._collect_window(summary, waiting)
 
-    def _enqueues_windows(self) -> bool:
-        """Whether an earlier release's batch enqueues a window per step (see ENQUEUE_PATCH)."""
-        return DBOS.patch(ENQUEUE_PATCH)
-
-    def _enqueue(self, window: list[ChunkSpec]) -> None:
-        for chunk in window:
-            self._enqueue_chunk(chunk)
-
     def _enqueue_window(self, window: list[ChunkSpec]) -> int:
         """The window's chunk workflows, under their deterministic ids, in one transaction;
         run again after a crash it finds them all and adds none."""
@@ -434,13 +336,6 @@ class Publisher(DBOSConfiguredInstance):
         for _ in window:  # `@N` counts chunks enqueued, whichever way
             failpoint("fanout.after_enqueue")
         return len(window)  # a step's recorded output; None would not replay
-
-    def _enqueue_chunk(self, chunk: ChunkSpec) -> Any:
-        """Enqueue one chunk workflow under its deterministic id; its handle."""
-        with SetWorkflowID(chunk_workflow_id(chunk["batch_id"], chunk["index"])):
-            handle = queues.chunk_queue().enqueue(self.publish_chunk, chunk)
-        failpoint("fanout.after_enqueue")
-        return handle
 
     def _collect_window(self, summary: BatchSummary, window: list[ChunkSpec]) -> None:
         outcomes: list[ChunkOutcome] = DBOS.run_step(
@@ -487,26 +382,6 @@ class Publisher(DBOSConfiguredInstance):
             summary["failed_chunks"].append(outcome)
         failpoint("fanin.after_result")
 
-    def _fan_out_fan_in_per_chunk(
-        self, request: BatchRequest, chunk_size: int, summary: BatchSummary
-    ) -> None:
-        """The previous release's fan-in, a DBOS.getResult step per chunk through a sliding
-        window of handles: replayed by batches that started on it (see AWAIT_PATCH)."""
-        window: deque[tuple[ChunkSpec, Any]] = deque()
-        for chunk in plan_chunks(request, chunk_size):
-            if len(window) >= FAN_OUT_WINDOW:
-                self._count(summary, self._chunk_result(*window.popleft()))
-            window.append((chunk, self._enqueue_chunk(chunk)))
-        while window:
-            self._count(summary, self._chunk_result(*window.popleft()))
-
-    def _chunk_result(self, chunk: ChunkSpec, handle: Any) -> ChunkOutcome:
-        try:
-            outcome: ChunkOutcome = handle.get_result(polling_interval_sec=RESULT_POLL_SEC)
-            return outcome
-        except Exception as exc:  # a chunk that failed for good is reported, not re-raised
-            return self._outcome(chunk, handle.workflow_id, exc)
-
     def _entries(self, chunk: ChunkSpec, workflow_id: str) -> ChunkEntries:
         return ChunkEntries(
             batch_id=chunk["batch_id"],
@@ -514,7 +389,7 @@ class Publisher(DBOSConfiguredInstance):
             topic=chunk["topic"],
             chunk_workflow_id=workflow_id,
             start=chunk["start"],
-            payloads=self.payloads(chunk),
+            payloads=self.bodies(chunk),
         )
 
     def _commit_unless_cancelled(self, entries: Sequence[LedgerEntry]) -> int:
@@ -535,7 +410,7 @@ class Publisher(DBOSConfiguredInstance):
         for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
             try:
                 with self._slot():
-                    return self.commit_chunk(entries)
+                    return self._commit_chunk(entries)
             except TransientFailpointError:
                 if attempt == TRANSIENT_ATTEMPTS:
                     raise

@@ -7,8 +7,10 @@ happens once, in `validate`, which returns the blueprint `build` assembles.
 from __future__ import annotations
 
 import importlib
+import sys
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import sqlalchemy as sa
 import structlog
@@ -29,6 +31,7 @@ from dbos_publishers._config import (
 )
 from dbos_publishers._connections import ConnectionPlan
 from dbos_publishers._dbos_gateway import IsolationLevel
+from dbos_publishers._legacy import moved_class_path, removed_hook
 from dbos_publishers._publisher import PLANNING, Publisher
 from dbos_publishers.fleet import _work as work
 
@@ -187,7 +190,17 @@ def isolation_level(app_db: DatabaseUrl) -> IsolationLevel:
 
 
 def load_class(declaration: PublisherDeclaration) -> type[Publisher]:
-    module_name, _, class_name = declaration.class_path.partition(":")
+    class_path = declaration.class_path
+    if moved := moved_class_path(class_path):
+        log.warning(
+            "publisher_class_path_deprecated",
+            publisher=declaration.name,
+            declared=class_path,
+            use=moved,
+        )
+        class_path = moved
+    module_name, _, class_name = class_path.partition(":")
+    _import_from_working_directory()
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError):
@@ -198,7 +211,17 @@ def load_class(declaration: PublisherDeclaration) -> type[Publisher]:
         raise ConfigError(
             f"publisher '{declaration.name}': {declaration.class_path} is not a Publisher subclass"
         )
+    if removed := removed_hook(cls):
+        raise ConfigError(f"publisher '{declaration.name}': {removed}")
     return cls
+
+
+def _import_from_working_directory() -> None:
+    """A service's own modules sit beside its publishers file, in the working directory, as
+    uvicorn finds an app: `python -m` puts it on sys.path, a console script does not."""
+    here = str(Path.cwd())
+    if "" not in sys.path and here not in sys.path:
+        sys.path.insert(0, here)
 
 
 def _engine_kwargs(blueprint: Blueprint) -> dict[str, object]:

@@ -11,7 +11,7 @@ from dbos_publishers.ops._cli import guarded
 from dbos_publishers.ops._cli_help import Formatter, Parser
 
 if TYPE_CHECKING:
-    from lab.bench import runner
+    from lab.bench.plan import Plan
 
 PROG = "python -m lab"
 DEFAULT_BENCH_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -123,12 +123,13 @@ def _bench_arguments(bench: argparse.ArgumentParser) -> None:
     bench.add_argument("--json", default="bench-results/bench.json", help="where to write JSON")
 
 
-def _bench_plan(args: argparse.Namespace) -> runner.Plan:
+def _bench_plan(args: argparse.Namespace) -> Plan:
     from pathlib import Path
 
     from dbos_publishers._config import ConfigError
     from lab.bench import runner
     from lab.bench.modes import MODES
+    from lab.bench.plan import Plan
     from lab.scenarios.command import positive
 
     backends = _choices(args.backends, ("sqlite", "postgres"), "--backends")
@@ -152,7 +153,7 @@ def _bench_plan(args: argparse.Namespace) -> runner.Plan:
         (args.topics, "--topics"),
     ):
         positive(str(value), what)
-    return runner.Plan(
+    return Plan(
         backends=backends,
         modes=modes,  # type: ignore[arg-type]
         sizes=sizes,

@@ -17,8 +17,8 @@ import structlog
 from dbos import DBOS
 
 from dbos_publishers import _dbos_gateway as dbos_gateway
-from dbos_publishers._config import Settings
 from dbos_publishers.ops import _cli as cli
+from dbos_publishers.testing import sqlite_settings
 from lab import cli as lab_cli
 from lab.paths import REPO_ROOT
 from lab.scenarios.harness import VENV_BIN, Databases, ScenarioBackend, ServiceHarness
@@ -46,18 +46,6 @@ def dbos_migrate(url: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=180,
         check=False,
-    )
-
-
-def sqlite_settings(tmp_path: Path, publishers: Path, **extra: str) -> Settings:
-    """Settings for both databases as SQLite files in `tmp_path`, and a publishers file."""
-    return Settings.from_env(
-        {
-            "APP_PUBLISHERS_FILE": str(publishers),
-            "DBOS_SYSTEM_DATABASE_URL": f"sqlite:///{tmp_path / 'system.sqlite'}",
-            "APP_DATABASE_URL": f"sqlite:///{tmp_path / 'app.sqlite'}",
-            **extra,
-        }
     )
 
 
@@ -146,4 +134,5 @@ __all__ = [
     "ServiceRunner",
     "harness_env",
     "process_state_restored",
+    "sqlite_settings",
 ]

@@ -1,8 +1,10 @@
-"""The reference service's publisher: JSON event messages recorded in the ledger."""
+"""JSON event messages, generated per position, recorded in the ledger."""
 
 from __future__ import annotations
 
-from dbos_publishers._publisher import ChunkSpec, Publisher
+from collections.abc import Sequence
+
+from dbos_publishers import ChunkSpec, Publisher
 
 
 def event_payload(publisher: str, topic: str, batch_id: str, position: int) -> str:
@@ -13,13 +15,13 @@ def event_payload(publisher: str, topic: str, batch_id: str, position: int) -> s
 class EventPublisher(Publisher):
     """Publishes JSON events; a message list given with the batch is published verbatim."""
 
-    def generate(self, chunk: ChunkSpec, position: int) -> str:
+    def body(self, chunk: ChunkSpec, position: int) -> str:
         return event_payload(self.name, chunk["topic"], chunk["batch_id"], position)
 
-    def generate_chunk(self, chunk: ChunkSpec) -> list[str]:
+    def bodies(self, chunk: ChunkSpec) -> Sequence[str]:
         """event_payload for every position at once: one format per message, no call."""
-        if type(self).generate is not EventPublisher.generate:
-            return super().generate_chunk(chunk)  # a subclass's own generate is honoured
+        if chunk["messages"] is not None or type(self).body is not EventPublisher.body:
+            return super().bodies(chunk)  # given messages, or a subclass's own body
         head = event_payload(self.name, chunk["topic"], chunk["batch_id"], 0)[: -len("0}")]
         start = chunk["start"]
         return [f"{head}{position}}}" for position in range(start, start + chunk["count"])]

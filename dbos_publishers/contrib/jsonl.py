@@ -14,10 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from dbos_publishers._options import DeliveryOptions, PublisherNotOpenError
-from dbos_publishers._publisher import ChunkSpec
+from dbos_publishers import ChunkSpec, DeliveryOptions, LedgerEntry, PublisherNotOpenError
 from dbos_publishers.contrib.events import EventPublisher
-from dbos_publishers.store._ledger import LedgerEntry
 
 
 class JsonlFileOptions(DeliveryOptions):

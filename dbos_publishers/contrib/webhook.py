@@ -12,10 +12,14 @@ from collections.abc import Sequence
 import httpx
 import pydantic
 
-from dbos_publishers._options import DeliveryOptions, PublisherNotOpenError, RetryPolicy
-from dbos_publishers._publisher import ChunkSpec
+from dbos_publishers import (
+    ChunkSpec,
+    DeliveryOptions,
+    LedgerEntry,
+    PublisherNotOpenError,
+    RetryPolicy,
+)
 from dbos_publishers.contrib.events import EventPublisher
-from dbos_publishers.store._ledger import LedgerEntry
 
 
 class WebhookOptions(DeliveryOptions):

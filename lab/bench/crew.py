@@ -24,7 +24,7 @@ from typing import IO, Any, cast
 from dbos_publishers import _runtime as runtime
 from dbos_publishers._config import DatabaseUrl, Settings
 from dbos_publishers._logs import configure_logging
-from dbos_publishers._publisher import BatchSummary
+from dbos_publishers._wire import BatchSummary
 from lab.bench.modes import MODES
 from lab.bench.spec import Spec, bench_settings, cpu_seconds, executor_id
 

@@ -9,15 +9,12 @@ from __future__ import annotations
 import os
 import sys
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from lab.bench.plan import Plan
 from lab.bench.spec import Spec
-
-if TYPE_CHECKING:
-    from lab.bench.runner import Plan
 
 # Rough msg/s per (mode, backend), and seconds of start-up per row (fresh databases, interpreter,
 # DBOS launch, the 1.2 s queue warm-up, the invariants check).

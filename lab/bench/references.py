@@ -22,7 +22,8 @@ from dbos_publishers import _dbos_gateway as dbos_gateway
 from dbos_publishers import _runtime as runtime
 from dbos_publishers._config import Settings
 from dbos_publishers._ids import chunk_workflow_id
-from dbos_publishers._publisher import ChunkSpec, Publisher
+from dbos_publishers._publisher import Publisher
+from dbos_publishers._wire import ChunkSpec
 from lab.bench.modes import Mode
 from lab.bench.spec import Spec, chunks, cpu_seconds, executor_id
 
@@ -38,7 +39,7 @@ def commit_chunk(publisher: Publisher, chunk: ChunkSpec) -> int:
     checkpointed datasource step; outside one DBOS's datasource runs it as a plain transaction
     on its engine, with no checkpoint and no DBOS runtime behind it."""
     entries = publisher._entries(chunk, chunk_workflow_id(chunk["batch_id"], chunk["index"]))
-    return publisher.commit_chunk(entries)
+    return publisher._commit_chunk(entries)
 
 
 class Reference:

@@ -7,14 +7,14 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any, cast
 
 from dbos_publishers._config import ConfigError, DatabaseUrl
 from dbos_publishers.store._database import require_reachable
 from lab.bench import latency
 from lab.bench.modes import MODES, ModeName
+from lab.bench.plan import Plan
 from lab.bench.progress import BenchProgress, describe_plan
 from lab.bench.spec import Spec
 
@@ -25,23 +25,6 @@ MAX_CHUNK_CONCURRENCY = 32
 MAX_ROUNDS = 9
 CHUNK_ORDER: list[ModeName] = ["ceiling", "dbos-raw", "batched"]
 PER_MESSAGE_ORDER: list[ModeName] = ["dbos-raw-per-message", "per-message", "exp7"]
-
-
-@dataclass(frozen=True)
-class Plan:
-    backends: list[str]
-    modes: list[ModeName]
-    sizes: list[int]
-    per_message_size: int
-    publishers: int
-    topics: int
-    postgres_url: str
-    json_path: Path
-    workers: list[int] = field(default_factory=lambda: [1])  # ascending, distinct
-    chunk_concurrency: list[int] = field(default_factory=lambda: [4])  # ascending, distinct
-    latency_batches: int = 20  # 0: no latency measurement
-    # Each group (the rows read against each other) measured this many times, its rows in turn.
-    rounds: int = 1
 
 
 def worker_counts(plan: Plan, backend: str, mode: ModeName) -> list[int]:

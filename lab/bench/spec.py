@@ -15,7 +15,7 @@ from dbos_publishers._config import (
     QueueSettings,
     Settings,
 )
-from dbos_publishers._publisher import BatchRequest, ChunkSpec, plan_chunks
+from dbos_publishers._wire import BatchRequest, ChunkSpec, plan_chunks
 from lab.bench.modes import Mode
 
 

@@ -21,7 +21,7 @@ from dbos_publishers import _runtime as runtime
 from dbos_publishers._config import DatabaseUrl, Settings
 from dbos_publishers._ids import batch_workflow_id
 from dbos_publishers._logs import configure_logging
-from dbos_publishers._publisher import ChunkOutcome
+from dbos_publishers._wire import ChunkOutcome
 from dbos_publishers.store import _invariants as invariants
 from dbos_publishers.store._database import short_lived_engine
 from lab.bench import crew, references

@@ -28,8 +28,8 @@ class CounterOutsideTransactionPublisher(EventPublisher):
         ledger.insert_entries(self.datasource.sql_session().connection(), entries)
         return len(entries)
 
-    def commit_chunk(self, entries: Sequence[LedgerEntry]) -> int:
-        published = super().commit_chunk(entries)
+    def _commit_chunk(self, entries: Sequence[LedgerEntry]) -> int:
+        published = super()._commit_chunk(entries)
         DBOS.run_step({"name": "bump_counters"}, self._bump_outside, entries[0], published)
         return published
 
@@ -51,7 +51,7 @@ class InMemoryBufferPublisher(EventPublisher):
     _chunks: ClassVar[int] = 0
     _lock = threading.Lock()
 
-    def commit_chunk(self, entries: Sequence[LedgerEntry]) -> int:
+    def _commit_chunk(self, entries: Sequence[LedgerEntry]) -> int:
         return int(DBOS.run_step({"name": "buffer_chunk"}, self._buffered, entries))
 
     def _buffered(self, entries: Sequence[LedgerEntry]) -> int:

@@ -30,7 +30,7 @@ import structlog
 from dbos import DBOS
 
 from dbos_publishers._options import PublisherOptions
-from dbos_publishers._publisher import BatchPlan, BatchRequest, BatchSummary, planned_chunk_size
+from dbos_publishers._wire import BatchPlan, BatchRequest, BatchSummary, planned_chunk_size
 from dbos_publishers.contrib.events import EventPublisher
 from dbos_publishers.store._ledger import LedgerEntry
 
@@ -62,12 +62,12 @@ class LoggingEventPublisher(EventPublisher):
 class ValidatedEventPublisher(EventPublisher):
     """N of `upgrade/patched`: a `validate_chunk` step, then the chunk transaction."""
 
-    def commit_chunk(self, entries: Sequence[LedgerEntry]) -> int:
+    def _commit_chunk(self, entries: Sequence[LedgerEntry]) -> int:
         DBOS.run_step({"name": VALIDATE_STEP}, self._validate, entries)
         return self._record(entries)
 
     def _record(self, entries: Sequence[LedgerEntry]) -> int:
-        return super().commit_chunk(entries)
+        return super()._commit_chunk(entries)
 
     def _validate(self, entries: Sequence[LedgerEntry]) -> int:
         for entry in entries:
@@ -89,10 +89,10 @@ class MeasuredEventPublisher(ValidatedEventPublisher):
     path; one with none takes the new path. The patch precedes `validate_chunk`, a plain step, so
     no transaction moves to another step id."""
 
-    def commit_chunk(self, entries: Sequence[LedgerEntry]) -> int:
+    def _commit_chunk(self, entries: Sequence[LedgerEntry]) -> int:
         if DBOS.patch(MEASURE_PATCH):
             DBOS.run_step({"name": MEASURE_STEP}, self._measure, entries)
-        return super().commit_chunk(entries)
+        return super()._commit_chunk(entries)
 
 
 class PatchBeforeCommitPublisher(ValidatedEventPublisher):

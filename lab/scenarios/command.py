@@ -12,9 +12,9 @@ from dbos_publishers.ops._tables import render as render_tables
 from dbos_publishers.ops._tables import table
 from lab.scenarios import runner as scenario_runner
 from lab.scenarios.catalog import Scenario, catalog
+from lab.scenarios.lab import RunOptions
 from lab.scenarios.progress import Progress
 from lab.scenarios.report import render
-from lab.scenarios.runner import RunOptions
 
 EXIT_FAILED = 1
 

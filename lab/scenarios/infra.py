@@ -19,7 +19,7 @@ from lab.scenarios.cluster import Cluster
 from lab.scenarios.harness import HarnessError
 
 if TYPE_CHECKING:
-    from lab.scenarios.runner import Lab
+    from lab.scenarios.lab import Lab
 
 FAULT_AT = 0.3  # fraction of the messages in the ledger when the (first) fault lands
 TERMINATIONS = (0.25, 0.45, 0.65)  # pg_terminate_backend at these fractions

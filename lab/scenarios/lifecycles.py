@@ -27,7 +27,7 @@ from lab.scenarios.harness import VENV_BIN, HarnessError, json_records
 from lab.scenarios.report import FaultRun
 
 if TYPE_CHECKING:
-    from lab.scenarios.runner import Lab
+    from lab.scenarios.lab import Lab
 
 OBSERVE_SEC = 4.0  # the service keeps running this long, paced chunks trying to commit
 WAIT_SEC = 120.0

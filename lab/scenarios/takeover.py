@@ -22,10 +22,8 @@ from lab.scenarios.chaos import PACE
 from lab.scenarios.harness import HarnessError, ServiceHarness, StepKey
 
 if TYPE_CHECKING:
-    from lab.scenarios.runner import Lab
+    from lab.scenarios.lab import Lab
 
-# Short leases, so an expiry-based takeover (the zombie) happens in seconds, not the default 10.
-LAB_LEASES = {"APP_HEARTBEAT_SEC": "0.5", "APP_LEASE_TTL_SEC": "3"}
 EXIT_LEASE_LOST = 3
 FAULT_AT = 0.3  # fraction of the messages in the ledger when the fault lands
 WAIT_SEC = 120.0

@@ -24,11 +24,11 @@ from dbos_publishers.store._database import short_lived_engine
 from lab.publishers.versions import MEASURE_PATCH
 from lab.scenarios.catalog import Batch, Fault
 from lab.scenarios.harness import HarnessError, json_records
+from lab.scenarios.lab import LAB_LEASES
 from lab.scenarios.report import FaultRun
-from lab.scenarios.takeover import LAB_LEASES
 
 if TYPE_CHECKING:
-    from lab.scenarios.runner import Lab
+    from lab.scenarios.lab import Lab
 
 PATCH_MARKER = f"DBOS.patch-{MEASURE_PATCH}"  # how DBOS records a patch taken
 REPORTED_WITHIN_SEC = 60.0  # the dead worker's lease (3 s in the lab) and a loaded machine

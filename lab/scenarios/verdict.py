@@ -8,7 +8,7 @@ from collections import Counter
 from typing import Any
 
 from dbos_publishers._ids import chunk_workflow_id
-from dbos_publishers._publisher import BatchRequest, plan_chunks
+from dbos_publishers._wire import BatchRequest, plan_chunks
 from dbos_publishers.store._invariants import more_missing_ids
 from lab.scenarios.catalog import Batch, Scenario
 from lab.scenarios.harness import ServiceHarness

@@ -59,15 +59,15 @@ SLOW_COMMIT_SEC = 0.3
 class SlowPublisher(EventPublisher):
     """Each commit takes SLOW_COMMIT_SEC more; counts chunks in flight and in a commit."""
 
-    def payloads(self, chunk: ChunkSpec) -> Sequence[str]:
+    def bodies(self, chunk: ChunkSpec) -> Sequence[str]:
         _enter("built")
-        return super().payloads(chunk)
+        return super().bodies(chunk)
 
-    def commit_chunk(self, entries: Sequence[LedgerEntry]) -> int:
+    def _commit_chunk(self, entries: Sequence[LedgerEntry]) -> int:
         _enter("committing")
         try:
             time.sleep(SLOW_COMMIT_SEC)
-            return super().commit_chunk(entries)
+            return super()._commit_chunk(entries)
         finally:
             with _lock:
                 IN_FLIGHT["committing"] -= 1

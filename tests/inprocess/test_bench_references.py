@@ -9,7 +9,8 @@ from collections.abc import Sequence
 import pytest
 
 from dbos_publishers._ids import chunk_workflow_id
-from dbos_publishers._publisher import ChunkSpec, Publisher
+from dbos_publishers._publisher import Publisher
+from dbos_publishers._wire import ChunkSpec
 from dbos_publishers.store import _ledger as ledger
 from dbos_publishers.store._ledger import LedgerEntry
 from lab.bench import references, worker

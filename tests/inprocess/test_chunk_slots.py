@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from dbos_publishers._declarations import CHUNK_PREFETCH
-from tests.inprocess.conftest import QUEUE_TUNING, StartService
+from dbos_publishers.testing import QUEUE_TUNING
+from tests.inprocess.conftest import StartService
 from tests.inprocess.publishers import IN_FLIGHT, PEAK
 
 SLOTS = 4

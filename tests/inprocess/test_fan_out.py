@@ -13,14 +13,8 @@ from dbos._sys_db import SystemDatabase
 
 from dbos_publishers import _dbos_gateway as dbos_gateway
 from dbos_publishers._ids import batch_workflow_id, chunk_workflow_id
-from dbos_publishers._publisher import (
-    AWAIT_STEP,
-    ENQUEUE_STEP,
-    FAN_OUT_WINDOWS,
-    PLAN_STEP,
-    BatchPlan,
-    ChunkSpec,
-)
+from dbos_publishers._publisher import AWAIT_STEP, ENQUEUE_STEP, PLAN_STEP
+from dbos_publishers._wire import FAN_OUT_WINDOWS, BatchPlan, ChunkSpec
 from tests.inprocess.conftest import InProcessService, StartService
 
 DECLARED = '[[publishers]]\nname = "p"\nclass = "dbos_publishers.contrib.events:EventPublisher"\n'

@@ -13,9 +13,9 @@ import pytest
 from dbos_publishers import _failpoints as failpoints
 from lab.scenarios import runner as scenario_runner
 from lab.scenarios.catalog import LAB_FAILPOINTS, Scenario, catalog
+from lab.scenarios.lab import RunOptions
 from lab.scenarios.progress import Progress
 from lab.scenarios.report import ScenarioReport
-from lab.scenarios.runner import RunOptions
 from tests.helpers import Backend, InProcessCli
 from tests.scenarios.conftest import TEST_TIMEOUT_SEC, run_scenario
 

@@ -9,10 +9,11 @@ from typing import Any
 from lab.bench import runner
 from lab.bench.contention import LockSamples
 from lab.bench.modes import ModeName
+from lab.bench.plan import Plan
 
 
-def _plan(backends: list[str], modes: list[ModeName], **extra: Any) -> runner.Plan:
-    return runner.Plan(
+def _plan(backends: list[str], modes: list[ModeName], **extra: Any) -> Plan:
+    return Plan(
         backends=backends,
         modes=modes,
         sizes=[1000, 5000],
@@ -25,7 +26,7 @@ def _plan(backends: list[str], modes: list[ModeName], **extra: Any) -> runner.Pl
     )
 
 
-def _rows(plan: runner.Plan) -> list[tuple[str, str, int, int, int]]:
+def _rows(plan: Plan) -> list[tuple[str, str, int, int, int]]:
     return [
         (s.backend, s.mode, s.messages, s.chunk_concurrency, s.workers)
         for group in runner.planned_groups(plan)

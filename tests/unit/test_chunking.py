@@ -5,14 +5,9 @@ from __future__ import annotations
 import pytest
 
 from dbos_publishers._ids import batch_workflow_id, chunk_workflow_id
-from dbos_publishers._publisher import (
-    RESULT_POLL_MAX_SEC,
-    RESULT_POLL_SEC,
-    BatchRequest,
-    ChunkSpec,
-    plan_chunks,
-    poll_delay,
-)
+from dbos_publishers._publisher import RESULT_POLL_MAX_SEC, poll_delay
+from dbos_publishers._replay import RESULT_POLL_SEC
+from dbos_publishers._wire import BatchRequest, ChunkSpec, plan_chunks
 from dbos_publishers.contrib.events import EventPublisher
 from dbos_publishers.store._ledger import ChunkEntries, LedgerEntry, message_id
 
@@ -135,34 +130,35 @@ def test_chunk_entries_copy_text_escapes_only_what_copy_needs() -> None:
     ]
 
 
-def test_event_publisher_builds_a_chunk_as_generate_does_message_by_message() -> None:
+def test_event_publisher_builds_a_chunk_as_body_does_message_by_message() -> None:
     publisher = EventPublisher.__new__(EventPublisher)  # no DBOS registration needed here
     publisher.name = "orders"
     chunk = ChunkSpec(batch_id="b1", topic="t", index=2, start=40, count=5, messages=None)
-    assert publisher.generate_chunk(chunk) == [publisher.generate(chunk, p) for p in range(40, 45)]
+    assert publisher.bodies(chunk) == [publisher.body(chunk, p) for p in range(40, 45)]
+    assert publisher.body(chunk, 41) == '{"publisher":"orders","topic":"t","batch":"b1","seq":41}'
 
 
-def test_a_subclass_generate_is_honoured_by_generate_chunk() -> None:
+def test_a_subclass_body_is_honoured_by_bodies() -> None:
     class Shouting(EventPublisher):
-        def generate(self, chunk: ChunkSpec, position: int) -> str:
+        def body(self, chunk: ChunkSpec, position: int) -> str:
             return f"#{position}!"
 
     publisher = Shouting.__new__(Shouting)
     publisher.name = "orders"
     chunk = ChunkSpec(batch_id="b1", topic="t", index=0, start=0, count=2, messages=None)
-    assert publisher.generate_chunk(chunk) == ["#0!", "#1!"]
+    assert publisher.bodies(chunk) == ["#0!", "#1!"]
 
 
-def test_payloads_calls_an_overridden_payload_per_message_and_skips_it_otherwise() -> None:
-    class Tagged(EventPublisher):
-        def payload(self, chunk: ChunkSpec, position: int) -> str:
-            return f"tagged-{position}"
+def test_messages_given_with_the_batch_are_its_bodies_verbatim() -> None:
+    class Shouting(EventPublisher):
+        def body(self, chunk: ChunkSpec, position: int) -> str:
+            return f"#{position}!"
 
-    tagged, plain = Tagged.__new__(Tagged), EventPublisher.__new__(EventPublisher)
-    tagged.name = plain.name = "orders"
+    shouting, plain = Shouting.__new__(Shouting), EventPublisher.__new__(EventPublisher)
+    shouting.name = plain.name = "orders"
     chunk = ChunkSpec(batch_id="b1", topic="t", index=0, start=7, count=2, messages=["m", "n"])
-    assert list(tagged.payloads(chunk)) == ["tagged-7", "tagged-8"]
-    assert list(plain.payloads(chunk)) == ["m", "n"]
+    assert list(shouting.bodies(chunk)) == ["m", "n"]
+    assert list(plain.bodies(chunk)) == ["m", "n"]
 
 
 def test_a_batch_polls_its_window_at_the_pace_of_the_last_interval() -> None:
