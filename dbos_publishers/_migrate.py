@@ -50,7 +50,7 @@ def ensure_database(app_db: DatabaseUrl) -> None:
     """Create the Postgres database if it does not exist (SQLite creates its file itself).
 
     The database itself is tried first: a role that may connect to its own database only (see
-    README, "Least privilege") never needs the maintenance database."""
+    docs: operations/security, least privilege) never needs the maintenance database."""
     if app_db.backend == "sqlite" or _connects(app_db):
         return
     url = app_db.sqlalchemy_url

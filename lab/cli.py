@@ -93,7 +93,7 @@ def _bench_arguments(bench: argparse.ArgumentParser) -> None:
     bench.add_argument("--publishers", type=int, default=4)
     bench.add_argument("--topics", type=int, default=2)
     bench.add_argument("--backends", default="sqlite,postgres", help="of sqlite, postgres")
-    bench.add_argument("--modes", help="comma-separated (default: every mode, app/bench/modes.py)")
+    bench.add_argument("--modes", help="comma-separated (default: every mode, lab/bench/modes.py)")
     bench.add_argument(
         "--workers",
         default="1",

@@ -18,8 +18,12 @@ from psycopg import sql
 
 from dbos_publishers import _migrate as migrate
 from dbos_publishers._config import DatabaseUrl
-from lab.scenarios.harness import descendants
+from lab.scenarios.harness import descendants, with_repo_on_path
 from tests.helpers import Backend, Databases, InProcessCli, ServiceRunner, harness_env
+
+# Every process a test starts runs the repository's reference service (`app`) or lab, which the
+# wheel does not install: they import from the repository, from whichever folder they run.
+os.environ["PYTHONPATH"] = with_repo_on_path(os.environ)
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() == "true"

@@ -90,7 +90,7 @@ def _reachable(name: str, ok: bool, url: DatabaseUrl) -> Check:
     except AppError as exc:
         reason = str(exc)
     start = "docker compose up -d --wait postgres" if url.backend == "postgresql" else None
-    return Check(name, False, reason, start or f"check {url.label} (README 'Configuration')")
+    return Check(name, False, reason, start or f"check {url.label} (docs: reference/configuration)")
 
 
 def _migrations(at_head: bool) -> Check:

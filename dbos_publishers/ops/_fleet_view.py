@@ -19,7 +19,8 @@ from dbos_publishers.store._database import read_snapshot
 
 RECENT_GONE = 10  # gone workers listed beside the live ones
 # Moves stranded work to this version, whose workers then run it (the old version's restart,
-# `APP_VERSION=<old> APP_EXECUTOR_ID=<executor> dbos start`, is the alternative: README "Deploys").
+# `APP_VERSION=<old> APP_EXECUTOR_ID=<executor> dbos start`, is the alternative: docs,
+# operations/deploys).
 RESOLVE = "python -m app upgrade"
 
 

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -93,6 +94,11 @@ def publishers_toml(
     return "\n".join(parts)
 
 
+def with_repo_on_path(env: Mapping[str, str]) -> str:
+    """PYTHONPATH with this repository first, for processes that run from another folder."""
+    return os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
+
+
 @dataclass
 class ServiceHarness:
     databases: Databases
@@ -144,6 +150,8 @@ class ServiceHarness:
             "APP_LOG_FORMAT": "json",
             "APP_FAILPOINTS": "",
             "APP_HTTP_PORT": str(self.http_port) if self.http_port else "off",
+            # The reference service (`app`) and the lab live in this repository, not the wheel.
+            "PYTHONPATH": with_repo_on_path(os.environ),
             **self.extra_env,
         }
         env.update(extra)

@@ -1,5 +1,6 @@
 """`dbos migrate` creates everything the service needs, so the service runs under a role that may
-read and write rows but create nothing: the README's grants, run as written."""
+read and write rows but create nothing: the grants of docs/operations/security.md ("Least
+privilege"), run as written."""
 
 from __future__ import annotations
 
@@ -33,10 +34,13 @@ def _url(base: str, database: str, user: str | None = None) -> str:
     return (url.set(username=user) if user else url).render_as_string(hide_password=False)
 
 
-def readme_grants(role: str, database: str) -> str:
-    """The README's least-privilege SQL, for this role and database."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("<!-- least-privilege:start -->")[1].split("<!-- least-privilege:end")[0]
+SECURITY_PAGE = ROOT / "docs" / "operations" / "security.md"
+
+
+def documented_grants(role: str, database: str) -> str:
+    """The docs' least-privilege SQL, for this role and database."""
+    page = SECURITY_PAGE.read_text()
+    section = page.split("<!-- least-privilege:start -->")[1].split("<!-- least-privilege:end")[0]
     text = section.split("```sql")[1].split("```")[0]
     text = re.sub(r"\bpub_app\b", role, text)
     return re.sub(r"\bpublishers\b", database, text)
@@ -45,7 +49,7 @@ def readme_grants(role: str, database: str) -> str:
 @pytest.fixture
 def cluster(postgres_server: str) -> Iterator[Cluster]:
     """A fresh database (named so a crashed run's copy is dropped by the next) and the name of
-    the role the README's SQL creates; both dropped at the end."""
+    the role the docs' SQL creates; both dropped at the end."""
     suffix = uuid.uuid4().hex[:10]
     database, role = f"pubtest_{os.getpid()}_lp_{suffix}", f"pub_app_{suffix}"
     with psycopg.connect(postgres_server, autocommit=True) as admin:
@@ -90,7 +94,7 @@ def test_the_service_runs_exactly_under_a_role_that_cannot_create_anything(
     migrated = dbos_migrate(cluster.admin_url)
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
     with psycopg.connect(cluster.admin_url, autocommit=True) as owner:
-        owner.execute(readme_grants(cluster.role, cluster.database).encode())
+        owner.execute(documented_grants(cluster.role, cluster.database).encode())
     assert _privileges(cluster) == {
         "create on the database": False,
         "create in public": False,

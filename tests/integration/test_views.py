@@ -1,5 +1,5 @@
 """The SQL views for people agree with the ledger after a crash, flag drift, and show stuck work;
-the README's pgcli cookbook runs as written."""
+the pgcli cookbook (docs/guides/reading-state.md) runs as written."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from tests.integration.test_crash_recovery import CHUNK, TOTAL, crash_then_resta
 
 pytestmark = pytest.mark.slow  # the real service and CLI in subprocesses
 
+COOKBOOK_PAGE = ROOT / "docs" / "guides" / "reading-state.md"
 JOINS_DBOS = ("dbos.", "batch_workflows", "stuck_work", "stranded_work")
 OLDER_THAN_STUCK_MS = (views.STUCK_MINUTES + 5) * 60 * 1000
 DEADLINE_SEC = 120
@@ -131,12 +132,12 @@ def _until(condition: Callable[[], bool]) -> None:
         time.sleep(0.1)
 
 
-def test_the_readme_cookbook_returns_rows_after_its_steps(service: ServiceRunner) -> None:
-    """The README's steps, in order, through the real CLI; then every query returns rows."""
-    readme = (ROOT / "README.md").read_text()
-    steps = _between(readme, "cookbook-steps")
+def test_the_cookbook_returns_rows_after_its_steps(service: ServiceRunner) -> None:
+    """The cookbook's steps, in order, through the real CLI; then every query returns rows."""
+    page = COOKBOOK_PAGE.read_text()
+    steps = _between(page, "cookbook-steps")
     commands = [line for line in re.findall(r"^python -m app .*$", steps, re.M)]
-    section = _between(readme, "cookbook")
+    section = _between(page, "cookbook")
     blocks = [_without_comments(b) for b in re.findall(r"```sql\n(.*?)```", section, re.S)]
     queries = [q.strip() for block in blocks for q in block.split(";") if q.strip()]
     assert len(commands) >= 1 and len(queries) >= 8
@@ -150,10 +151,8 @@ def test_the_readme_cookbook_returns_rows_after_its_steps(service: ServiceRunner
         assert _rows(service, query), query
 
 
-def _between(readme: str, marker: str) -> str:
-    return readme.split(f"<!-- {marker}:start -->")[1].split(f"<!-- {marker}:end -->", maxsplit=1)[
-        0
-    ]
+def _between(page: str, marker: str) -> str:
+    return page.split(f"<!-- {marker}:start -->")[1].split(f"<!-- {marker}:end -->", maxsplit=1)[0]
 
 
 def _without_comments(statement: str) -> str:

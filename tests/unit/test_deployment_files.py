@@ -1,5 +1,6 @@
-"""docker-compose.yml, envrc-template and dbos-config.yaml agree with each other and the README
-(there is no Docker engine here, so the compose file is checked by reading it)."""
+"""docker-compose.yml, envrc-template and dbos-config.yaml agree with each other and the docs
+(docs/operations: postgres.md, several-workers.md; there is no Docker engine here, so the compose
+file is checked by reading it)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+OPERATIONS = ROOT / "docs" / "operations"
 
 
 def _compose() -> dict[str, object]:
@@ -16,13 +18,13 @@ def _compose() -> dict[str, object]:
     return data
 
 
-def test_compose_names_the_services_the_readme_names() -> None:
+def test_compose_names_the_services_the_docs_name() -> None:
     services = _compose()["services"]
     assert isinstance(services, dict)
     assert set(services) == {"postgres", "migrate", "service"}
-    readme = (ROOT / "README.md").read_text()
-    assert "docker compose up -d --wait postgres" in readme
-    assert "(`migrate`)" in readme and "(`service`," in readme
+    postgres_page = (OPERATIONS / "postgres.md").read_text()
+    assert "docker compose up -d --wait postgres" in postgres_page
+    assert "(`migrate`)" in postgres_page and "(`service`," in postgres_page
 
 
 def test_postgres_has_a_healthcheck_and_a_named_volume() -> None:
@@ -76,4 +78,4 @@ def test_the_service_scales_without_a_host_port_clash() -> None:
     (port,) = _compose()["services"]["service"]["ports"]  # type: ignore[index]
     host_ip, host_port, container_port = port.split(":")
     assert (host_ip, host_port, container_port) == ("127.0.0.1", "", "8000")
-    assert "--scale service=3" in (ROOT / "README.md").read_text()
+    assert "--scale service=3" in (OPERATIONS / "several-workers.md").read_text()
