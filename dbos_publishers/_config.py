@@ -40,6 +40,9 @@ __all__ = [
 ]
 
 APP_NAME = "dbos-publishers"
+# The command line a hint names: the console script the wheel installs (the reference service's
+# `python -m app` is the same command line).
+CLI = "dbos-publishers"
 # The `dbos` CLI falls back to sqlite:///{name}.sqlite (dashes become underscores) when
 # DBOS_SYSTEM_DATABASE_URL is empty; the service uses the same file so both see the same work.
 DEFAULT_SYSTEM_DATABASE_URL = "sqlite:///dbos_publishers.sqlite"
@@ -165,6 +168,9 @@ class Settings:
     http_host: str = DEFAULT_HTTP_HOST
     http_port: int | None = None  # None: no HTTP API
     api_token: str | None = None
+    # Host headers the API answers (APP_ALLOWED_HOSTS); by default this machine's loopback names
+    # when it binds to loopback, else any (a token is then required).
+    allowed_hosts: tuple[str, ...] = ()
     allow_no_token: bool = False  # serve the API beyond loopback without a token
     executor_id: str | None = None  # None: derived from host and process at start
     leases: LeaseSettings = field(default_factory=LeaseSettings)
@@ -191,6 +197,7 @@ class Settings:
             http_host=_http_host(env),
             http_port=_http_port(env),
             api_token=_api_token(env),
+            allowed_hosts=_allowed_hosts(env, _http_host(env)),
             allow_no_token=_flag(env, "APP_ALLOW_NO_TOKEN"),
             executor_id=_matching(env, "APP_EXECUTOR_ID", EXECUTOR_ID, _EXECUTOR_RULE),
             leases=_lease_settings(table, env),
@@ -282,6 +289,27 @@ def _http_host(env: Mapping[str, str]) -> str:
                 f"APP_HTTP_HOST must be an IP address or a host name, not {host!r}"
             ) from None
     return host
+
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+ALLOWED_HOST = re.compile(r"\*|(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|[0-9A-Fa-f:.]+")
+
+
+def _allowed_hosts(env: Mapping[str, str], http_host: str) -> tuple[str, ...]:
+    """APP_ALLOWED_HOSTS: comma-separated host names, IP addresses, `*.domain` or `*`; by default
+    the loopback names when the API binds to loopback (a page on another site that rebinds its
+    DNS name to 127.0.0.1 is refused), else any host."""
+    text = _text(env, "APP_ALLOWED_HOSTS")
+    if text is None:
+        return LOOPBACK_NAMES if is_loopback(http_host) else ("*",)
+    hosts = tuple(part.strip() for part in text.split(","))
+    for host in hosts:
+        if not ALLOWED_HOST.fullmatch(host):
+            raise ConfigError(
+                "APP_ALLOWED_HOSTS must be host names, IP addresses, *.domain or *, "
+                f"comma-separated, not {host!r}"
+            )
+    return hosts
 
 
 def _api_token(env: Mapping[str, str]) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dbos_publishers._config import ConfigError, Settings
+from dbos_publishers._config import ConfigError, LeaseSettings, Settings
 
 LEASE = 1  # the worker's own heartbeat and sweeps
 LISTENER = 1  # DBOS's LISTEN connection on a Postgres system database
@@ -19,6 +19,8 @@ API_READERS = 2  # HTTP requests reading the databases at once; more wait, then 
 CONNECTIONS_PER_READER = 2  # a read holds at most an app connection and a client's
 MIN_SYSTEM = 3  # DBOS: queue polling, the recovery thread, one workflow's steps
 SYSTEM_SPARE = 2  # beyond one per workflow this worker may run at once
+# How a chunk transaction's session names itself in pg_stat_activity, before its executor id.
+CHUNK_APPLICATION_NAME = "dbos-publishers chunk"
 FIXED = LEASE + LISTENER + API_CLIENT + API_READERS * CONNECTIONS_PER_READER
 
 
@@ -32,6 +34,59 @@ class ConnectionPlan:
     @property
     def total(self) -> int:
         return self.system + self.datasource + self.fixed
+
+
+@dataclass(frozen=True)
+class TransactionBounds:
+    """How long a chunk transaction's session may outlive a worker that stopped working: Postgres
+    ends a session that sits idle inside a transaction (a worker frozen, hung or cut off mid-chunk
+    holds its counter rows, and every chunk of those topics on every worker waits behind it)
+    after `idle_in_transaction_sec`, and TCP keepalives find a peer that is gone within
+    `keepalive_idle_sec + keepalive_interval_sec * keepalive_count`. Both stay below the lease
+    TTL: no chunk transaction outlives its worker's lease, and the attempt it loses is run again
+    by the datasource on a fresh connection (or, after a takeover, by the survivor)."""
+
+    idle_in_transaction_sec: float
+    keepalive_idle_sec: int
+    keepalive_interval_sec: int = 1
+    keepalive_count: int = 1
+
+    @property
+    def peer_gone_sec(self) -> int:
+        return self.keepalive_idle_sec + self.keepalive_interval_sec * self.keepalive_count
+
+
+def transaction_bounds(leases: LeaseSettings) -> TransactionBounds:
+    """Half the lease TTL idle in a transaction; keepalives from a third of it (whole seconds)."""
+    return TransactionBounds(
+        idle_in_transaction_sec=leases.ttl_sec / 2,
+        keepalive_idle_sec=max(1, int(leases.ttl_sec / 3)),
+    )
+
+
+def _require_bounds_below_the_ttl(settings: Settings) -> None:
+    """On Postgres, keepalives count whole seconds: a TTL they cannot fit under is refused."""
+    bounds = transaction_bounds(settings.leases)
+    if settings.app_db.backend == "postgresql" and bounds.peer_gone_sec >= settings.leases.ttl_sec:
+        raise ConfigError(
+            f"the lease TTL ({settings.leases.ttl_sec:g} s) must exceed the "
+            f"{bounds.peer_gone_sec} s TCP keepalives take to find a gone peer: raise "
+            "[workers] lease_ttl_sec (APP_LEASE_TTL_SEC)"
+        )
+
+
+def chunk_connect_args(bounds: TransactionBounds, executor_id: str) -> dict[str, object]:
+    """libpq settings of the chunk transactions' connections: the bounds above, and a name that
+    says whose they are in pg_stat_activity."""
+    idle_ms = round(bounds.idle_in_transaction_sec * 1000)
+    return {
+        "options": f"-c idle_in_transaction_session_timeout={idle_ms}",
+        "keepalives": 1,
+        "keepalives_idle": bounds.keepalive_idle_sec,
+        "keepalives_interval": bounds.keepalive_interval_sec,
+        "keepalives_count": bounds.keepalive_count,
+        "application_name": f"{CHUNK_APPLICATION_NAME} {executor_id}"[:63],
+    }
 
 
 def datasource_pool(settings: Settings) -> int:
@@ -56,6 +111,7 @@ def plan(settings: Settings) -> ConnectionPlan:
             f"transactions, {MIN_SYSTEM} for DBOS); raise connections (APP_CONNECTIONS) or "
             "lower [queues] chunk_concurrency"
         )
+    _require_bounds_below_the_ttl(settings)
     useful = settings.queues.chunk_workflows + settings.queues.batch_concurrency + SYSTEM_SPARE
     system = min(useful, budget - FIXED - datasource)
     return ConnectionPlan(budget=budget, system=system, datasource=datasource)

@@ -1,6 +1,6 @@
 """The one door to DBOS's records: the client on the system database, every read of DBOS's
 tables (workflows, steps, results), with typed results, and the one write the product makes to
-them (`move_to_version`, for `python -m app upgrade`).
+them (`move_to_version`, for `upgrade`).
 
 Everything else in the product uses public `dbos` names only; the few private ones it needs live
 here alone, and tests/unit/test_dbos_gateway.py fails loudly if DBOS moves them.
@@ -290,6 +290,16 @@ def forget_instances() -> None:
     registry = _dbos._dbos_global_registry
     if registry is not None:
         registry.instance_info_map.clear()
+
+
+def pending_executors(app_version: str) -> set[str]:
+    """The executors PENDING workflows of this application version run under (PENDING work is
+    what a process has dequeued: a few per worker, never the queues' backlog). Needs a launched
+    DBOS."""
+    pending = DBOS.list_workflows(
+        status="PENDING", app_version=app_version, load_input=False, load_output=False
+    )
+    return {wf.executor_id for wf in pending if wf.executor_id is not None}
 
 
 def recover_executor(executor_id: str) -> list[str]:

@@ -56,7 +56,7 @@ CATALOG: dict[str, str] = {
     "fanin.after_result": "after each chunk result is collected in the fan-in",
     "batch.before_complete": "after the fan-in, before the batch workflow returns",
     "service.recovery": "in the service, right after launch while pending work is recovered",
-    "upgrade.after_move": "`python -m app upgrade`, after each workflow's move has committed",
+    "upgrade.after_move": "`upgrade`, after each workflow's move has committed",
 }
 
 _SPEC_ENTRY = re.compile(

@@ -31,7 +31,7 @@ from dbos import DBOSClient, EnqueueOptions, WorkflowStatus
 from dbos_publishers import _dbos_gateway as dbos_gateway
 from dbos_publishers import _failpoints as failpoints
 from dbos_publishers import _ids as ids
-from dbos_publishers._config import BATCH_ID, ConfigError, DatabaseUrl, Settings
+from dbos_publishers._config import BATCH_ID, CLI, ConfigError, DatabaseUrl, Settings
 from dbos_publishers._dbos_gateway import ACTIVE_STATUSES
 from dbos_publishers._errors import NotFoundError, StateError
 from dbos_publishers._failpoints import failpoint
@@ -56,7 +56,7 @@ STOPPABLE = (*ACTIVE_STATUSES, "DELAYED")
 
 failpoints.declare(
     "cancel.after_state",
-    "`python -m app cancel`, after the batch's state committed, before DBOS cancels its workflows",
+    "`cancel`, after the batch's state committed, before DBOS cancels its workflows",
 )
 
 
@@ -285,7 +285,7 @@ def render(result: LifecycleResult) -> str:
             return (
                 f"batch {batch} cancelled: {n} workflows stopped; {result.published} messages "
                 f"were published before the cancel and none will be after it "
-                f"(`python -m app resume {batch}` continues it)"
+                f"(`{CLI} resume {batch}` continues it)"
             )
         case "resume":
             return (

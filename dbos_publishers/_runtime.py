@@ -33,7 +33,7 @@ from dbos_publishers._connections import ConnectionPlan
 from dbos_publishers._dbos_gateway import IsolationLevel
 from dbos_publishers._legacy import moved_class_path, removed_hook
 from dbos_publishers._publisher import PLANNING, Publisher
-from dbos_publishers.fleet import _work as work
+from dbos_publishers.fleet import _orphans as orphans
 
 log = structlog.get_logger()
 
@@ -115,7 +115,7 @@ def build(
     DBOS(config=dbos_config(blueprint, executor_id))
     datasource = SQLAlchemyDatasource.create(
         settings.app_db.raw,
-        engine_kwargs=_engine_kwargs(blueprint),
+        engine_kwargs=_engine_kwargs(blueprint, executor_id),
         sessionmaker=_chunk_sessionmaker(),
     )
     isolation = isolation or isolation_level(settings.app_db)
@@ -165,12 +165,12 @@ def _warn_of_orphans(settings: Settings, active: list[WorkflowStatus]) -> None:
     must go on. If this worker dequeues it, DBOS refuses to dispatch it (one error line, no
     retry loop; it stays PENDING and visible in `status` as orphaned). One warning per
     publisher says how to resolve it."""
-    for publisher, workflow_ids in work.orphaned_workflows(settings, active).items():
+    for publisher, workflow_ids in orphans.orphaned_workflows(settings, active).items():
         log.warning(
             "orphaned_work",
             publisher=publisher,
             workflows=len(workflow_ids),
-            resolve=work.orphan_resolution(publisher, workflow_ids),
+            resolve=orphans.orphan_resolution(publisher, workflow_ids),
         )
 
 
@@ -224,7 +224,7 @@ def _import_from_working_directory() -> None:
         sys.path.insert(0, here)
 
 
-def _engine_kwargs(blueprint: Blueprint) -> dict[str, object]:
+def _engine_kwargs(blueprint: Blueprint, executor_id: str) -> dict[str, object]:
     if blueprint.settings.app_db.backend == "sqlite":
         return {}
     # A hard bound (no overflow): one connection per chunk transaction at once, plus one. No
@@ -234,6 +234,9 @@ def _engine_kwargs(blueprint: Blueprint) -> dict[str, object]:
     return {
         "pool_size": blueprint.connections.datasource,
         "max_overflow": 0,
+        "connect_args": connections.chunk_connect_args(
+            connections.transaction_bounds(blueprint.settings.leases), executor_id
+        ),
     }
 
 

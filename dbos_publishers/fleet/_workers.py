@@ -32,11 +32,12 @@ from dbos_publishers.store._leases import ClaimReason, TakeoverRow, WorkerIdenti
 log = structlog.get_logger()
 
 EXIT_LEASE_LOST = 3  # a worker that finds itself taken over stops at once
-# How long, in lease TTLs, a survivor keeps re-checking an executor it took over. A worker killed
-# just after sending a COMMIT (a dequeue: ENQUEUED -> PENDING under its executor id) is gone from
-# /proc before its database session has applied it; a recovery that ran in between found
-# nothing, and the late PENDING row would be stranded behind a finished claim.
-RECHECK_TTLS = 3.0
+# Work can turn PENDING under an executor after its takeover recovered it: a worker killed just
+# after sending a COMMIT (a dequeue: ENQUEUED -> PENDING under its executor id) is gone from /proc
+# before its session applied it; a worker frozen inside a dequeue commits it when it thaws, any
+# time later, then finds its lease lost and exits. So every sweep, by every worker, recovers the
+# PENDING work of every taken-over executor that is not alive again, however late it appears
+# (no time window: one was seen to strand a frozen worker's chunks for good).
 DEAD_STATES = frozenset({"Z", "X"})  # zombie, dead: /proc still lists them
 # How long a starting worker waits for a twin on its host to finish stopping: a service stops in
 # about 2 s, DBOS.destroy() waits up to 10 s for running work, and the lease is marked last.
@@ -87,20 +88,12 @@ def identity(settings: Settings) -> WorkerIdentity:
     )
 
 
-@dataclass(frozen=True)
-class Recheck:
-    executor_id: str
-    takeover_id: int
-    until: float  # time.monotonic()
-
-
 @dataclass
 class Worker:
     settings: Settings
     me: WorkerIdentity
     engine: sa.Engine = field(init=False)
     takeovers: int = 0
-    _rechecks: list[Recheck] = field(default_factory=list)
     _owed: list[Claim] = field(default_factory=list)  # claimed, recovery failed: retried
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -262,28 +255,26 @@ class Worker:
         )
         with self.engine.begin() as conn:
             leases.record_recovered(conn, takeover_id, recovered)
-        if executor_id != self.me.executor_id:
-            until = time.monotonic() + RECHECK_TTLS * self.settings.leases.ttl_sec
-            self._rechecks.append(Recheck(executor_id, takeover_id, until))
         return len(recovered)
 
-    def _recheck(self, alive_executors: set[str]) -> int:
-        """Recover again, for a while, the executors this worker took over: a late commit of the
-        gone process may have left a PENDING row after the first recovery. Never one that a live
-        worker has since taken (an executor id reused by a restarted container)."""
-        now = time.monotonic()
-        self._rechecks = [r for r in self._rechecks if r.until > now]
+    def recover_ownerless(self, alive_executors: set[str]) -> int:
+        """Recover the PENDING work (of this version) of executors that were taken over and are
+        not alive again (never one a live worker has since taken: an executor id reused by a
+        restarted container), whenever it appears; every worker does, at every sweep: DBOS's
+        re-enqueue is a guarded UPDATE, so two survivors never recover one workflow twice."""
+        pending = dbos_gateway.pending_executors(self.me.app_version)
+        ownerless = pending - alive_executors - {self.me.executor_id}
+        if not ownerless:
+            return 0
+        with self.engine.connect() as conn:
+            taken = leases.latest_takeovers(conn, ownerless)
         total = 0
-        for check in self._rechecks:
-            if check.executor_id in alive_executors:
-                continue
-            late = dbos_gateway.recover_executor(check.executor_id)
+        for executor_id, takeover_id in taken.items():
+            late = dbos_gateway.recover_executor(executor_id)
             if late:
                 with self.engine.begin() as conn:
-                    leases.record_recovered(conn, check.takeover_id, late)
-                log.warning(
-                    "worker_late_work_recovered", executor_id=check.executor_id, workflows=late
-                )
+                    leases.record_recovered(conn, takeover_id, late)
+                log.warning("worker_late_work_recovered", executor_id=executor_id, workflows=late)
                 total += len(late)
         return total
 
@@ -304,7 +295,7 @@ class Worker:
                     self._reachable_since = time.monotonic()
                 rows = self._sweep_rows()
                 self.recover(self._claim_gone(rows))
-                self._recheck({r.executor_id for r in rows if r.state == "alive"})
+                self.recover_ownerless({r.executor_id for r in rows if r.state == "alive"})
             except sa.exc.DBAPIError as exc:  # an outage: the lease may lapse, never silently
                 self._beat_failed(exc)
             except Exception:  # the lease thread must outlive any one sweep

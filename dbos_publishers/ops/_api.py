@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, create_model
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dbos_publishers import _batches as batches
@@ -35,6 +36,7 @@ from dbos_publishers._ids import batch_workflow_id
 from dbos_publishers._metrics import REGISTRY
 from dbos_publishers.ops import _fleet_view as fleet
 from dbos_publishers.ops import _status as service_status
+from dbos_publishers.ops._browser_safety import BrowserSafety
 from dbos_publishers.ops.dashboard import docs, routes
 from dbos_publishers.store import _ledger as ledger
 from dbos_publishers.store._database import short_lived_engine
@@ -136,6 +138,8 @@ def create_app(
     """The FastAPI app; `client` is a DBOS client on the system database, owned by the caller."""
     app = FastAPI(title="dbos-publishers", version="1", docs_url=None, redoc_url=None)
     app.add_middleware(BodyLimit)
+    app.add_middleware(BrowserSafety)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
     docs.mount(app)
     batch_in = batch_model(settings)
     auth = (401,) if token is not None else ()

@@ -1,4 +1,5 @@
-"""`python -m app`: the command line other tools call.
+"""`dbos-publishers` (`python -m dbos_publishers`; `python -m app` in the reference service): the
+command line other tools call.
 
 Building the parser imports argparse and reads the publishers file, nothing more: `--help`
 answers fast, and each handler imports what its command needs (DBOS, SQLAlchemy, FastAPI)."""
@@ -288,7 +289,7 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_TIMEOUT
     except KeyboardInterrupt:
         raise KeyboardInterrupt(
-            f"stopped waiting; batch {batch_id} goes on durably (follow it again: python -m app "
+            f"stopped waiting; batch {batch_id} goes on durably (follow it again: {PROG} "
             f"publish {args.publisher} --count {args.count} --topic {args.topic} --batch-id "
             f"{batch_id} --wait)"
         ) from None

@@ -1,6 +1,6 @@
-"""`python -m app doctor`: is this deployment able to work? Each check is one line, ok or a
-problem with the one command that fixes it; the checks reuse those of the readiness probe
-(`_api`), `status` (`fleet._work`, `_fleet_view`) and the connection budget (`_connections`)."""
+"""`doctor`: is this deployment able to work? Each check is one line, ok or a problem with the
+one command that fixes it; the checks reuse those of the readiness probe (`_api`), `status`
+(`fleet._orphans`, `_work`, `_fleet_view`) and the connection budget (`_connections`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from dbos_publishers import _dbos_gateway as dbos_gateway
 from dbos_publishers import _runtime as runtime
 from dbos_publishers._config import DatabaseUrl, Settings
 from dbos_publishers._errors import AppError
-from dbos_publishers.fleet import _work as work
+from dbos_publishers.fleet import _orphans as orphans
 from dbos_publishers.ops import _fleet_view as fleet
 from dbos_publishers.ops._api import readiness_checks
 from dbos_publishers.store import _leases as leases
@@ -125,16 +125,16 @@ def _publishers(settings: Settings) -> Check:
 
 
 def _orphans(settings: Settings, found: _Found) -> Check:
-    orphans = work.orphaned_workflows(settings, found.active)
-    if not orphans:
+    undeclared = orphans.orphaned_workflows(settings, found.active)
+    if not undeclared:
         return Check("orphaned work", True, "every pending workflow's publisher is declared")
-    name, ids = next(iter(orphans.items()))
-    counted = ", ".join(f"'{n}' ({len(i)} workflows)" for n, i in orphans.items())
+    name, ids = next(iter(undeclared.items()))
+    counted = ", ".join(f"'{n}' ({len(i)} workflows)" for n, i in undeclared.items())
     return Check(
         "orphaned work",
         False,
         f"pending work of undeclared publishers: {counted}",
-        work.orphan_resolution(name, ids),
+        orphans.orphan_resolution(name, ids),
     )
 
 

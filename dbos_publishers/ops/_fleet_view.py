@@ -11,7 +11,7 @@ from dbos import WorkflowStatus
 from rich.table import Table
 
 from dbos_publishers import _dbos_gateway as dbos_gateway
-from dbos_publishers._config import Settings
+from dbos_publishers._config import CLI, Settings
 from dbos_publishers.ops._tables import render as render_tables
 from dbos_publishers.ops._tables import table
 from dbos_publishers.store import _leases as leases
@@ -21,7 +21,7 @@ RECENT_GONE = 10  # gone workers listed beside the live ones
 # Moves stranded work to this version, whose workers then run it (the old version's restart,
 # `APP_VERSION=<old> APP_EXECUTOR_ID=<executor> dbos start`, is the alternative: docs,
 # operations/deploys).
-RESOLVE = "python -m app upgrade"
+RESOLVE = f"{CLI} upgrade"
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,11 @@ from rich.table import Table
 from dbos_publishers import _dbos_gateway as dbos_gateway
 from dbos_publishers import _failpoints as failpoints
 from dbos_publishers import _lifecycle as lifecycle
-from dbos_publishers._config import ConfigError, Settings
+from dbos_publishers._config import CLI, ConfigError, Settings
 from dbos_publishers._metrics import REGISTRY
-from dbos_publishers.fleet import _work as work
+from dbos_publishers.fleet import _orphans as orphans
 from dbos_publishers.ops import _fleet_view as fleet
+from dbos_publishers.ops import _work as work
 from dbos_publishers.ops._tables import render as render_tables
 from dbos_publishers.ops._tables import table
 from dbos_publishers.store import _batch_records as batch_records
@@ -156,7 +157,7 @@ def gather(settings: Settings) -> StatusSnapshot:
         violations=state.report.violations,
         work=work.pending_work(active),
         dead=work.dead_work(dead),
-        orphans=dict(work.find_orphans(settings, active)),
+        orphans=dict(orphans.find_orphans(settings, active)),
         fleet=fleet.build(settings, state.workers, state.takeovers, active),
         batches=state.batches,
         read_at=read_at,
@@ -231,14 +232,14 @@ def work_lines(status: StatusSnapshot) -> list[Table | str]:
     ]
     lines += [
         f"  ORPHANED publisher '{n}': {c} workflows (declare it again, or "
-        f"`{work.CANCEL_COMMAND} BATCH_ID`)"
+        f"`{orphans.CANCEL_COMMAND} BATCH_ID`)"
         for n, c in status.orphans.items()
     ]
     lines += [
         f"  DEAD {name} "
         + " ".join(f"{state.lower()}={n}" for state, n in counts.items())
-        + "  (ended without publishing: `python -m app inspect BATCH_ID --failed`, then "
-        + "`python -m app retry BATCH_ID` or `resume BATCH_ID`)"
+        + f"  (ended without publishing: `{CLI} inspect BATCH_ID --failed`, then "
+        + f"`{CLI} retry BATCH_ID` or `resume BATCH_ID`)"
         for name, counts in status.dead.items()
     ]
     return ["\n".join(lines), f"Healthy: {status.healthy}"]

@@ -1,4 +1,4 @@
-"""`python -m app upgrade`: move the PENDING and ENQUEUED work of older application versions to
+"""`upgrade`: move the PENDING and ENQUEUED work of older application versions to
 the current `APP_VERSION`, so this version's service runs it instead of leaving it stranded.
 
 DBOS recovers and dequeues only work of the version a process runs. Each workflow moves in one
@@ -21,7 +21,7 @@ from dbos_publishers import _dbos_gateway as dbos_gateway
 from dbos_publishers._config import ConfigError, Settings
 from dbos_publishers._errors import StateError
 from dbos_publishers._failpoints import failpoint
-from dbos_publishers.fleet import _work as work
+from dbos_publishers.fleet import _orphans as orphans
 from dbos_publishers.fleet._workers import process_token
 from dbos_publishers.ops._tables import render as render_tables
 from dbos_publishers.ops._tables import table
@@ -80,7 +80,7 @@ def upgrade(settings: Settings, from_version: str | None = None) -> UpgradeResul
     with dbos_gateway.client(settings.system_db) as client:
         _refuse_older_target(client, target)
         old = _old_work(dbos_gateway.active_workflows(client), target, from_version)
-        work.refuse_orphans(settings, old)  # the current service could not run them either
+        orphans.refuse_orphans(settings, old)  # the current service could not run them either
         _refuse_live_workers(settings, {str(wf.app_version) for wf in old})
         for wf in old:
             _move(client, wf, result)

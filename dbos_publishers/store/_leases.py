@@ -8,6 +8,7 @@ concurrent sweeps exactly one survivor's UPDATE matches the row, the others find
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -223,6 +224,17 @@ def takeovers_of(conn: sa.Connection, workflow_ids: list[str]) -> dict[str, list
 def list_takeovers(conn: sa.Connection) -> list[TakeoverRow]:
     query = sa.select(*takeovers.c).order_by(takeovers.c.takeover_id)
     return [TakeoverRow(**row._asdict()) for row in conn.execute(query)]
+
+
+def latest_takeovers(conn: sa.Connection, executor_ids: Iterable[str]) -> dict[str, int]:
+    """The newest takeover of each of these executors that was ever taken over: executor id ->
+    takeover id (executors never taken over are left out)."""
+    query = (
+        sa.select(takeovers.c.executor_id, sa.func.max(takeovers.c.takeover_id))
+        .where(takeovers.c.executor_id.in_(sorted(executor_ids)))
+        .group_by(takeovers.c.executor_id)
+    )
+    return {executor_id: takeover_id for executor_id, takeover_id in conn.execute(query)}
 
 
 def unfinished_takeovers(conn: sa.Connection, worker_id: str) -> list[TakeoverRow]:

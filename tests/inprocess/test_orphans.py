@@ -67,7 +67,7 @@ def test_work_of_an_undeclared_publisher_never_blocks_a_start(
     assert (warning["publisher"], warning["workflows"]) == ("ghost", 1)
     assert warning["resolve"] == (
         "declare publisher 'ghost' again in the publishers file (APP_PUBLISHERS_FILE) and "
-        "restart, or give its work up: python -m app cancel haunt"
+        "restart, or give its work up: dbos-publishers cancel haunt"
     )
     # DBOS dequeues it, cannot find the instance, and leaves it PENDING on this worker.
     assert _dispatched(service.settings, "batch-haunt").status == "PENDING"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from dbos_publishers import ChunkSpec
 from lab.paths import REPO_ROOT as PROJECT_ROOT
 from tests.helpers import process_state_restored
 from tests.inprocess.conftest import StartService
@@ -107,5 +108,28 @@ def test_the_guide_test_of_the_example_passes_as_written(
             run.mkdir()
             with process_state_restored():
                 test(run)
+    finally:
+        sys.modules.pop(module, None)
+
+
+def test_the_readme_publisher_publishes_exactly(
+    start_service: StartService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's ~30-line publisher and its publishers.toml, as written."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    section = readme.split("## A publisher", 1)[1].split("\n## ", 1)[0]
+    blocks = dict(BLOCK.findall(section))
+    assert set(blocks) == {"python", "toml"}, "the README's publisher needs a python and a toml"
+    module = _install(blocks, tmp_path / "readme", monkeypatch)
+    try:
+        service = start_service(blocks["toml"])
+        ((name, publisher),) = service.rt.publishers.items()
+        summary = service.publish(name, MESSAGES)
+        assert (summary["published"], summary["failed"]) == (MESSAGES, 0)
+        state = service.ledger_state({"b1": MESSAGES})
+        assert state.report.ok, state.report.violations
+        assert state.local_counters == [(name, "default", MESSAGES)]
+        chunk = ChunkSpec(batch_id="b1", topic="default", index=0, start=0, count=1, messages=None)
+        assert publisher.bodies(chunk) == ["hi #0 on default"]  # its [publishers.options]
     finally:
         sys.modules.pop(module, None)

@@ -332,4 +332,4 @@ def test_status_shows_dead_work_and_is_not_healthy_while_it_lasts(
     assert snapshot["consistent"] is True and snapshot["healthy"] is False
     shown = cli("status").stdout
     assert "DEAD publish_batch" in shown
-    assert "python -m app retry BATCH_ID" in shown  # the product's command, not DBOS's
+    assert "dbos-publishers retry BATCH_ID" in shown  # the product's command, not DBOS's

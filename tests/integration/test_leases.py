@@ -218,24 +218,37 @@ def _survivor_of_a_stopped_worker(app_db: DatabaseUrl, gone: str) -> workers.Wor
     return survivor
 
 
-def test_work_a_gone_worker_commits_late_is_recovered_by_the_recheck(
+def test_work_that_turns_pending_under_a_taken_over_executor_is_recovered_whenever_it_appears(
     app_db: DatabaseUrl, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A worker killed just after sending a COMMIT can leave a PENDING row after its claimer's
-    first recovery ran; the claimer recovers that executor again for a while, unless a live
-    worker has taken its executor id since."""
+    """A worker frozen inside a dequeue commits it when it thaws, any time after its takeover
+    (a worker killed just after a COMMIT, a moment after): its PENDING rows are recovered at the
+    next sweep, however late, by any worker, unless a live worker has its executor id again.
+    Work of an executor never taken over is left alone (its own worker, or a takeover, runs it)."""
     survivor = _survivor_of_a_stopped_worker(app_db, "gone")
-    # Nothing at the claim, then the late rows, then nothing again.
-    late = iter([[], ["late-1", "late-2"], []])
-    monkeypatch.setattr(dbos_gateway, "recover_executor", lambda _e: next(late))
+    mine = survivor.me.executor_id
+    monkeypatch.setattr(dbos_gateway, "pending_executors", lambda _v: {"gone", "stranger", mine})
+    # Nothing at the claim, then the late rows, nothing for a long while, then more late rows.
+    late = iter([[], ["late-1", "late-2"], *[[]] * 20, ["late-3"], ["late-4"]])
+    recovered: list[str] = []
+
+    def recover_executor(executor_id: str) -> list[str]:
+        recovered.append(executor_id)
+        return next(late)
+
+    monkeypatch.setattr(dbos_gateway, "recover_executor", recover_executor)
     survivor.recover(survivor.join())
-    assert survivor._recheck({"gone"}) == 0  # reused by a live worker: left to it
-    assert survivor._recheck(set()) == 2
-    assert survivor._recheck(set()) == 0
+    assert survivor.recover_ownerless({"gone"}) == 0  # reused by a live worker: left to it
+    assert survivor.recover_ownerless(set()) == 2
+    for _ in range(20):  # no window closes: the old one stopped after three lease TTLs
+        assert survivor.recover_ownerless(set()) == 0
+    assert survivor.recover_ownerless(set()) == 1
+    newcomer = _worker(_settings(app_db, "postgresql://u@h/sys"))  # never claimed "gone"
+    assert newcomer.recover_ownerless(set()) == 1
+    newcomer.engine.dispose()
+    assert set(recovered) == {"gone"}  # never "stranger", never a worker's own executor
     with survivor.engine.connect() as conn:
-        assert [t.workflows for t in leases.list_takeovers(conn)] == [2]
-    survivor._rechecks[0] = replace(survivor._rechecks[0], until=0.0)
-    assert survivor._recheck(set()) == 0 and survivor._rechecks == []  # the window has closed
+        assert [t.workflows for t in leases.list_takeovers(conn)] == [4]
     survivor.leave()
 
 

@@ -109,7 +109,7 @@ def test_pending_work_for_an_undeclared_publisher_is_named_and_never_blocks_a_st
     service.start()
     (warning,) = [r for r in service.records() if r.get("event") == "orphaned_work"]
     assert (warning["publisher"], warning["workflows"]) == ("ghost", 1)
-    assert "python -m app cancel haunt" in warning["resolve"]
+    assert "dbos-publishers cancel haunt" in warning["resolve"]
     service.publish("orders", 100, "meanwhile")
     assert service.wait_batch("meanwhile")["published"] == 100
     assert _status(service)["orphans"] == {"ghost": 1}

@@ -23,7 +23,7 @@ from dbos_publishers._config import Settings
 from dbos_publishers._failpoints import FailpointError
 from dbos_publishers._publisher import BATCH_WORKFLOW, CHUNK_WORKFLOW, PUBLISHER_CLASS_NAME
 from dbos_publishers._queues import BATCH_QUEUE, CHUNK_QUEUE
-from dbos_publishers.fleet._work import OrphanedWorkError
+from dbos_publishers.fleet._orphans import OrphanedWorkError
 from dbos_publishers.fleet._workers import process_token
 from dbos_publishers.ops import _fleet_view as fleet
 from dbos_publishers.ops import _upgrade as upgrade
@@ -227,8 +227,8 @@ def test_status_reports_pending_and_enqueued_old_work_as_stranded_with_the_comma
     stranded = fleet.gather(settings).stranded
     assert sum(s.workflows for s in stranded) == len(OLD)  # ENQUEUED counts, not only PENDING
     assert {(s.app_version, s.resolve) for s in stranded} == {
-        ("1", "python -m app upgrade"),
-        ("0.9", "python -m app upgrade"),
+        ("1", "dbos-publishers upgrade"),
+        ("0.9", "dbos-publishers upgrade"),
     }
     upgrade.upgrade(settings)
     assert fleet.gather(settings).stranded == []

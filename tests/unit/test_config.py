@@ -424,6 +424,7 @@ VARIABLES: dict[str, tuple[Read, object]] = {
     "APP_HTTP_HOST": (lambda s: s.http_host, "127.0.0.1"),
     "APP_HTTP_PORT": (lambda s: s.http_port, 8000),
     "APP_API_TOKEN": (lambda s: s.api_token, None),
+    "APP_ALLOWED_HOSTS": (lambda s: ",".join(s.allowed_hosts), "localhost,127.0.0.1,::1"),
     "APP_ALLOW_NO_TOKEN": (lambda s: s.allow_no_token, False),
 }
 # The odd forms a variable takes as written (free text); every other one is refused.
@@ -435,6 +436,7 @@ ACCEPTED = {
     ("APP_API_TOKEN", "+5"),
     ("APP_API_TOKEN", "0x10"),
     ("APP_API_TOKEN", "1_000"),
+    ("APP_ALLOWED_HOSTS", "0x10"),  # a host name
 }
 
 

@@ -37,7 +37,7 @@ def test_the_import_contracts_hold() -> None:
             "Nothing below ops imports ops",
         ),
         ("_runtime.py", "import dbos_publishers.contrib.events", "The framework's core never"),
-        ("fleet/_work.py", "import dbos_publishers._runtime", "The fleet never imports the"),
+        ("fleet/_orphans.py", "import dbos_publishers._runtime", "The fleet never imports the"),
         ("contrib/events.py", "import dbos_publishers._wire", "contrib uses the public API"),
     ],
 )

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from lab.scenarios.harness import descendants
 from tests.helpers import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -131,23 +132,12 @@ def started(venv_bin: Path, service_folder: Path) -> Iterator[subprocess.Popen[b
 
 
 def _stop_session(process: subprocess.Popen[bytes]) -> None:
-    """`dbos start` runs the service in a session of its own: stop both, whatever happened."""
-    for pid in _session_members(process.pid):
+    """`dbos start` runs the service through a shell in a session of its own: stop every process
+    it started, and itself, whatever happened."""
+    for pid in [*descendants(process.pid), process.pid]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     process.wait(timeout=30)
-
-
-def _session_members(leader: int) -> list[int]:
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == leader or int(fields[1]) == leader:  # session or parent
-            members.append(int(stat.parent.name))
-    return [*members, leader]
 
 
 def _cli(venv_bin: Path, folder: Path, *args: str) -> subprocess.CompletedProcess[str]:

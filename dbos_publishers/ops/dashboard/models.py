@@ -94,7 +94,7 @@ class WorkflowTimeline(BaseModel):
 
 class BatchTimeline(BaseModel):
     """A batch's workflows (the batch first, then its chunks) and their steps, replays marked:
-    what `python -m app inspect` prints."""
+    what `inspect` prints."""
 
     batch_id: str
     workflows: list[WorkflowTimeline]

@@ -12,9 +12,9 @@ from dbos_publishers import _failpoints as failpoints
 from dbos_publishers import _lifecycle as lifecycle
 from dbos_publishers._config import ConfigError, Settings
 from dbos_publishers._ids import batch_workflow_id, batch_workflow_of, is_chunk_or_retry
-from dbos_publishers.fleet import _work as work
 from dbos_publishers.ops import _fleet_view as fleet
 from dbos_publishers.ops import _history as history
+from dbos_publishers.ops import _work as work
 from dbos_publishers.ops.dashboard.models import (
     BatchTimeline,
     BatchView,

@@ -1,0 +1,99 @@
+"""The API and the dashboard are safe to reach from a browser: another site's page cannot change
+state here (cross-site request forgery), a DNS name rebound to this machine is refused (the Host
+allow-list, starlette's TrustedHostMiddleware), and every response forbids framing, sniffing and
+content from elsewhere.
+
+A state-changing request (POST, PUT, PATCH, DELETE) is refused with a 403 when the browser says
+it comes from another site (`Sec-Fetch-Site`) or another origin (`Origin`), and, without an
+`Authorization` header, with a 415 unless its body is JSON: a form or a `no-cors` fetch, the only
+requests another site's page can send without a preflight, cannot be JSON. A bearer token is never
+attached by a browser on its own, so a request that carries one is not forgeable that way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+FOREIGN_SITES = frozenset({"cross-site", "same-site"})
+# Swagger UI (/docs) starts itself with an inline script; nothing else here needs one. Inline
+# style attributes are the dashboard's bar widths and legend colours.
+POLICY = (
+    "default-src 'self'; script-src 'self'{scripts}; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'; "
+    "object-src 'none'"
+)
+INLINE_SCRIPT_PATHS = frozenset({"/docs"})
+
+
+def security_headers(path: str) -> list[tuple[bytes, bytes]]:
+    scripts = " 'unsafe-inline'" if path in INLINE_SCRIPT_PATHS else ""
+    return [
+        (b"content-security-policy", POLICY.format(scripts=scripts).encode()),
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"no-referrer"),
+    ]
+
+
+def refusal(method: str, headers: Headers, host_origins: Iterable[str]) -> tuple[int, str] | None:
+    """Why a request is refused as forged (status and one line), or None."""
+    if method not in UNSAFE_METHODS:
+        return None
+    site = headers.get("sec-fetch-site")
+    if site in FOREIGN_SITES:
+        return 403, f"refused: a state-changing request from another site (Sec-Fetch-Site: {site})"
+    origin = headers.get("origin")
+    if origin is not None and origin not in host_origins:
+        return 403, f"refused: a state-changing request from another origin ({origin})"
+    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    if "authorization" not in headers and content_type != "application/json":
+        return 415, "send Content-Type: application/json (or a bearer token) with a POST"
+    return None
+
+
+class BrowserSafety:
+    """ASGI middleware: refuse forged state changes; add the security headers to every answer."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        host = headers.get("host", "")
+        origins = {f"http://{host}", f"https://{host}"}
+        extra = security_headers(scope["path"])
+        refused = refusal(scope["method"], headers, origins)
+        if refused is not None:
+            await _answer(send, *refused, extra)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+async def _answer(send: Send, code: int, detail: str, extra: list[tuple[bytes, bytes]]) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": code,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *extra,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
