@@ -4,12 +4,14 @@ one command that fixes it; the checks reuse those of the readiness probe (`_api`
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from dbos import WorkflowStatus
 
+from dbos_publishers import _connections as connections
 from dbos_publishers import _dbos_gateway as dbos_gateway
 from dbos_publishers import _runtime as runtime
 from dbos_publishers._config import DatabaseUrl, Settings
@@ -26,13 +28,21 @@ from dbos_publishers.store._database import (
     sqlite_file_missing,
 )
 
-# Every client of the database but this one: the service sets no application_name of its own, so
-# connections are counted per database.
+# Every client of the database but this one, counted per database (only the chunk transactions'
+# sessions name themselves, after their worker).
 CONNECTIONS_IN_USE = sa.text(
     "SELECT count(*) FROM pg_stat_activity "
     "WHERE datname = current_database() AND pid <> pg_backend_pid()"
 )
 START_SERVICE = "dbos start"
+# Chunk transactions open longer than the lease TTL, by worker: each session names its worker.
+LONG_CHUNK_TRANSACTIONS = sa.text(
+    "SELECT substr(application_name, length(:prefix) + 2) AS executor_id, count(*) AS open, "
+    "max(extract(epoch FROM now() - xact_start)) AS oldest_sec, "
+    "string_agg(DISTINCT coalesce(wait_event_type, state), ', ') AS doing "
+    "FROM pg_stat_activity WHERE application_name LIKE :prefix || ' %' "
+    "AND xact_start < now() - make_interval(secs => :bound) GROUP BY 1 ORDER BY 1"
+)
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,7 @@ def examine(settings: Settings) -> list[Check]:
         return checks
     found = _read(settings)
     checks += [_orphans(settings, found), _stranded(settings, found), _workers(found)]
+    checks += [_ownerless(settings, found), _long_transactions(settings)]
     return [*checks, _connections(settings, found)]
 
 
@@ -161,6 +172,59 @@ def _workers(found: _Found) -> Check:
         False,
         f"no worker holds a live lease; {waiting} workflows wait",
         START_SERVICE,
+    )
+
+
+def _ownerless(settings: Settings, found: _Found) -> Check:
+    """PENDING work of this version under an executor that was taken over or stopped, or that no
+    worker ever announced: no live worker runs it (one being taken over is not counted yet)."""
+    name = "pending work without a live owner"
+    if not _live(found):
+        return Check(name, True, "no live worker: see queue workers")
+    rows = {w.executor_id: w for w in found.workers}
+    counts = Counter(
+        wf.executor_id
+        for wf in found.active
+        if wf.status == "PENDING"
+        and wf.app_version == settings.application_version
+        and wf.executor_id is not None
+        and (wf.executor_id not in rows or rows[wf.executor_id].state != "alive")
+    )
+    if not counts:
+        return Check(name, True, "every PENDING workflow runs under a live or expiring lease")
+    shown = ", ".join(f"{n} under {executor}" for executor, n in sorted(counts.items()))
+    return Check(
+        name,
+        False,
+        f"PENDING workflows no live worker runs: {shown}",
+        "a live worker recovers them at its next sweep; if they stay, start a worker with "
+        "APP_EXECUTOR_ID set to that executor",
+    )
+
+
+def _long_transactions(settings: Settings) -> Check:
+    """Chunk transactions open longer than the lease TTL (Postgres): a worker stuck inside one
+    holds its counter rows, and every worker's chunks of those topics wait behind it."""
+    name = "chunk transactions"
+    if settings.app_db.backend != "postgresql":
+        return Check(name, True, "SQLite: one worker, no session to watch")
+    bound = settings.leases.ttl_sec
+    with short_lived_engine(settings.app_db) as engine, engine.connect() as conn:
+        rows = conn.execute(
+            LONG_CHUNK_TRANSACTIONS, {"prefix": connections.CHUNK_APPLICATION_NAME, "bound": bound}
+        ).all()
+    if not rows:
+        return Check(name, True, f"none open longer than the lease TTL ({bound:g} s)")
+    shown = "; ".join(
+        f"worker {r.executor_id}: {r.open} open, the oldest {r.oldest_sec:.0f} s ({r.doing})"
+        for r in rows
+    )
+    return Check(
+        name,
+        False,
+        f"open longer than the lease TTL ({bound:g} s): {shown}",
+        "look at that worker (a hang, a freeze, a cut link); its sessions end within half the "
+        "TTL once idle, or stop it",
     )
 
 
