@@ -57,7 +57,8 @@ class FleetSnapshot:
 
     def counts(self) -> dict[str, int]:
         counted = Counter(w.state for w in self.workers)
-        return {state: counted[state] for state in ("alive", "stopped", "dead", "taken_over")}
+        states = ("alive", "expired", "stopped", "dead", "taken_over")
+        return {state: counted[state] for state in states}
 
 
 def gather(settings: Settings, active: list[WorkflowStatus] | None = None) -> FleetSnapshot:
@@ -87,7 +88,8 @@ def build(
             app_version=r.app_version,
             host=r.host,
             pid=r.pid,
-            state=r.state,
+            # A heartbeat older than the TTL: not alive to anyone, and soon taken over.
+            state="expired" if r.state == "alive" and r.expired else r.state,
             heartbeat_age_sec=round(r.heartbeat_age, 1),
             in_flight=pending[r.executor_id] if r.state in leases.CLAIMABLE else 0,
             takeovers=by_worker[r.worker_id],
