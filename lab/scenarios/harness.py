@@ -263,8 +263,10 @@ class ServiceHarness:
     # ---- the CLI --------------------------------------------------------------------------
 
     def cli(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        """The reference service's CLI (`python -m app`), or the lab's for its own commands."""
+        program = "lab" if args[:1] in (("scenario",), ("bench",)) else "app"
         return subprocess.run(
-            [sys.executable, "-m", "app", *args],
+            [sys.executable, "-m", program, *args],
             cwd=self.workdir,
             env=self.env(**env),
             capture_output=True,
