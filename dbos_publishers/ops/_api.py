@@ -109,11 +109,13 @@ class Readiness(BaseModel):
     migrations_at_head: bool
 
 
+FORGED = (403,)  # every POST: refused by ops._browser_safety before it reaches a route
 # Each route lists only the errors it can answer (FastAPI adds 422 where a request has fields).
 REASONS = {
     400: "refused by a rule the schema cannot say (the message names it)",
     401: "missing or wrong bearer token",
     404: "no such batch",
+    403: "a state change sent from another site or origin (a browser's forged request)",
     409: "the batch id is taken by a different batch",
     413: f"request body over {MAX_BODY_BYTES} bytes",
     503: "a database is unreachable, or every read slot is busy",
@@ -181,7 +183,10 @@ def create_app(
         return JSONResponse({"detail": str(exc)}, status_code=http_status(exc))
 
     @app.post(
-        "/batches", status_code=202, dependencies=guarded, responses=errors(400, 409, 413, 503)
+        "/batches",
+        status_code=202,
+        dependencies=guarded,
+        responses=errors(400, *FORGED, 409, 413, 503),
     )
     def submit_batch(body: batch_in) -> BatchAccepted:  # type: ignore[valid-type]
         """Submit a batch; the same batch id again returns the first submission."""
@@ -218,7 +223,7 @@ def create_app(
             summary=summary,
         )
 
-    lifecycle_routes(app, settings, client, guarded, errors(404, 409, 503))
+    lifecycle_routes(app, settings, client, guarded, errors(*FORGED, 404, 409, 503))
 
     @app.get("/publishers", dependencies=guarded, responses=errors(400, 503))
     def publishers() -> dict[str, Any]:

@@ -142,6 +142,7 @@ def _reported(dispatch: Callable[[], int]) -> int:
 
 def _dispatch(argv: Sequence[str] | None, prog: str) -> int:
     args = _parser(prog).parse_args(argv)
+    args.prog = prog  # a hint names the command as it was typed
     if args.command == "completion":
         import shtab
 
@@ -289,7 +290,7 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_TIMEOUT
     except KeyboardInterrupt:
         raise KeyboardInterrupt(
-            f"stopped waiting; batch {batch_id} goes on durably (follow it again: {PROG} "
+            f"stopped waiting; batch {batch_id} goes on durably (follow it again: {args.prog} "
             f"publish {args.publisher} --count {args.count} --topic {args.topic} --batch-id "
             f"{batch_id} --wait)"
         ) from None

@@ -60,6 +60,7 @@ WHERE w.status = 'MAX_RECOVERY_ATTEMPTS_EXCEEDED'
 # PENDING or ENQUEUED work of a version that no live worker (alive, lease unexpired) runs, while
 # workers of another version do: DBOS there neither recovers nor dequeues it. Version-less work
 # is not stranded (the latest version dequeues it), nor is anything while no worker runs at all.
+# `resolve` is the command `status` and /workers name too (ops._fleet_view.RESOLVE).
 STRANDED_WORK = """
 CREATE VIEW stranded_work AS
 WITH live AS (
@@ -69,7 +70,7 @@ WITH live AS (
 SELECT w.workflow_uuid AS workflow_id, w.status, w.name, w.config_name AS publisher,
        w.queue_name, w.application_version AS app_version, w.executor_id,
        to_timestamp(w.updated_at / 1000.0) AS updated_at,
-       CAST('python -m app upgrade' AS text) AS resolve
+       CAST('dbos-publishers upgrade' AS text) AS resolve
 FROM dbos.workflow_status AS w
 WHERE w.status IN ('PENDING', 'ENQUEUED')
   AND w.application_version IS NOT NULL

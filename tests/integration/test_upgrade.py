@@ -247,7 +247,7 @@ def test_the_stranded_work_view_lists_work_no_live_worker_runs(
 
     assert listed() == set()  # no worker runs at all: the work waits, it is not stranded
     register(app_engine, worker(CURRENT))
-    assert listed() == {(w, v, "python -m app upgrade") for w, (v, _, _) in OLD.items()}
+    assert listed() == {(w, v, "dbos-publishers upgrade") for w, (v, _, _) in OLD.items()}
     register(app_engine, worker("1"))  # version 1 runs again: its work is not stranded
     assert {v for _, v, _ in listed()} == {"0.9"}
 
