@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from tests.helpers import ROOT
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 MESSAGES = 1000
+NOT_SOURCES = (".git", ".venv", "build", "*.egg-info", "__pycache__", "*_cache", "site", "*.sqlite")
 PUBLISHER_MODULE = '''
 from dbos_publishers import ChunkSpec, Publisher
 
@@ -55,9 +57,14 @@ runtimeConfig:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Built from a copy of the sources: two test workers building in the repository at once
+    would share its build/ and egg-info folders."""
+    source = tmp_path_factory.mktemp("source") / "dbos-publishers"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*NOT_SOURCES))
     dist = tmp_path_factory.mktemp("dist")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(source)],
+        env=_outside_the_repository(),
         check=True,
         capture_output=True,
         timeout=600,
@@ -70,9 +77,11 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def venv_bin(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv outside the repository with only the wheel (and what it depends on)."""
     venv = tmp_path_factory.mktemp("venv")
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    outside = _outside_the_repository()
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], env=outside, check=True, timeout=300)
     subprocess.run(
         [str(venv / "bin" / "pip"), "install", "-q", str(wheel)],
+        env=outside,
         check=True,
         capture_output=True,
         timeout=600,
@@ -100,8 +109,14 @@ def service_folder(tmp_path: Path) -> Path:
     return folder
 
 
+def _outside_the_repository() -> dict[str, str]:
+    """This process's environment without what points into the repository or configures it (the
+    test suite puts the repository on PYTHONPATH, where pip would find the project installed)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("APP_", "DBOS_", "PYTHON"))}
+
+
 def _env(venv_bin: Path, folder: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("APP_", "DBOS_", "PYTHON"))}
+    env = _outside_the_repository()
     return {
         **env,
         "PATH": f"{venv_bin}:{env.get('PATH', '')}",
