@@ -86,4 +86,3 @@ def test_the_runtime_opens_chunk_connections_with_the_bounds(app_url: str) -> No
     bounds = connections.transaction_bounds(LEASES)
     assert kwargs["connect_args"] == connections.chunk_connect_args(bounds, EXECUTOR)
     assert bounds.idle_in_transaction_sec < LEASES.ttl_sec
-    assert bounds.peer_gone_sec < LEASES.ttl_sec

@@ -99,13 +99,3 @@ def test_a_budget_too_small_for_the_chunk_concurrency_is_refused_before_anything
     assert "connections = 24 is too few for chunk_concurrency 16" in message
     assert "at least 28" in message and "\n" not in message
     assert validate(settings(tmp_path, toml, APP_CONNECTIONS="28")).connections.total <= 28
-
-
-def test_a_lease_ttl_the_keepalives_cannot_fit_under_is_refused_on_postgres(
-    tmp_path: Path,
-) -> None:
-    toml = "[workers]\nheartbeat_sec = 0.5\nlease_ttl_sec = 2\n"
-    on_postgres = settings(tmp_path, toml, APP_DATABASE_URL="postgresql://u@127.0.0.1:1/app")
-    with pytest.raises(ConfigError, match=r"must exceed the 2 s TCP keepalives take"):
-        connections.plan(on_postgres)
-    connections.plan(settings(tmp_path, toml))  # SQLite: no keepalives, no bound to fit
