@@ -36,29 +36,21 @@ class ConnectionPlan:
         return self.system + self.datasource + self.fixed
 
 
-@dataclass(frozen=True)
-class TransactionBounds:
-    """How long a chunk transaction's session may outlive a worker that stopped working: Postgres
-    ends a session that sits idle inside a transaction (a worker frozen, hung or cut off mid-chunk
-    holds its counter rows, and every chunk of those topics on every worker waits behind it)
-    after `idle_in_transaction_sec`, below the lease TTL: no chunk transaction outlives its
-    worker's lease, and DBOS's datasource runs the lost attempt again on a fresh connection
-    (SQLSTATE 25P03), or a survivor does after a takeover. No client-side TCP keepalives: a link
-    that stalls ends a statement as "connection timed out", which DBOS 3.4 does not retry
-    (measured: pg/chaos --seed 7 ended a batch ERROR with them)."""
-
-    idle_in_transaction_sec: float
+def idle_in_transaction_sec(leases: LeaseSettings) -> float:
+    """How long a chunk transaction's session may sit idle inside its transaction: half the lease
+    TTL. Postgres then ends it, so a worker frozen, hung or cut off mid-chunk (holding its counter
+    rows, with every chunk of those topics on every worker waiting behind it) never holds them
+    past its lease; DBOS's datasource runs the lost attempt again on a fresh connection (SQLSTATE
+    25P03), or a survivor does after a takeover. No client-side TCP keepalives: a link that stalls
+    then ends a statement as "connection timed out", which DBOS 3.4 does not retry (measured:
+    pg/chaos --seed 7 ended a batch ERROR with them)."""
+    return leases.ttl_sec / 2
 
 
-def transaction_bounds(leases: LeaseSettings) -> TransactionBounds:
-    """Half the lease TTL idle in a transaction."""
-    return TransactionBounds(idle_in_transaction_sec=leases.ttl_sec / 2)
-
-
-def chunk_connect_args(bounds: TransactionBounds, executor_id: str) -> dict[str, object]:
+def chunk_connect_args(leases: LeaseSettings, executor_id: str) -> dict[str, object]:
     """libpq settings of the chunk transactions' connections: the bound above, and a name that
     says whose they are in pg_stat_activity."""
-    idle_ms = round(bounds.idle_in_transaction_sec * 1000)
+    idle_ms = round(idle_in_transaction_sec(leases) * 1000)
     return {
         "options": f"-c idle_in_transaction_session_timeout={idle_ms}",
         "application_name": f"{CHUNK_APPLICATION_NAME} {executor_id}"[:63],

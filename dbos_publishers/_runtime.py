@@ -234,9 +234,7 @@ def _engine_kwargs(blueprint: Blueprint, executor_id: str) -> dict[str, object]:
     return {
         "pool_size": blueprint.connections.datasource,
         "max_overflow": 0,
-        "connect_args": connections.chunk_connect_args(
-            connections.transaction_bounds(blueprint.settings.leases), executor_id
-        ),
+        "connect_args": connections.chunk_connect_args(blueprint.settings.leases, executor_id),
     }
 
 

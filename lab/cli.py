@@ -15,7 +15,6 @@ if TYPE_CHECKING:
 
 PROG = "python -m lab"
 DEFAULT_BENCH_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
-COMMANDS = ("scenario", "bench")
 
 
 def _parser() -> argparse.ArgumentParser:

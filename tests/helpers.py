@@ -19,6 +19,7 @@ from dbos import DBOS
 from dbos_publishers import _dbos_gateway as dbos_gateway
 from dbos_publishers.ops import _cli as cli
 from dbos_publishers.testing import sqlite_settings
+from lab import COMMANDS
 from lab import cli as lab_cli
 from lab.paths import REPO_ROOT
 from lab.scenarios.harness import VENV_BIN, Databases, ScenarioBackend, ServiceHarness
@@ -86,7 +87,7 @@ def process_state_restored() -> Iterator[None]:
 def reference_cli(argv: Sequence[str]) -> int:
     """The repository's command lines as their `__main__` runs them: the lab's commands
     (`python -m lab`), else the framework's as the reference service names it (`python -m app`)."""
-    if argv[:1] and argv[0] in lab_cli.COMMANDS:
+    if argv[:1] and argv[0] in COMMANDS:
         return lab_cli.main(argv)
     return cli.main(argv, prog="python -m app")
 

@@ -305,7 +305,8 @@ class BodyLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length", b"0")
         if not declared.isdigit() or int(declared) > self.limit:
-            await self._refuse(send)
+            response = JSONResponse({"detail": self._detail}, status.HTTP_413_CONTENT_TOO_LARGE)
+            await response(scope, receive, send)
             return
         seen = 0
 
@@ -322,17 +323,6 @@ class BodyLimit:
     @property
     def _detail(self) -> str:
         return f"request body over {self.limit} bytes"
-
-    async def _refuse(self, send: Send) -> None:
-        body = JSONResponse({"detail": self._detail}).body
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status.HTTP_413_CONTENT_TOO_LARGE,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
 
 
 def http_status(exc: AppError) -> int:

@@ -12,10 +12,10 @@ no extra header and the body-less lifecycle routes keep the shape their OpenAPI 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 
 from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Every state change here is a POST; other methods reach the router and get their 405.
@@ -68,30 +68,15 @@ class BrowserSafety:
         host = headers.get("host", "")
         origins = {f"http://{host}", f"https://{host}"}
         extra = security_headers(scope["path"])
-        refused = refusal(scope["method"], headers, origins)
-        if refused is not None:
-            await _answer(send, *refused, extra)
-            return
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
-        await self.app(scope, receive, with_headers)
-
-
-async def _answer(send: Send, code: int, detail: str, extra: list[tuple[bytes, bytes]]) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": code,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *extra,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+        refused = refusal(scope["method"], headers, origins)
+        if refused is None:
+            await self.app(scope, receive, with_headers)
+        else:
+            code, detail = refused
+            await JSONResponse({"detail": detail}, status_code=code)(scope, receive, with_headers)

@@ -26,6 +26,7 @@ from dbos_publishers._ids import batch_workflow_id
 from dbos_publishers.store import _invariants as invariants
 from dbos_publishers.store import _ledger as ledger
 from dbos_publishers.store._database import read_snapshot, short_lived_engine
+from lab import COMMANDS
 from lab.paths import REPO_ROOT
 
 ScenarioBackend = Literal["sqlite", "postgres"]
@@ -96,7 +97,8 @@ def publishers_toml(
 
 def with_repo_on_path(env: Mapping[str, str]) -> str:
     """PYTHONPATH with this repository first, for processes that run from another folder."""
-    return os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(REPO_ROOT)]
+    return os.pathsep.join([str(REPO_ROOT), *rest])
 
 
 @dataclass
@@ -264,7 +266,7 @@ class ServiceHarness:
 
     def cli(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         """The reference service's CLI (`python -m app`), or the lab's for its own commands."""
-        program = "lab" if args[:1] in (("scenario",), ("bench",)) else "app"
+        program = "lab" if args[:1] and args[0] in COMMANDS else "app"
         return subprocess.run(
             [sys.executable, "-m", program, *args],
             cwd=self.workdir,

@@ -30,8 +30,7 @@ def app_url(postgres_server: str) -> Iterator[str]:
 
 
 def _chunk_engine(url: str, *, bounded: bool) -> sa.Engine:
-    bounds = connections.transaction_bounds(LEASES)
-    args = connections.chunk_connect_args(bounds, EXECUTOR) if bounded else {}
+    args = connections.chunk_connect_args(LEASES, EXECUTOR) if bounded else {}
     return sa.create_engine(
         DatabaseUrl.parse(url, "app").sqlalchemy_url, connect_args=args, poolclass=sa.NullPool
     )
@@ -83,6 +82,5 @@ def test_the_runtime_opens_chunk_connections_with_the_bounds(app_url: str) -> No
     )
     blueprint = runtime.validate(settings)
     kwargs = runtime._engine_kwargs(blueprint, EXECUTOR)
-    bounds = connections.transaction_bounds(LEASES)
-    assert kwargs["connect_args"] == connections.chunk_connect_args(bounds, EXECUTOR)
-    assert bounds.idle_in_transaction_sec < LEASES.ttl_sec
+    assert kwargs["connect_args"] == connections.chunk_connect_args(LEASES, EXECUTOR)
+    assert connections.idle_in_transaction_sec(LEASES) < LEASES.ttl_sec
