@@ -109,6 +109,7 @@ NTH = {
     "chunk.after_commit": 5,
     "fanin.after_result": 5,
 }
+HELD_CHUNK = 8  # a chunk after the 5th result, before the last of 200 messages in 20s
 # raise: a permanent error ends its workflow in ERROR, which DBOS never runs again; the scenario
 # then checks the failure is contained (see Outcome). Inside the chunk transaction the error is
 # transient and the commit retries absorb it; after the commit DBOS replays the recorded result.
@@ -353,7 +354,13 @@ def _patched_fan_out_fan_in(
     """A change to the batch workflow's steps behind DBOS.patch: N (`old`) SIGKILLed at the
     failpoint, N+1 (the current base) replays N's batch the old way; and the broken variant,
     N+1 without the patch (`unguarded`), whose replay of that batch ends ERROR."""
-    faults = (Fault(_spec(failpoint, "crash"), "crash"),)
+    spec = _spec(failpoint, "crash")
+    if failpoint == "fanin.after_result":
+        # The fan-in collects results in chunk order: without a chunk held, a loaded machine can
+        # commit every chunk before the 5th result is collected, leaving N+1 nothing to write
+        # (no chunk_written line). One later chunk hangs on N, so N+1 always finishes it.
+        spec += f";chunk.start=hang@{HELD_CHUNK}"
+    faults = (Fault(spec, "crash"),)
     publishers = {"orders": f"{VERSIONS}:{old}"}
     return [
         Scenario(
