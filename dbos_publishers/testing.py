@@ -26,6 +26,7 @@ from dbos_publishers import _migrate as migrate
 from dbos_publishers import _runtime as runtime
 from dbos_publishers._config import Settings
 from dbos_publishers._wire import BatchSummary
+from dbos_publishers.store import _counters as counters
 from dbos_publishers.store import _invariants as invariants
 from dbos_publishers.store import _ledger as ledger
 from dbos_publishers.store._database import short_lived_engine
@@ -90,7 +91,7 @@ class InProcessService:
         with short_lived_engine(self.settings.app_db) as engine, engine.connect() as conn:
             return LedgerState(
                 report=invariants.check(conn, dict(batches_published)),
-                local_counters=ledger.local_counter_values(conn),
+                local_counters=counters.local_counter_values(conn),
                 global_counters={t.topic: t.global_counter for t in ledger.topic_counts(conn)},
             )
 

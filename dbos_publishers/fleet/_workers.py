@@ -25,6 +25,7 @@ import structlog
 from dbos_publishers import _dbos_gateway as dbos_gateway
 from dbos_publishers._config import Settings
 from dbos_publishers._errors import StateError
+from dbos_publishers.store import _counters as counters
 from dbos_publishers.store import _leases as leases
 from dbos_publishers.store._database import connection_failure, make_engine
 from dbos_publishers.store._leases import ClaimReason, TakeoverRow, WorkerIdentity, WorkerRow
@@ -296,10 +297,21 @@ class Worker:
                 rows = self._sweep_rows()
                 self.recover(self._claim_gone(rows))
                 self.recover_ownerless({r.executor_id for r in rows if r.state == "alive"})
+                self.fold_counters()
             except sa.exc.DBAPIError as exc:  # an outage: the lease may lapse, never silently
                 self._beat_failed(exc)
             except Exception:  # the lease thread must outlive any one sweep
                 log.exception("worker_sweep_failed")
+
+    def fold_counters(self) -> int:
+        """Fold the chunks' counter deltas into the counter rows (store._counters); a fold that
+        fails is only late, never wrong: the deltas stay and every read still adds them."""
+        try:
+            with self.engine.begin() as conn:
+                return counters.fold_deltas(conn)
+        except sa.exc.DBAPIError as exc:
+            log.warning("counter_fold_failed", error=str(exc.orig or exc).splitlines()[0])
+            return 0
 
     def _beat_failed(self, exc: sa.exc.DBAPIError) -> None:
         self._reachable_since = None

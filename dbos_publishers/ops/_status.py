@@ -25,6 +25,7 @@ from dbos_publishers.ops import _work as work
 from dbos_publishers.ops._tables import render as render_tables
 from dbos_publishers.ops._tables import table
 from dbos_publishers.store import _batch_records as batch_records
+from dbos_publishers.store import _counters as counters
 from dbos_publishers.store import _invariants as invariants
 from dbos_publishers.store import _leases as leases
 from dbos_publishers.store import _ledger as ledger
@@ -277,10 +278,17 @@ class StateCollector(Collector):
             "Messages published, from the local counters (they commit with the ledger rows)",
             labels=["publisher", "topic"],
         )
+        unfolded = GaugeMetricFamily(
+            "publisher_counter_deltas_unfolded",
+            "Chunks' counter additions not yet folded into the counter rows (a backlog that only "
+            "grows means no worker folds)",
+        )
         with short_lived_engine(self.settings.app_db) as engine, engine.connect() as conn:
-            for publisher, topic, value in ledger.local_counter_values(conn):
+            for publisher, topic, value in counters.local_counter_values(conn):
                 published.add_metric([publisher, topic], value)
+            unfolded.add_metric([], counters.pending_deltas(conn))
         yield published
+        yield unfolded
 
     def _queues(
         self, active: list[WorkflowStatus], dead_now: list[WorkflowStatus]

@@ -8,19 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, overload
+from typing import NamedTuple, overload
 
 import psycopg
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
-from dbos_publishers.store._schema import (
-    global_counters,
-    ledger,
-    local_counters,
-    publisher_counters,
-    topic_counters,
-)
+from dbos_publishers.store import _counters as counters
+from dbos_publishers.store._schema import ledger, publisher_counters, topic_counters
 
 
 class LedgerEntry(NamedTuple):
@@ -190,34 +184,15 @@ def insert_rows(conn: sa.Connection, entries: Sequence[LedgerEntry]) -> None:
     )
 
 
-def bump_counters(conn: sa.Connection, publisher: str, topic: str, amount: int) -> None:
-    """Add `amount` to the local counter of (publisher, topic) and to the topic's global counter.
-
-    Upserts with `value = value + n` are exact under READ COMMITTED: a concurrent writer waits
-    on the row lock and then adds to the committed value, instead of aborting as it would under
-    SERIALIZABLE. Global last, so the hottest row's lock is held for the shortest time.
-    """
-    _upsert_add(conn, local_counters, {"publisher": publisher, "topic": topic}, amount)
-    _upsert_add(conn, global_counters, {"topic": topic}, amount)
-
-
 def record_chunk(conn: sa.Connection, entries: Sequence[LedgerEntry]) -> int:
-    """Record a chunk's messages and move both counters by the same amount, in the caller's tx."""
+    """Record a chunk's messages and move both counters by the same amount, in the caller's tx
+    (one delta row: see store._counters)."""
     if not entries:
         return 0
     insert_entries(conn, entries)
     first = entries[0]
-    bump_counters(conn, first.publisher, first.topic, len(entries))
+    counters.bump_counters(conn, first.publisher, first.topic, len(entries))
     return len(entries)
-
-
-def _upsert_add(conn: sa.Connection, table: sa.Table, key: dict[str, Any], amount: int) -> None:
-    dialect: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(table).values(**key, value=amount)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=list(key), set_={"value": table.c.value + stmt.excluded.value}
-    )
-    conn.execute(stmt)
 
 
 @dataclass(frozen=True)
@@ -254,14 +229,6 @@ def topic_counts(conn: sa.Connection) -> list[TopicRow]:
         v.c.topic
     )
     return [TopicRow(t, int(g), int(s), int(n)) for t, g, s, n in conn.execute(query)]
-
-
-def local_counter_values(conn: sa.Connection) -> list[tuple[str, str, int]]:
-    """(publisher, topic, value) of every local counter: cheap, no ledger scan."""
-    query = sa.select(
-        local_counters.c.publisher, local_counters.c.topic, local_counters.c.value
-    ).order_by(local_counters.c.publisher, local_counters.c.topic)
-    return [(p, t, int(v)) for p, t, v in conn.execute(query)]
 
 
 def batch_published(conn: sa.Connection, batch_id: str) -> int:

@@ -48,6 +48,25 @@ global_counters = sa.Table(
     sa.CheckConstraint("value >= 0", name="non_negative"),
 )
 
+# One row per committed chunk, inserted by its transaction beside its ledger rows: what the chunk
+# adds to its (publisher, topic) local counter and its topic's global counter. Insert-only, so
+# concurrent chunks never wait on one another; a worker folds the rows into `local_counters` and
+# `global_counters` (store._counters.fold_deltas), and every read adds what is not folded yet.
+counter_deltas = sa.Table(
+    "counter_deltas",
+    metadata,
+    sa.Column(
+        "delta_id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("publisher", sa.String(40), nullable=False),
+    sa.Column("topic", sa.String(64), nullable=False),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.CheckConstraint("amount > 0", name="positive"),
+)
+
 # One row per batch, written by the batch workflow's first step (`plan_batch`, a datasource
 # transaction): what was asked (messages, chunk size), so progress has a total, and its state,
 # which the chunk transaction reads so that nothing of a cancelled batch is published.

@@ -21,12 +21,12 @@ SAMPLE_INTERVAL_SEC = 0.02
 CHUNK_BACKENDS = sa.text(
     """
     SELECT coalesce(wait_event_type, '') AS wait_type, coalesce(wait_event, '') AS wait_event,
-           query ILIKE '%_counters%' AS on_counters
+           query ILIKE '%counter%' AS on_counters
     FROM pg_stat_activity
     WHERE datname = current_database()
       AND pid <> pg_backend_pid()
       AND xact_start IS NOT NULL
-      AND (query ILIKE '%ledger%' OR query ILIKE '%_counters%'
+      AND (query ILIKE '%ledger%' OR query ILIKE '%counter%'
            OR query ILIKE '%datasource_outputs%')
     """
 )

@@ -22,6 +22,7 @@ RATES: dict[str, dict[str, float]] = {
     "ceiling": {"sqlite": 40_000, "postgres": 80_000},
     "dbos-raw": {"sqlite": 15_000, "postgres": 45_000},
     "batched": {"sqlite": 15_000, "postgres": 35_000},
+    "batched-shipped": {"sqlite": 10_000, "postgres": 25_000},
     "dbos-raw-per-message": {"sqlite": 20, "postgres": 50},
     "per-message": {"sqlite": 15, "postgres": 40},
     "exp7": {"sqlite": 10, "postgres": 10},

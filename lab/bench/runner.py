@@ -23,7 +23,7 @@ from lab.bench.spec import Spec
 MAX_WORKERS = 8
 MAX_CHUNK_CONCURRENCY = 32
 MAX_ROUNDS = 9
-CHUNK_ORDER: list[ModeName] = ["ceiling", "dbos-raw", "batched"]
+CHUNK_ORDER: list[ModeName] = ["ceiling", "dbos-raw", "batched", "batched-shipped"]
 PER_MESSAGE_ORDER: list[ModeName] = ["dbos-raw-per-message", "per-message", "exp7"]
 
 
@@ -158,6 +158,8 @@ def add_ratios(row: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         row["ratio_to_dbos_raw"] = 1.0
     if row["mode"] == "ceiling":
         row["ratio_to_ceiling"] = 1.0
+    if row["mode"] == "batched-shipped":
+        row["ratio_to_batched"] = _ratio(row, _reference(rows, row, "batched"))
     one = [
         r
         for r in rows
@@ -192,7 +194,7 @@ def measure_in_subprocess(spec: Spec) -> dict[str, Any]:
 HEADER = (
     f"{'backend':<9} {'mode':<20} {'conc':>4} {'workers':>7} {'messages':>9} {'msg/s':>8} "
     f"{'rss_mb':>6} {'cpu_s':>6} {'commits/msg':>11} {'vs_ceiling':>10} {'vs_dbos_raw':>11} "
-    f"{'vs_1w':>6} {'lock_wait':>9} {'ctr_wait':>8} {'exact':>5}"
+    f"{'vs_batched':>10} {'vs_1w':>6} {'lock_wait':>9} {'ctr_wait':>8} {'exact':>5}"
 )
 
 
@@ -211,6 +213,7 @@ def format_row(row: dict[str, Any]) -> str:
         f"{'-' if commits is None else f'{commits:.4f}':>11} "
         f"{_percent(row.get('ratio_to_ceiling')):>10} "
         f"{_percent(row.get('ratio_to_dbos_raw')):>11} "
+        f"{_percent(row.get('ratio_to_batched')):>10} "
         f"{'-' if scaling is None else f'{scaling:.2f}x':>6} "
         f"{_percent(locks.get('lock_wait_share')):>9} "
         f"{_percent(locks.get('counter_wait_share')):>8} {'yes' if row['exact'] else 'NO':>5}"

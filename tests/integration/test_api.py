@@ -111,6 +111,7 @@ def test_probes_and_metrics(api: httpx.Client) -> None:
     assert 'publisher_chunk_seconds_count{publisher="orders"} 3.0' in text
     assert 'publisher_queue_depth{queue="publisher_chunks",status="ENQUEUED"} 0.0' in text
     assert "publisher_recovered_workflows 0.0" in text
+    assert re.search(r"^publisher_counter_deltas_unfolded [0-9.]+$", text, re.MULTILINE)
 
 
 @pytest.mark.slow

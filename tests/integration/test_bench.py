@@ -30,7 +30,15 @@ def _bench(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-ALL_MODES = ["ceiling", "dbos-raw", "batched", "dbos-raw-per-message", "per-message", "exp7"]
+ALL_MODES = [
+    "ceiling",
+    "dbos-raw",
+    "batched",
+    "batched-shipped",
+    "dbos-raw-per-message",
+    "per-message",
+    "exp7",
+]
 
 
 @pytest.mark.slow
@@ -61,11 +69,14 @@ def test_bench_smoke_prints_a_table_and_writes_json(
     assert all(r["peak_rss_mb"] > 0 and r["msg_per_s"] > 0 for r in results)
     assert all(r["cpu_s"] > 0 for r in results[1:])  # the tiny ceiling may round to 0.0
     assert all(r["ratio_to_one_worker"] is None for r in results)
-    assert [r["executors"] for r in results] == [None, 1, 1, 1, 1, 1]
+    assert [r["executors"] for r in results] == [None, 1, 1, 1, 1, 1, 1]
     ceiling, raw = by_mode["ceiling"]["msg_per_s"], by_mode["dbos-raw"]["msg_per_s"]
     batched = by_mode["batched"]
     assert batched["ratio_to_ceiling"] == round(batched["msg_per_s"] / ceiling, 3)
     assert batched["ratio_to_dbos_raw"] == round(batched["msg_per_s"] / raw, 3)
+    shipped = by_mode["batched-shipped"]  # the shipped chunk size, read against the bench's
+    assert shipped["ratio_to_batched"] == round(shipped["msg_per_s"] / batched["msg_per_s"], 3)
+    assert "ratio_to_batched" not in batched
     # In the JSON, the ceiling is read against dbos-raw too (measured after it); not SQLite's
     # one-connection ceiling, which has no dbos-raw of its concurrency.
     expected = round(ceiling / raw, 3) if backend == "postgres" else None
@@ -78,25 +89,27 @@ def test_bench_smoke_prints_a_table_and_writes_json(
     sqlite_ceiling = 1 if backend == "sqlite" else 4
     per_message = PER_MESSAGE_CONCURRENCY  # the per-message shapes keep their own
     assert [r["chunk_concurrency"] for r in results] == [
-        *(sqlite_ceiling, 4, 4),
+        *(sqlite_ceiling, 4, 4, 4),
         *(per_message, per_message, 10),
     ]
     # Lock waits are sampled on Postgres for the chunk-sized rows only.
     sampled = [r["mode"] for r in results if r["locks"] is not None]
-    assert sampled == (["ceiling", "dbos-raw", "batched"] if backend == "postgres" else [])
+    chunked = ["ceiling", "dbos-raw", "batched", "batched-shipped"]
+    assert sampled == (chunked if backend == "postgres" else [])
     assert (results[0]["commits_per_msg"] is None) == (backend == "sqlite")
     found = document["latency"][backend]
     assert found["batches"] == 2 and len(found["publish_wait_s"]) == 3
     assert 0 < found["committed_p50_ms"] <= found["success_p99_ms"]
     assert len(lines) == 1 + len(results) + 1 and lines[-1].startswith(f"latency {backend}:")
-    assert done.stderr.index("bench: 6 measurements") < done.stderr.index("estimated total")
+    assert done.stderr.index("bench: 7 measurements") < done.stderr.index("estimated total")
     assert "note:" in done.stderr if backend == "sqlite" else "note:" not in done.stderr
 
 
 def _columns(line: str) -> dict[str, str]:
     """A table row by column (every value is one word)."""
     names = ["backend", "mode", "conc", "workers", "messages", "msg/s", "rss", "cpu_s"]
-    names += ["commits/msg", "vs_ceiling", "vs_dbos_raw", "vs_1w", "lock_wait", "ctr_wait"]
+    names += ["commits/msg", "vs_ceiling", "vs_dbos_raw", "vs_batched", "vs_1w", "lock_wait"]
+    names += ["ctr_wait"]
     names += ["exact"]
     return dict(zip(names, line.split(), strict=True))
 

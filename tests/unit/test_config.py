@@ -23,7 +23,7 @@ from dbos_publishers._config import (
     load_declarations,
     logger_levels,
 )
-from dbos_publishers._declarations import MAX_PUBLISHERS_FILE_BYTES
+from dbos_publishers._declarations import DEFAULT_CHUNK_SIZE, MAX_PUBLISHERS_FILE_BYTES
 from dbos_publishers._errors import BadInputError
 from dbos_publishers._runtime import validate
 from dbos_publishers.ops._api import refuse_an_open_api
@@ -153,7 +153,7 @@ def test_load_valid_file(tmp_path: Path) -> None:
 
 def test_load_defaults_when_optional_tables_absent(tmp_path: Path) -> None:
     publishers, queues = load_declarations(publishers_file(tmp_path, "orders"))
-    assert [p.chunk_size for p in publishers] == [500]
+    assert [p.chunk_size for p in publishers] == [DEFAULT_CHUNK_SIZE] == [2000]
     assert queues == QueueSettings()
 
 
