@@ -36,23 +36,74 @@ class ConnectionPlan:
         return self.system + self.datasource + self.fixed
 
 
-def idle_in_transaction_sec(leases: LeaseSettings) -> float:
-    """How long a chunk transaction's session may sit idle inside its transaction: half the lease
-    TTL. Postgres then ends it, so a worker frozen, hung or cut off mid-chunk (holding its counter
-    rows, with every chunk of those topics on every worker waiting behind it) never holds them
-    past its lease; DBOS's datasource runs the lost attempt again on a fresh connection (SQLSTATE
-    25P03), or a survivor does after a takeover. No client-side TCP keepalives: a link that stalls
-    then ends a statement as "connection timed out", which DBOS 3.4 does not retry (measured:
-    pg/chaos --seed 7 ended a batch ERROR with them)."""
-    return leases.ttl_sec / 2
+@dataclass(frozen=True)
+class TransactionBounds:
+    """What Postgres enforces on a chunk transaction's session, all derived from the lease TTL so
+    they stay one coherent set: no chunk transaction outlives its worker's lease.
+
+    - idle in a transaction: half the TTL. A worker frozen, hung or cut off mid-chunk loses its
+      session and its locks; DBOS's datasource runs the attempt again (SQLSTATE 25P03).
+    - a lock wait: half the TTL, so a chunk never queues behind a stalled holder for longer than
+      the holder itself may stall; the attempt is retried as the next step (55P03).
+    - a statement: the whole TTL, generous for the COPY of a chunk; retried the same way (57014).
+    - server-side TCP keepalives: a partitioned client's session is reaped within about the TTL.
+      No client-side keepalives: a stalled link then ends a statement as "connection timed out",
+      which DBOS 3.4 does not retry (pg/chaos --seed 7 ended a batch ERROR with them).
+    """
+
+    idle_in_transaction_ms: int
+    lock_ms: int
+    statement_ms: int
+    keepalive_idle_sec: int
+    keepalive_interval_sec: int
+    keepalive_count: int = 3
+
+    def settings(self) -> dict[str, int]:
+        """Each server setting in its base unit (ms, s), as `pg_settings.setting` reads it back."""
+        return {
+            "idle_in_transaction_session_timeout": self.idle_in_transaction_ms,
+            "lock_timeout": self.lock_ms,
+            "statement_timeout": self.statement_ms,
+            "tcp_keepalives_idle": self.keepalive_idle_sec,
+            "tcp_keepalives_interval": self.keepalive_interval_sec,
+            "tcp_keepalives_count": self.keepalive_count,
+        }
+
+
+def transaction_bounds(leases: LeaseSettings) -> TransactionBounds:
+    ttl = leases.ttl_sec
+    return TransactionBounds(
+        idle_in_transaction_ms=round(ttl * 500),
+        lock_ms=round(ttl * 500),
+        statement_ms=round(ttl * 1000),
+        keepalive_idle_sec=max(1, round(ttl / 2)),
+        keepalive_interval_sec=max(1, round(ttl / 6)),
+    )
+
+
+def bounds_not_applied(asked: TransactionBounds, found: dict[str, int]) -> str | None:
+    """Why the chunk connections do not run with the bounds asked (a connection pooler in
+    transaction mode drops startup options), in one sentence; None when they do."""
+    wrong = [
+        f"{name}={found[name]} (asked {value})"
+        for name, value in asked.settings().items()
+        if name in found and found[name] != value
+    ]
+    if not wrong:
+        return None
+    return (
+        f"the chunk transactions' connections run with {', '.join(wrong)}: without these bounds a "
+        "stalled worker's transaction outlives its lease; connect APP_DATABASE_URL directly "
+        "(not through a pooler in transaction mode) or let its role take startup options"
+    )
 
 
 def chunk_connect_args(leases: LeaseSettings, executor_id: str) -> dict[str, object]:
-    """libpq settings of the chunk transactions' connections: the bound above, and a name that
+    """libpq settings of the chunk transactions' connections: the bounds above, and a name that
     says whose they are in pg_stat_activity."""
-    idle_ms = round(idle_in_transaction_sec(leases) * 1000)
+    bounds = transaction_bounds(leases).settings()
     return {
-        "options": f"-c idle_in_transaction_session_timeout={idle_ms}",
+        "options": " ".join(f"-c {name}={value}" for name, value in bounds.items()),
         "application_name": f"{CHUNK_APPLICATION_NAME} {executor_id}"[:63],
     }
 

@@ -17,6 +17,7 @@ from itertools import islice
 from typing import ClassVar
 
 import pydantic
+import sqlalchemy as sa
 import structlog
 from dbos import DBOS, DBOSConfiguredInstance, SQLAlchemyDatasource, StepOptions
 from dbos import error as dbos_error
@@ -68,6 +69,10 @@ DELIVERY_STEP = "deliver"
 PLAN_STEP = "plan_batch"
 PLANNING = "planning"  # marks the session of a plan_batch transaction
 TRANSIENT_ATTEMPTS = 5
+# A chunk transaction ended by one of its bounds (_connections.TransactionBounds): a lock wait
+# (55P03) or a statement (57014) that took too long. DBOS's datasource does not retry these, so
+# the attempt ends as its own recorded step and the next attempt is a new step.
+BOUND_SQLSTATES = frozenset({"55P03", "57014"})
 # A chunk whose batch was cancelled (its transaction rolled back) waits, durably, for DBOS's
 # cancel to stop it or a resume to let it commit: 1 s, doubling, at most a minute per wait.
 HELD_FIRST_SEC = 1.0
@@ -411,20 +416,29 @@ class Publisher(EarlierReleases, DBOSConfiguredInstance):
             try:
                 with self._slot():
                     return self._commit_chunk(entries)
-            except TransientFailpointError:
+            except (TransientFailpointError, ChunkBoundError) as exc:
                 if attempt == TRANSIENT_ATTEMPTS:
                     raise
-                log.warning("chunk_retry", attempt=attempt)
+                log.warning("chunk_retry", attempt=attempt, error=str(exc))
         raise AssertionError("unreachable")
 
     def _chunk_transaction(self, entries: Sequence[LedgerEntry]) -> int:
         conn = self.datasource.sql_session().connection()
-        batch_records.require_active(
-            conn, entries[0].batch_id, self.tx_options["isolation_level"] or "SERIALIZABLE"
-        )
-        published = self.write_chunk(entries)
+        try:
+            batch_records.require_active(
+                conn, entries[0].batch_id, self.tx_options["isolation_level"] or "SERIALIZABLE"
+            )
+            published = self.write_chunk(entries)
+        except sa.exc.OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) not in BOUND_SQLSTATES:
+                raise
+            raise ChunkBoundError(str(exc.orig).splitlines()[0]) from None
         failpoint("chunk.before_commit")
         return published
+
+
+class ChunkBoundError(RuntimeError):
+    """A chunk transaction waited on a lock, or ran a statement, longer than its bound."""
 
 
 def _failure(exc: Exception) -> str:

@@ -34,6 +34,7 @@ from dbos_publishers._dbos_gateway import IsolationLevel
 from dbos_publishers._legacy import moved_class_path, removed_hook
 from dbos_publishers._publisher import PLANNING, Publisher
 from dbos_publishers.fleet import _orphans as orphans
+from dbos_publishers.store._database import session_settings
 
 log = structlog.get_logger()
 
@@ -143,6 +144,7 @@ def build(
 def launch(rt: Runtime) -> int:
     """Warn of orphaned work, launch DBOS (which recovers this executor's pending workflows),
     register queues; returns how many PENDING workflows of this executor it recovers."""
+    _require_bounds(rt)
     active = dbos_gateway.active_workflows_at(rt.settings.system_db)
     _warn_of_orphans(rt.settings, active)
     DBOS.launch()
@@ -158,6 +160,19 @@ def launch(rt: Runtime) -> int:
         recovering=rt.recovered_at_start,
     )
     return rt.recovered_at_start
+
+
+def _require_bounds(rt: Runtime) -> None:
+    """Refuse to start when the chunk connections do not get their transaction bounds (read
+    back from the server: a pooler may drop startup options without a word)."""
+    if rt.settings.app_db.backend == "sqlite":
+        return
+    asked = connections.transaction_bounds(rt.settings.leases)
+    with rt.datasource.engine.connect() as conn:
+        found = session_settings(conn, list(asked.settings()))
+    reason = connections.bounds_not_applied(asked, found)
+    if reason is not None:
+        raise ConfigError(reason)
 
 
 def _warn_of_orphans(settings: Settings, active: list[WorkflowStatus]) -> None:

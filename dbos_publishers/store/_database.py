@@ -148,3 +148,17 @@ def read_snapshot(url: DatabaseUrl) -> Iterator[sa.Connection]:
             yield conn
         finally:
             conn.rollback()
+
+
+SESSION_SETTINGS = sa.text("SELECT name, setting FROM pg_settings WHERE name IN :names").bindparams(
+    sa.bindparam("names", expanding=True)
+)
+
+
+def session_settings(conn: sa.Connection, names: list[str]) -> dict[str, int]:
+    """The session's values of integer server settings, in their base units (Postgres), with
+    the TCP keepalives left out on a Unix socket, where the server ignores them."""
+    found = {name: int(value) for name, value in conn.execute(SESSION_SETTINGS, {"names": names})}
+    if conn.scalar(sa.text("SELECT inet_client_addr() IS NULL")):
+        found = {name: value for name, value in found.items() if not name.startswith("tcp_")}
+    return found

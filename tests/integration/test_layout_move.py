@@ -23,9 +23,10 @@ import sqlalchemy as sa
 
 from dbos_publishers._config import DatabaseUrl
 from dbos_publishers._ids import batch_workflow_id
+from dbos_publishers.store import _ledger as ledger_store
 from dbos_publishers.store._database import short_lived_engine
 from dbos_publishers.store._ledger import message_id
-from dbos_publishers.store._schema import global_counters, ledger, local_counters
+from dbos_publishers.store._schema import ledger as ledger_table
 from lab.scenarios.harness import SERVE
 from lab.scratch import scratch_databases
 from tests.helpers import ROOT, Backend, Databases, ServiceRunner
@@ -172,16 +173,19 @@ def _workflows(runner: ServiceRunner) -> dict[str, str]:
 def _ledger_rows(runner: ServiceRunner) -> dict[str, tuple[object, ...]]:
     """The batch's ledger rows: message id -> (position, chunk workflow, published at)."""
     query = sa.select(
-        ledger.c.message_id, ledger.c.position, ledger.c.chunk_workflow_id, ledger.c.published_at
-    ).where(ledger.c.batch_id == BATCH)
+        ledger_table.c.message_id,
+        ledger_table.c.position,
+        ledger_table.c.chunk_workflow_id,
+        ledger_table.c.published_at,
+    ).where(ledger_table.c.batch_id == BATCH)
     with short_lived_engine(runner.app_db) as engine, engine.connect() as conn:
         return {str(row[0]): tuple(row[1:]) for row in conn.execute(query)}
 
 
 def _ledger_count(runner: ServiceRunner) -> tuple[int, int]:
     """(rows, distinct message ids) of the batch in the ledger, counted by the database."""
-    query = sa.select(sa.func.count(), sa.func.count(sa.distinct(ledger.c.message_id))).where(
-        ledger.c.batch_id == BATCH
+    query = sa.select(sa.func.count(), sa.func.count(sa.distinct(ledger_table.c.message_id))).where(
+        ledger_table.c.batch_id == BATCH
     )
     with short_lived_engine(runner.app_db) as engine, engine.connect() as conn:
         rows, distinct = conn.execute(query).one()
@@ -189,17 +193,13 @@ def _ledger_count(runner: ServiceRunner) -> tuple[int, int]:
 
 
 def _counters(runner: ServiceRunner) -> tuple[int | None, int | None]:
-    """(local counter orders/default, global counter default)."""
+    """(local counter orders/default, global counter default), folded or not (the views)."""
     with short_lived_engine(runner.app_db) as engine, engine.connect() as conn:
-        local = conn.scalar(
-            sa.select(local_counters.c.value).where(
-                local_counters.c.publisher == "orders", local_counters.c.topic == "default"
-            )
-        )
-        total = conn.scalar(
-            sa.select(global_counters.c.value).where(global_counters.c.topic == "default")
-        )
-    return local, total
+        local = {
+            (r.publisher, r.topic): r.local_counter for r in ledger_store.publisher_counts(conn)
+        }
+        total = {r.topic: r.global_counter for r in ledger_store.topic_counts(conn)}
+    return local.get(("orders", "default")), total.get("default")
 
 
 def _wait_terminal(runner: ServiceRunner, workflow_id: str, timeout: float) -> str:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 import sqlalchemy as sa
 
 from dbos_publishers import _connections as connections
 from dbos_publishers import _runtime as runtime
-from dbos_publishers._config import DatabaseUrl, LeaseSettings, Settings
+from dbos_publishers._config import ConfigError, DatabaseUrl, LeaseSettings, Settings
 from lab.scratch import scratch_databases
 
 pytestmark = pytest.mark.postgres
@@ -83,4 +84,56 @@ def test_the_runtime_opens_chunk_connections_with_the_bounds(app_url: str) -> No
     blueprint = runtime.validate(settings)
     kwargs = runtime._engine_kwargs(blueprint, EXECUTOR)
     assert kwargs["connect_args"] == connections.chunk_connect_args(LEASES, EXECUTOR)
-    assert connections.idle_in_transaction_sec(LEASES) < LEASES.ttl_sec
+    bounds = connections.transaction_bounds(LEASES)
+    assert bounds.idle_in_transaction_ms == bounds.lock_ms == 1500 < bounds.statement_ms == 3000
+
+
+@pytest.mark.parametrize("bounded", [True, False], ids=["bounded", "broken-variant"])
+def test_a_chunk_waits_on_a_lock_at_most_half_the_ttl(app_url: str, bounded: bool) -> None:
+    """A holder that is busy (not idle: the idle bound does not reach it) keeps a lock; a chunk
+    session gives up its wait at the lock bound (SQLSTATE 55P03, retried as the next step)."""
+    holder = _chunk_engine(app_url, bounded=False)
+    waiter = _chunk_engine(app_url, bounded=bounded)
+    with holder.connect() as held:
+        held.execute(sa.text("SELECT pg_advisory_xact_lock(4343)"))
+        started = time.monotonic()
+        with waiter.connect() as conn:
+            if not bounded:  # the broken variant: only the test's own limit ends the wait
+                conn.execute(sa.text(f"SET lock_timeout = '{int(WAIT_LIMIT_SEC * 1000)}ms'"))
+            with pytest.raises(sa.exc.OperationalError) as raised:
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(4343)"))
+        waited = time.monotonic() - started
+        held.rollback()
+    assert getattr(raised.value.orig, "sqlstate", None) == "55P03"
+    if bounded:
+        assert waited < LEASES.ttl_sec, waited
+    else:
+        assert waited >= WAIT_LIMIT_SEC - 0.1, waited
+    holder.dispose()
+    waiter.dispose()
+
+
+@pytest.mark.parametrize("bounded", [True, False], ids=["bounded", "dropped-by-a-pooler"])
+def test_start_up_refuses_connections_without_their_bounds(app_url: str, bounded: bool) -> None:
+    """What the server applied is read back: a pooler in transaction mode drops startup options
+    without a word, and then the service must not start."""
+    settings = Settings(
+        system_db=DatabaseUrl.parse(app_url, "system"),
+        app_db=DatabaseUrl.parse(app_url, "app"),
+        publishers=(),
+        leases=LEASES,
+    )
+    engine = _chunk_engine(app_url, bounded=bounded)
+    rt = SimpleNamespace(settings=settings, datasource=SimpleNamespace(engine=engine))
+    try:
+        if bounded:
+            runtime._require_bounds(rt)  # type: ignore[arg-type]
+        else:
+            with pytest.raises(ConfigError) as refused:
+                runtime._require_bounds(rt)  # type: ignore[arg-type]
+            message = str(refused.value)
+            assert "\n" not in message
+            assert "idle_in_transaction_session_timeout=0 (asked 1500)" in message
+            assert "lock_timeout=0 (asked 1500)" in message
+    finally:
+        engine.dispose()
