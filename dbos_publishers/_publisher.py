@@ -9,6 +9,7 @@ transaction). The replay paths of earlier releases live in _replay, the wire typ
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -435,6 +436,33 @@ class Publisher(EarlierReleases, DBOSConfiguredInstance):
             raise ChunkBoundError(str(exc.orig).splitlines()[0]) from None
         failpoint("chunk.before_commit")
         return published
+
+
+# The hooks a subclass may override; the framework calls each from a worker thread, never awaits.
+HOOKS = (
+    "open",
+    "close",
+    "deliver",
+    "delivery_policy",
+    "should_retry_delivery",
+    "bodies",
+    "body",
+    "write_chunk",
+)
+
+
+def unawaited_hook(cls: type[Publisher]) -> str | None:
+    """One line naming a hook `cls` defines as `async def`: called here, it would return a
+    coroutine nobody awaits, and its work (a broker publish, say) would silently never happen."""
+    for hook in HOOKS:
+        function = getattr(cls, hook, None)
+        if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
+            return (
+                f"{cls.__name__}.{hook} is async def, and the framework calls hooks without "
+                "awaiting them: define it with def (run an asyncio client's call with "
+                "asyncio.run, or use its synchronous API)"
+            )
+    return None
 
 
 class ChunkBoundError(RuntimeError):

@@ -32,7 +32,7 @@ from dbos_publishers._config import (
 from dbos_publishers._connections import ConnectionPlan
 from dbos_publishers._dbos_gateway import IsolationLevel
 from dbos_publishers._legacy import moved_class_path, removed_hook
-from dbos_publishers._publisher import PLANNING, Publisher
+from dbos_publishers._publisher import PLANNING, Publisher, unawaited_hook
 from dbos_publishers.fleet import _orphans as orphans
 from dbos_publishers.store._database import session_settings
 
@@ -226,8 +226,8 @@ def load_class(declaration: PublisherDeclaration) -> type[Publisher]:
         raise ConfigError(
             f"publisher '{declaration.name}': {declaration.class_path} is not a Publisher subclass"
         )
-    if removed := removed_hook(cls):
-        raise ConfigError(f"publisher '{declaration.name}': {removed}")
+    if refused := removed_hook(cls) or unawaited_hook(cls):
+        raise ConfigError(f"publisher '{declaration.name}': {refused}")
     return cls
 
 

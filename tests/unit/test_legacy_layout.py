@@ -113,3 +113,28 @@ def test_a_class_with_a_hook_of_the_old_seam_is_refused_in_one_line(
     assert str(refused.value) == (
         "publisher 'orders': OldStyle.generate is no longer a hook: override body(chunk, position)"
     )
+
+
+@pytest.mark.parametrize("hook", ["deliver", "open", "bodies"])
+def test_an_async_hook_is_refused_at_start_never_left_unawaited(
+    monkeypatch: pytest.MonkeyPatch, hook: str
+) -> None:
+    """An `async def deliver` would return a coroutine nobody awaits: every message 'published'
+    and none delivered. It is refused when the class loads, in one line."""
+
+    async def coroutine_hook(self: object, *args: object) -> None:
+        raise AssertionError("never awaited, never run")
+
+    hooked = type("AsyncHooked", (EventPublisher,), {hook: coroutine_hook})
+    monkeypatch.setattr(sys.modules[__name__], "AsyncHooked", hooked, raising=False)
+    with pytest.raises(ConfigError) as refused:
+        _runtime.load_class(_declared(f"{__name__}:AsyncHooked"))
+    assert str(refused.value).startswith(
+        f"publisher 'orders': AsyncHooked.{hook} is async def, and the framework calls hooks "
+        "without awaiting them"
+    )
+    assert "\n" not in str(refused.value)
+    # The broken variant: the same class with a plain hook loads.
+    plain = type("PlainHooked", (EventPublisher,), {hook: getattr(EventPublisher, hook)})
+    monkeypatch.setattr(sys.modules[__name__], "PlainHooked", plain, raising=False)
+    assert _runtime.load_class(_declared(f"{__name__}:PlainHooked")) is plain
