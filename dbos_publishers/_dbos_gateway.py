@@ -292,6 +292,18 @@ def forget_instances() -> None:
         registry.instance_info_map.clear()
 
 
+@contextmanager
+def instances_off_the_record() -> Iterator[None]:
+    """Configured instances constructed inside are left out of DBOS's registry (`doctor`
+    constructs each publisher to see that it can, beside any the process already holds)."""
+    registry = _dbos._get_or_create_dbos_registry()
+    saved, registry.instance_info_map = registry.instance_info_map, {}
+    try:
+        yield
+    finally:
+        registry.instance_info_map = saved
+
+
 def pending_executors(app_version: str) -> set[str]:
     """The executors PENDING workflows of this application version run under (PENDING work is
     what a process has dequeued: a few per worker, never the queues' backlog). Needs a launched

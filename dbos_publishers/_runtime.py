@@ -122,14 +122,7 @@ def build(
     isolation = isolation or isolation_level(settings.app_db)
     slots = threading.BoundedSemaphore(settings.queues.chunk_concurrency)  # see CHUNK_PREFETCH
     publishers = {
-        d.name: blueprint.classes[d.name](
-            d.name,
-            datasource=datasource,
-            chunk_size=d.chunk_size,
-            isolation_level=isolation,
-            options=d.option_map,
-            chunk_slots=slots,
-        )
+        d.name: construct(blueprint.classes[d.name], d, datasource, isolation, slots)
         for d in settings.publishers
     }
     rt = Runtime(
@@ -139,6 +132,33 @@ def build(
         publisher.open()
         rt.opened.append(publisher)
     return rt
+
+
+def construct(
+    cls: type[Publisher],
+    declaration: PublisherDeclaration,
+    datasource: SQLAlchemyDatasource,
+    isolation: IsolationLevel,
+    slots: threading.Semaphore | None = None,
+) -> Publisher:
+    """One publisher instance; a class whose construction fails is refused in one line (its
+    traceback at debug level), never a traceback at start."""
+    try:
+        return cls(
+            declaration.name,
+            datasource=datasource,
+            chunk_size=declaration.chunk_size,
+            isolation_level=isolation,
+            options=declaration.option_map,
+            chunk_slots=slots,
+        )
+    except Exception as exc:
+        log.debug("publisher_construction_failed", publisher=declaration.name, exc_info=True)
+        reason = (str(exc).splitlines() or [""])[0]
+        raise ConfigError(
+            f"publisher '{declaration.name}': {cls.__name__}(...) failed: "
+            f"{type(exc).__name__}: {reason}"
+        ) from None
 
 
 def launch(rt: Runtime) -> int:

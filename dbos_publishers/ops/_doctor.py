@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
-from dbos import WorkflowStatus
+from dbos import SQLAlchemyDatasource, WorkflowStatus
 
 from dbos_publishers import _connections as connections
 from dbos_publishers import _dbos_gateway as dbos_gateway
@@ -35,6 +35,7 @@ CONNECTIONS_IN_USE = sa.text(
     "WHERE datname = current_database() AND pid <> pg_backend_pid()"
 )
 START_SERVICE = "dbos start"
+NO_DATASOURCE = cast("SQLAlchemyDatasource", None)  # construction never uses it
 # Chunk transactions open longer than the lease TTL, by worker: each session names its worker.
 LONG_CHUNK_TRANSACTIONS = sa.text(
     "SELECT substr(application_name, length(:prefix) + 2) AS executor_id, count(*) AS open, "
@@ -129,10 +130,21 @@ def _views(settings: Settings) -> Check:
 def _publishers(settings: Settings) -> Check:
     names = ", ".join(d.name for d in settings.publishers)
     try:
-        runtime.validate(settings)
+        blueprint = runtime.validate(settings)
+        _construct_each(blueprint)
     except AppError as exc:
         return Check("publishers", False, str(exc), "fix the publishers file (APP_PUBLISHERS_FILE)")
-    return Check("publishers", True, f"{names} importable, options accepted")
+    return Check("publishers", True, f"{names} importable, options accepted, constructed")
+
+
+def _construct_each(blueprint: runtime.Blueprint) -> None:
+    """Construct every declared publisher as `serve` does, off DBOS's record and without a
+    datasource (construction must not touch the database: that happens in `open`)."""
+    isolation = runtime.isolation_level(blueprint.settings.app_db)
+    with dbos_gateway.instances_off_the_record():
+        for declaration in blueprint.settings.publishers:
+            cls = blueprint.classes[declaration.name]
+            runtime.construct(cls, declaration, NO_DATASOURCE, isolation)
 
 
 def _orphans(settings: Settings, found: _Found) -> Check:

@@ -145,3 +145,42 @@ def test_the_parser_names_every_lifecycle_action() -> None:
 
 def test_workers_before_any_service_is_one_line(cli: InProcessCli) -> None:
     _one_error_line(cli("workers"), "has no application tables yet: run `dbos migrate`")
+
+
+FAILS_IN_INIT = '''
+from dbos_publishers.contrib.events import EventPublisher
+
+
+class Failing(EventPublisher):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.options.model_dump().get("fail", True):
+            raise RuntimeError("no credentials for the broker\\nsecond line of the reason")
+
+
+class Fine(Failing):
+    def __init__(self, *args, **kwargs):
+        EventPublisher.__init__(self, *args, **kwargs)
+'''
+
+
+@pytest.mark.parametrize("fails", [True, False], ids=["fails", "broken-variant-constructs"])
+def test_a_publisher_failing_in_init_is_one_line_at_serve_and_a_problem_in_doctor(
+    cli: InProcessCli, sqlite_runner: ServiceRunner, tmp_path: Path, fails: bool
+) -> None:
+    module = f"init_fails_{tmp_path.name.replace('-', '_')}"  # unique: sys.modules caches it
+    (tmp_path / f"{module}.py").write_text(FAILS_IN_INIT)
+    sqlite_runner.declare({"orders": f"{module}:{'Failing' if fails else 'Fine'}"})
+    migrate.upgrade_all(sqlite_runner.settings())
+    reason = "publisher 'orders': Failing(...) failed: RuntimeError: no credentials for the broker"
+    checks = {c["name"]: c for c in json.loads(cli("doctor", "--json").stdout)["checks"]}
+    if not fails:  # the same check passes a class that constructs
+        assert checks["publishers"]["ok"], checks["publishers"]
+        assert checks["publishers"]["detail"].endswith("constructed")
+        return
+    assert checks["publishers"]["ok"] is False
+    assert checks["publishers"]["detail"] == reason
+    served = cli("serve")
+    assert served.returncode != 0
+    assert [line for line in served.stderr.splitlines() if line.strip()] == [f"error: {reason}"]
+    assert "Traceback" not in served.stderr + served.stdout
