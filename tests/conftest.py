@@ -203,8 +203,11 @@ def cli(
 
 
 # 25-45 s each with 4 workers: chaos (twenty SIGKILLs), fleets of workers, version change (waits
-# out the stall), the benchmark.
-LONGEST = ("chaos", "takeover", "version-change", "test_bench.py", "outage", "upgrade", "secrets")
+# out the stall), the benchmark; stuck workers (fleet/* and their broken variants) 40-100 s.
+LONGEST = (
+    *("chaos", "takeover", "version-change", "test_bench.py", "outage", "upgrade", "secrets"),
+    *("fleet/", "-unbounded", "recheck-window"),
+)
 
 
 def _expected_cost(item: pytest.Item) -> int:

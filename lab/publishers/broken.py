@@ -71,3 +71,15 @@ class NoIdempotencyKeyPublisher(WebhookPublisher):
 
     def idempotency_key(self, entry: LedgerEntry) -> str | None:
         return None
+
+
+class UnboundedEventPublisher(EventPublisher):
+    """Lifts the bound on its own chunk transaction (`idle_in_transaction_session_timeout`, which
+    the chunk connections set below the lease TTL) as its first statement: a worker frozen, hung
+    or cut off inside a chunk then keeps its counter rows, and every chunk of the topic on every
+    worker waits behind it, as before issue 20. For the fleet/* scenarios' broken variants."""
+
+    def write_chunk(self, entries: Sequence[LedgerEntry]) -> int:
+        conn = self.datasource.sql_session().connection()
+        conn.execute(sa.text("SET LOCAL idle_in_transaction_session_timeout = 0"))
+        return super().write_chunk(entries)

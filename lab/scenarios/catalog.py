@@ -32,6 +32,12 @@ Outcome = Literal["complete", "contained"]
 #   rolling   each worker in turn gets SIGTERM and starts again (a new executor id)
 #   chaos     seeded SIGKILLs of random workers, some restarted, some not
 TakeoverKind = Literal["sigkill", "zombie", "rolling", "chaos"]
+# One stuck worker of several (Postgres only), past its lease, while the others must keep
+# committing (see stuck.py):
+#   freeze     SIGSTOP inside a chunk transaction, later another worker inside a dequeue
+#   hang       a chunk transaction hangs before its commit (chunk.before_commit=hang)
+#   partition  the worker, in its own network namespace, is cut from the lab's Postgres
+StuckFault = Literal["freeze", "hang", "partition"]
 # Faults of the Postgres server itself (the lab's own throwaway cluster), mid-batch:
 #   restart                  fast restart (pg_ctl restart -m fast)
 #   outage                   stopped for a while, then started again
@@ -95,10 +101,11 @@ class Scenario:
     infra: InfraFault | None = None  # pg/*: runs on a Postgres cluster the lab owns
     upgrade: UpgradeKind | None = None
     lifecycle: LifecycleKind | None = None
+    stuck: StuckFault | None = None
 
     @property
     def postgres_only(self) -> bool:
-        return self.workers > 1 or self.infra is not None
+        return self.workers > 1 or self.infra is not None or self.stuck is not None
 
 
 # Which hit of a failpoint fires: far enough into a 400-message batch that work is in flight.
@@ -230,6 +237,91 @@ def _takeover_scenarios() -> list[Scenario]:
             publishers={name: EVENTS for name in ("orders", "billing", "audit")},
             topics=("default", "priority"),
             messages=6000,
+        ),
+    ]
+
+
+def _stuck(name: str, summary: str, fault: StuckFault, workers: int, **extra: Any) -> Scenario:
+    """A stuck-worker scenario: two publishers' batches, one topic (so every chunk of every
+    worker needs the same global counter row), shared by `workers` workers."""
+    base: dict[str, Any] = {"publishers": {n: EVENTS for n in ("orders", "billing")}}
+    return Scenario(
+        name=name,
+        summary=summary,
+        faults=(),
+        workers=workers,
+        stuck=fault,
+        messages=STUCK_MESSAGES[fault],
+        **{**base, **extra},
+    )
+
+
+STUCK_MESSAGES: dict[StuckFault, int] = {"freeze": 6000, "hang": 2400, "partition": 3000}
+FREEZE_TRAP = ("-m", "lab.scenarios.freeze_trap")
+UNBOUNDED = {n: f"{BROKEN}:UnboundedEventPublisher" for n in ("orders", "billing")}
+
+
+def _stuck_scenarios() -> list[Scenario]:
+    return [
+        _stuck(
+            "fleet/freeze",
+            "3 workers; one SIGSTOPped inside a chunk transaction, then another inside a dequeue, "
+            "each past its lease: the others commit on, take over, and recover the late dequeue",
+            "freeze",
+            3,
+            serve=FREEZE_TRAP,
+        ),
+        _stuck(
+            "fleet/hang",
+            "2 workers; a chunk transaction of one hangs before its commit: the other commits on; "
+            "the hung worker is SIGKILLed after the check and taken over",
+            "hang",
+            2,
+        ),
+        _stuck(
+            "fleet/partition",
+            "2 workers, one in its own network namespace cut from the lab's Postgres mid-chunk "
+            "for 4 lease TTLs, then healed: the other commits on and takes over",
+            "partition",
+            2,
+        ),
+    ]
+
+
+def _broken_stuck_scenarios() -> list[Scenario]:
+    return [
+        _stuck(
+            "broken/freeze-recheck-window",
+            "fleet/freeze with the old sweep: a taken-over executor re-checked for 3 lease TTLs",
+            "freeze",
+            3,
+            serve=("-m", "lab.scenarios.recheck_window"),
+            broken=True,
+        ),
+        _stuck(
+            "broken/freeze-unbounded",
+            "fleet/freeze with chunk transactions that lift their idle-in-transaction bound",
+            "freeze",
+            3,
+            serve=FREEZE_TRAP,
+            publishers=UNBOUNDED,
+            broken=True,
+        ),
+        _stuck(
+            "broken/hang-unbounded",
+            "fleet/hang with chunk transactions that lift their idle-in-transaction bound",
+            "hang",
+            2,
+            publishers=UNBOUNDED,
+            broken=True,
+        ),
+        _stuck(
+            "broken/partition-unbounded",
+            "fleet/partition with chunk transactions that lift their idle-in-transaction bound",
+            "partition",
+            2,
+            publishers=UNBOUNDED,
+            broken=True,
         ),
     ]
 
@@ -469,9 +561,9 @@ def _broken_scenarios() -> list[Scenario]:
 
 def catalog() -> dict[str, Scenario]:
     scenarios = [s for point in LAB_FAILPOINTS for s in _failpoint_scenarios(point)]
-    scenarios += _special_scenarios() + _takeover_scenarios()
+    scenarios += _special_scenarios() + _takeover_scenarios() + _stuck_scenarios()
     scenarios += _infra_scenarios() + _upgrade_scenarios() + _lifecycle_scenarios()
-    scenarios += _broken_scenarios()
+    scenarios += _broken_scenarios() + _broken_stuck_scenarios()
     return {s.name: s for s in scenarios}
 
 

@@ -26,7 +26,7 @@ PG_CTL_TIMEOUT_SEC = 120
 # Postgres refuses to run as root: as root, the cluster runs as this system user.
 SERVER_USER = "postgres"
 SERVER_SETTINGS = (
-    "-c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off "
+    "-c max_connections=200 -c fsync=off "
     "-c full_page_writes=off -c shared_buffers=64MB"  # fsync off: a process crash keeps its WAL
 )
 
@@ -67,6 +67,7 @@ class Cluster:
     root: Path
     port: int
     bin_dir: Path
+    listen: str = "127.0.0.1"  # listen_addresses: loopback, and for fleet/partition a veth end
 
     @property
     def data(self) -> Path:
@@ -93,8 +94,14 @@ class Cluster:
             os.chown(self.root, account.pw_uid, account.pw_gid)
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync")
 
+    def trust(self, client_ip: str) -> None:
+        """Let one more address connect (initdb's pg_hba.conf trusts loopback only)."""
+        with (self.data / "pg_hba.conf").open("a") as hba:
+            hba.write(f"host all all {client_ip}/32 trust\n")
+
     def start(self) -> None:
-        options = f"-p {self.port} -k {self.root} {SERVER_SETTINGS}"
+        listen = f"-c listen_addresses={self.listen}"
+        options = f"-p {self.port} -k {self.root} {listen} {SERVER_SETTINGS}"
         self._run("pg_ctl", "start", "-w", "-D", str(self.data), "-l", str(self.log), "-o", options)
 
     def stop(self, mode: str = "fast") -> None:
@@ -128,11 +135,15 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def own_cluster() -> Iterator[Cluster]:
-    """A new cluster, started; stopped (immediately: it holds nothing to keep) and removed."""
+def own_cluster(also_listen: str = "", client_ip: str = "") -> Iterator[Cluster]:
+    """A new cluster, started; stopped (immediately: it holds nothing to keep) and removed.
+    `also_listen`: one more address to listen on; `client_ip`: one more client to trust."""
     with tempfile.TemporaryDirectory(prefix="lab-pg-") as tmp:
-        cluster = Cluster(Path(tmp), _free_port(), _bin_dir())
+        listen = ",".join(filter(None, ("127.0.0.1", also_listen)))
+        cluster = Cluster(Path(tmp), _free_port(), _bin_dir(), listen)
         cluster.init()
+        if client_ip:
+            cluster.trust(client_ip)
         cluster.start()
         try:
             yield cluster

@@ -113,6 +113,7 @@ class ServiceHarness:
     http_port: int | None = None  # None: the service runs without its HTTP API
     extra_env: dict[str, str] = field(default_factory=dict)
     serve_args: tuple[str, ...] = ()  # python arguments instead of `-m app serve` (lab variants)
+    command_prefix: tuple[str, ...] = ()  # e.g. `ip netns exec NS`: the service runs under it
 
     def enable_http(self) -> str:
         """Give the service a free loopback port for its HTTP API; returns the base URL."""
@@ -187,6 +188,7 @@ class ServiceHarness:
         self.log_paths.append(log_path)
         serve = [sys.executable, *self.serve_args] if self.serve_args else SERVE
         command = [str(VENV_BIN / "dbos"), "start"] if via_dbos_start else serve
+        command = [*self.command_prefix, *command]
         full_env = self.env(APP_FAILPOINTS=failpoints, **(env or {}))
         full_env["PATH"] = f"{VENV_BIN}:{full_env.get('PATH', '')}"  # `python` in dbos-config
         self.started_at.append(time.time())

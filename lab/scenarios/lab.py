@@ -17,6 +17,7 @@ from lab.scenarios import chaos
 from lab.scenarios.catalog import Batch, Fault, Scenario, plan_batches
 from lab.scenarios.cluster import Cluster
 from lab.scenarios.harness import HarnessError, ScenarioBackend, ServiceHarness, json_records
+from lab.scenarios.netns import Namespace
 from lab.scenarios.outages import Outages
 from lab.scenarios.progress import Progress
 from lab.scenarios.receiver import Receiver
@@ -59,7 +60,8 @@ class Lab(Verdict):
     victims: list[tuple[str, float, set[str]]] = field(
         default_factory=list
     )  # executor, when, its work
-    cluster: Cluster | None = None  # pg/*: the lab's own Postgres server
+    cluster: Cluster | None = None  # pg/*, fleet/partition: the lab's own Postgres server
+    netns: Namespace | None = None  # fleet/partition: the cut-off worker's network namespace
     http_base: str = ""  # the service's HTTP API, when the scenario probes it
 
     def __post_init__(self) -> None:

@@ -70,6 +70,9 @@ class ScenarioReport:
     probes: dict[str, list[int]] = field(default_factory=dict)  # /readyz, /healthz statuses
     outage_log: dict[str, int] = field(default_factory=dict)  # outage lines the service logged
     supervisor_restarts: list[str] = field(default_factory=list)  # the service exited: why
+    # fleet/*: each stuck worker (what, whose, when, how long, how it ended) and how soon after
+    # the fault's start the other workers committed a chunk again
+    stuck_faults: list[dict[str, Any]] = field(default_factory=list)
     fault_to_done_sec: float | None = None  # pg/*: the last fault's end to all work done
     deploy: list[str] = field(default_factory=list)  # upgrade/*: what N+1 and `upgrade` did
     lifecycle: list[str] = field(default_factory=list)  # lifecycle/*: cancel, resume, retry
@@ -202,6 +205,21 @@ def _infra_lines(report: ScenarioReport) -> list[str]:
     return lines
 
 
+def _stuck_lines(report: ScenarioReport) -> list[str]:
+    lines = []
+    for fault in report.stuck_faults:
+        resumed = fault.get("survivors_resumed_sec")
+        late = fault.get("late_recovered")
+        lines.append(
+            f"  stuck: {fault['fault']} of {fault['executor_id']} at {fault['at_rows']} ledger "
+            f"rows for {fault['lasted_sec']:.1f} s, then {fault['ended']}; the others committed "
+            + ("nothing" if resumed is None else f"{resumed:.2f} s")
+            + f" after its start (limit {fault['limit_sec']:.0f} s)"
+            + (f"; late PENDING work recovered: {late} workflows" if late else "")
+        )
+    return lines
+
+
 def render(report: ScenarioReport) -> str:
     restart = "-" if report.restart_seconds is None else f"{report.restart_seconds:.2f} s"
     lines = [
@@ -216,6 +234,7 @@ def render(report: ScenarioReport) -> str:
     ]
     lines += _takeover_lines(report)
     lines += _infra_lines(report)
+    lines += _stuck_lines(report)
     lines += [f"  deploy: {line}" for line in report.deploy]
     lines += [f"  lifecycle: {line}" for line in report.lifecycle]
     lines += [f"  infrastructure: {event}" for event in report.infrastructure]

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dbos_publishers._errors import UnreachableDatabaseError
-from lab.scenarios import infra, lifecycles, takeover, upgrades
+from lab.scenarios import infra, lifecycles, netns, stuck, takeover, upgrades
 from lab.scenarios.catalog import Scenario
 from lab.scenarios.cluster import Cluster, own_cluster
 from lab.scenarios.harness import Databases, HarnessError, ServiceHarness
@@ -25,7 +25,7 @@ from lab.scratch import scratch_databases
 def run(scenario: Scenario, options: RunOptions, progress: Progress) -> ScenarioReport:
     started = time.monotonic()
     with (
-        _cluster(scenario) as cluster,
+        _cluster(scenario) as (cluster, namespace),
         scratch_databases(
             options.backend, cluster.url if cluster else options.postgres_url, "scenario"
         ) as (system, app),
@@ -34,7 +34,7 @@ def run(scenario: Scenario, options: RunOptions, progress: Progress) -> Scenario
     ):
         databases = Databases(options.backend, system.raw, app.raw)
         harness = ServiceHarness(databases=databases, workdir=Path(workdir))
-        lab = Lab(scenario, options, harness, receiver, progress, cluster=cluster)
+        lab = Lab(scenario, options, harness, receiver, progress, cluster=cluster, netns=namespace)
         try:
             report = _run_kind(lab)
         except (HarnessError, UnreachableDatabaseError) as exc:  # the lab could not go on
@@ -55,14 +55,19 @@ def run(scenario: Scenario, options: RunOptions, progress: Progress) -> Scenario
 
 
 @contextlib.contextmanager
-def _cluster(scenario: Scenario) -> Iterator[Cluster | None]:
+def _cluster(scenario: Scenario) -> Iterator[tuple[Cluster | None, netns.Namespace | None]]:
     """pg/* scenarios stop and restart Postgres: on a cluster of the lab's own, never a shared
-    server (--postgres-url is for the others)."""
+    server (--postgres-url is for the others). fleet/partition cuts a worker off from Postgres:
+    its cluster also listens on the host's end of the worker's network namespace."""
+    if scenario.stuck == "partition":
+        with netns.namespace() as ns, own_cluster(ns.host_ip, ns.ns_ip) as cluster:
+            yield cluster, ns
+        return
     if scenario.infra is None:
-        yield None
+        yield None, None
         return
     with own_cluster() as cluster:
-        yield cluster
+        yield cluster, None
 
 
 @contextlib.contextmanager
@@ -77,7 +82,9 @@ def _receiver(scenario: Scenario) -> Iterator[Receiver | None]:
 def _run_kind(lab: Lab) -> ScenarioReport:
     """Multi-worker, Postgres, upgrade and lifecycle scenarios run as their kind's module says;
     the rest are fault runs and a restart."""
-    if lab.report.workers > 1:
+    if lab.scenario.stuck is not None:
+        stuck.run(lab)
+    elif lab.report.workers > 1:
         takeover.run(lab)
     elif lab.scenario.infra is not None:
         infra.run(lab)

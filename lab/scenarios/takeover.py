@@ -54,7 +54,7 @@ def run(lab: Lab) -> None:
     lab.wait_done()
     lab.collect(started)
     lab.report.first_resumed_step = lab.report.restart_seconds = None  # no restart of all
-    _judge_takeovers(lab)
+    judge_takeovers(lab)
     for worker in lab.crew:
         if worker.running():
             worker.stop()
@@ -64,7 +64,7 @@ def _start(lab: Lab, worker: ServiceHarness) -> None:
     worker.start(PACE, via_dbos_start=lab.scenario.via_dbos_start)
 
 
-def _await_rows(lab: Lab, fraction: float) -> None:
+def await_rows(lab: Lab, fraction: float) -> None:
     target = int(fraction * lab.report.messages)
     deadline = time.monotonic() + WAIT_SEC
     while lab.ledger_rows() < target and time.monotonic() < deadline:
@@ -72,8 +72,8 @@ def _await_rows(lab: Lab, fraction: float) -> None:
 
 
 def _sigkill(lab: Lab) -> None:
-    _await_rows(lab, FAULT_AT)
-    _kill(lab, _busiest(lab))
+    await_rows(lab, FAULT_AT)
+    kill(lab, _busiest(lab))
 
 
 def _busiest(lab: Lab) -> ServiceHarness:
@@ -84,23 +84,23 @@ def _busiest(lab: Lab) -> ServiceHarness:
     return max(lab.crew, key=lambda worker: running[worker.executor_id()])
 
 
-def _kill(lab: Lab, victim: ServiceHarness) -> None:
+def kill(lab: Lab, victim: ServiceHarness) -> None:
     executor = victim.executor_id()
-    pending = _pending_of(lab, executor)
+    pending = pending_of(lab, executor)
     victim.kill()  # returns once it is reaped: any step that starts later ran elsewhere
     lab.victims.append((executor or "?", time.time(), pending))
 
 
 def _zombie(lab: Lab) -> None:
-    _await_rows(lab, FAULT_AT)
+    await_rows(lab, FAULT_AT)
     victim = _busiest(lab)
     assert victim.process is not None
     executor = victim.executor_id()
-    pending = _pending_of(lab, executor)
+    pending = pending_of(lab, executor)
     os.kill(victim.process.pid, signal.SIGSTOP)
     lab.victims.append((executor or "?", time.time(), pending))
     deadline = time.monotonic() + WAIT_SEC
-    while not _taken_over(lab, executor) and time.monotonic() < deadline:
+    while not taken_over(lab, executor) and time.monotonic() < deadline:
         time.sleep(0.1)
     os.kill(victim.process.pid, signal.SIGCONT)
     try:
@@ -117,7 +117,7 @@ def _zombie(lab: Lab) -> None:
 
 def _rolling(lab: Lab) -> None:
     for number, worker in enumerate(lab.crew, start=1):
-        _await_rows(lab, number / (len(lab.crew) + 1))
+        await_rows(lab, number / (len(lab.crew) + 1))
         worker.stop()  # SIGTERM: a clean stop marks its lease stopped
         _start(lab, worker)  # a new process: a new executor id
 
@@ -127,15 +127,15 @@ def _chaos(lab: Lab) -> None:
     kills = lab.options.kills or lab.scenario.chaos_kills
     points = sorted(rng.uniform(0.05, 0.85) for _ in range(kills))
     for point in points:
-        _await_rows(lab, point)
+        await_rows(lab, point)
         alive = [w for w in lab.crew if w.running()]
         victim = rng.choice(alive)
-        _kill(lab, victim)
+        kill(lab, victim)
         if len(alive) == 1 or rng.random() < RESTART_CHANCE:
             _start(lab, victim)  # restarted; the others stay dead
 
 
-def _pending_of(lab: Lab, executor: str | None) -> set[str]:
+def pending_of(lab: Lab, executor: str | None) -> set[str]:
     none: list[WorkflowStatus] = []
     active = lab.outages.poll(lab.harness.active_workflow_statuses, none)
     # PENDING only: an ENQUEUED workflow still carries its enqueuer's executor id, and any worker
@@ -147,7 +147,7 @@ def _pending_of(lab: Lab, executor: str | None) -> set[str]:
     }
 
 
-def _taken_over(lab: Lab, executor: str | None) -> bool:
+def taken_over(lab: Lab, executor: str | None) -> bool:
     return any(t["executor_id"] == executor for t in _takeovers(lab))
 
 
@@ -172,7 +172,7 @@ def _await_takeovers(lab: Lab) -> None:
         time.sleep(0.1)
 
 
-def _judge_takeovers(lab: Lab) -> None:
+def judge_takeovers(lab: Lab) -> None:
     """Each gone worker taken over exactly once; how soon its work resumed elsewhere."""
     _await_takeovers(lab)
     report = lab.report

@@ -89,7 +89,9 @@ def test_scenario_passes(scenario_backend: Backend, name: str) -> None:
     # Takeover needs work in flight on the worker that goes: those run at their own size (at 200
     # messages takeover/chaos reports "nobody took over the work of executor ...").
     # pg/* too: a Postgres fault must land while the batch is still running.
-    messages = str(scenario.messages) if scenario.takeover or scenario.infra else SMALL
+    # fleet/* too: the batches must outlast every stuck worker and its check window.
+    at_own_size = scenario.takeover or scenario.infra or scenario.stuck
+    messages = str(scenario.messages) if at_own_size else SMALL
     code, (report,) = run_scenario(scenario_backend, name, "--messages", messages, "--seed", SEED)
     assert (code, report["ok"], report["violations"]) == (0, True, []), report["fault_runs"]
     assert report["scenario"] == name
@@ -104,6 +106,21 @@ def test_scenario_passes(scenario_backend: Backend, name: str) -> None:
         _assert_chaos(report)
     if scenario.infra:
         _assert_infra(report)
+    if scenario.stuck:
+        _assert_stuck(report)
+
+
+def _assert_stuck(report: dict[str, Any]) -> None:
+    """Each fault landed where it was aimed (inside a chunk transaction or a dequeue), the
+    other workers committed within the limit, and the dequeue freeze left the late PENDING work
+    the audit found stranded, which a survivor recovered."""
+    faults = report["stuck_faults"]
+    assert len(faults) == (2 if report["scenario"] == "fleet/freeze" else 1), faults
+    for fault in faults:
+        assert fault["inside"], fault
+        assert fault["survivors_resumed_sec"] <= fault["limit_sec"], fault
+    if report["scenario"] == "fleet/freeze":
+        assert faults[1]["late_recovered"] >= 1, faults[1]
 
 
 def _assert_infra(report: dict[str, Any]) -> None:
@@ -147,6 +164,12 @@ def _assert_chaos(report: dict[str, Any]) -> None:
         ("broken/plan-fan-out-without-patch", ["batch orders-default ended ERROR"]),
         ("broken/takeover-without-claim", ["was taken over"]),  # a gone worker claimed twice
         ("broken/outage-flood", ["the outage flooded the log"]),  # an outage told once
+        # issue 20: a taken-over executor re-checked for 3 TTLs only strands a thawed dequeue
+        ("broken/freeze-recheck-window", ["workflows left PENDING or ENQUEUED"]),
+        # no transaction bound: a stuck worker's counter rows stop every other worker
+        ("broken/freeze-unbounded", ["the other workers committed no chunk within 8 s"]),
+        ("broken/hang-unbounded", ["the other workers committed no chunk within 8 s"]),
+        ("broken/partition-unbounded", ["the other workers committed no chunk within 8 s"]),
         (  # a cancel that only tells DBOS: the queued chunks publish on
             "broken/cancel-without-guard",
             ["messages published after the cancel"],
