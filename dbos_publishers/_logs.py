@@ -9,6 +9,7 @@ from typing import Any, TextIO
 
 import structlog
 from dbos import DBOS
+from dbos import error as dbos_error
 from structlog.typing import Processor
 
 from dbos_publishers._config import LogFormat
@@ -34,6 +35,21 @@ class Once(logging.Filter):
         first = prefix not in self.seen
         self.seen.add(prefix)
         return first
+
+
+CANCELLED = (dbos_error.DBOSWorkflowCancelledError, dbos_error.DBOSAwaitedWorkflowCancelledError)
+
+
+def cancellation_is_not_an_error(record: logging.LogRecord) -> bool:
+    """DBOS logs each workflow a `cancel` stopped mid-run as an error with a traceback: a cancel
+    someone chose is not an error (an alert on errors would page on every cancel). Such a record
+    becomes one info line, shown where its logger shows info."""
+    error = record.exc_info[1] if record.exc_info else None
+    if not isinstance(error, CANCELLED):
+        return True
+    record.levelno, record.levelname = logging.INFO, "INFO"
+    record.msg, record.args, record.exc_info, record.exc_text = "workflow_cancelled", (), None, None
+    return logging.getLogger(record.name).isEnabledFor(logging.INFO)
 
 
 def add_workflow_context(
@@ -89,6 +105,7 @@ def configure_logging(
         )
     )
     handler.addFilter(Once(ONCE_PREFIXES))
+    handler.addFilter(cancellation_is_not_an_error)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -371,7 +371,10 @@ class Publisher(EarlierReleases, DBOSConfiguredInstance):
     ) -> ChunkOutcome:
         if not isinstance(result, Exception):
             return result
-        log.error("chunk_failed", chunk=chunk["index"], error=str(result))
+        if isinstance(result, dbos_error.DBOSAwaitedWorkflowCancelledError):
+            log.info("chunk_cancelled", chunk=chunk["index"])  # someone chose it: not an error
+        else:
+            log.error("chunk_failed", chunk=chunk["index"], error=str(result))
         return ChunkOutcome(
             index=chunk["index"],
             workflow_id=workflow_id,

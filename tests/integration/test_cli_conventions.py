@@ -147,7 +147,7 @@ def test_workers_before_any_service_is_one_line(cli: InProcessCli) -> None:
     _one_error_line(cli("workers"), "has no application tables yet: run `dbos migrate`")
 
 
-FAILS_IN_INIT = '''
+FAILS_IN_INIT = """
 from dbos_publishers.contrib.events import EventPublisher
 
 
@@ -161,7 +161,7 @@ class Failing(EventPublisher):
 class Fine(Failing):
     def __init__(self, *args, **kwargs):
         EventPublisher.__init__(self, *args, **kwargs)
-'''
+"""
 
 
 @pytest.mark.parametrize("fails", [True, False], ids=["fails", "broken-variant-constructs"])

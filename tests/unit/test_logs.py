@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 import structlog
+from dbos import error as dbos_error
 
 from dbos_publishers._config import logger_levels
 from dbos_publishers._logs import ALWAYS, configure_logging
@@ -63,3 +64,47 @@ def test_where_the_service_listens_is_printed_at_warning(stream: io.StringIO) ->
     structlog.get_logger("dbos_publishers.ops._service").info("hidden")
     structlog.get_logger(ALWAYS).info("service_ready", api="http://127.0.0.1:8000")
     assert _events(stream) == ["service_ready"]
+
+
+def _raised(error: BaseException) -> BaseException:
+    try:
+        raise error
+    except BaseException as caught:  # DBOS's cancellation is a BaseException
+        return caught
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (
+            dbos_error.DBOSWorkflowCancelledError("batch-b1/chunk-00003"),
+            ("info", "workflow_cancelled"),
+        ),
+        (  # the broken variant's side: any other exception stays an error with its traceback
+            RuntimeError("the broker refused"),
+            ("error", "Exception encountered in background workflow:"),
+        ),
+    ],
+    ids=["cancelled-is-info", "other-errors-stay-errors"],
+)
+def test_a_workflow_stopped_by_cancel_is_one_info_line_not_an_error(
+    stream: io.StringIO, error: BaseException, expected: tuple[str, str]
+) -> None:
+    _configure(stream, {"APP_LOG_LEVELS": "dbos=INFO"})
+    logging.getLogger("dbos").error(
+        "Exception encountered in background workflow:", exc_info=_raised(error)
+    )
+    (record,) = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert (record["level"], record["event"]) == expected
+    assert ("exception" in record) == (expected[0] == "error")
+
+
+def test_a_cancelled_workflow_is_not_shown_where_dbos_shows_warnings_only(
+    stream: io.StringIO,
+) -> None:
+    _configure(stream, {})  # DBOS's logger at WARNING by default
+    logging.getLogger("dbos").error(
+        "Exception encountered in background workflow:",
+        exc_info=_raised(dbos_error.DBOSWorkflowCancelledError("batch-b1")),
+    )
+    assert _events(stream) == []
