@@ -27,7 +27,11 @@ from dbos_publishers._config import Settings
 from dbos_publishers._errors import StateError
 from dbos_publishers.store import _counters as counters
 from dbos_publishers.store import _leases as leases
-from dbos_publishers.store._database import connection_failure, make_engine
+from dbos_publishers.store._database import (
+    connection_failure,
+    make_engine,
+    wait_for_locks_at_most,
+)
 from dbos_publishers.store._leases import ClaimReason, TakeoverRow, WorkerIdentity, WorkerRow
 
 log = structlog.get_logger()
@@ -44,6 +48,9 @@ DEAD_STATES = frozenset({"Z", "X"})  # zombie, dead: /proc still lists them
 # about 2 s, DBOS.destroy() waits up to 10 s for running work, and the lease is marked last.
 PREDECESSOR_WAIT_SEC = 30.0
 PREDECESSOR_POLL_SEC = 0.1
+# A clean stop waits at most this long for the lease thread and for the lock its `stopped` mark
+# needs; if it cannot mark the lease, the lease expires instead (the work is taken over later).
+LEAVE_WAIT_SEC = 1.0
 
 
 class WorkerRefusedError(StateError):
@@ -128,8 +135,9 @@ class Worker:
         over anything unfinished at once instead of after the TTL."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=self.settings.leases.heartbeat_sec * 2)
+            self._thread.join(timeout=LEAVE_WAIT_SEC)
         with contextlib.suppress(sa.exc.DBAPIError), self.engine.begin() as conn:
+            wait_for_locks_at_most(conn, LEAVE_WAIT_SEC)  # a hung chunk may hold SQLite's lock
             leases.stop(conn, self.me.worker_id)
         self.engine.dispose()
         log.info("worker_left", executor_id=self.me.executor_id)

@@ -29,13 +29,17 @@ from dbos_publishers.store._database import connection_failure
 log = structlog.get_logger()
 startup = structlog.get_logger(logs.ALWAYS)  # printed at any APP_LOG_LEVEL
 CAUSE_DEPTH = 8  # how far down an exception's causes a lost connection is looked for
+# How long a stop waits for running workflows to finish (DBOS.destroy): a deploy's SIGTERM lets
+# chunks finish; a Ctrl-C is someone waiting at a terminal. A second signal exits at once.
+GRACE_SEC_DEFAULT = 10
+GRACE_SEC = {signal.SIGTERM: GRACE_SEC_DEFAULT, signal.SIGINT: 2}
 
 
 def serve(blueprint: runtime.Blueprint) -> None:
     """Run until SIGTERM or SIGINT; in-flight work is recovered by the next start."""
     settings = blueprint.settings
     api.refuse_an_open_api(settings)  # before anything touches a database
-    stop = threading.Event()
+    stop = StopRequest()
     _install_signal_handlers(stop)
     migrate.upgrade_all(settings)
     worker = workers.Worker(settings, workers.identity(settings))
@@ -71,7 +75,7 @@ def serve(blueprint: runtime.Blueprint) -> None:
         )
         stop.wait()
         log.info("service_stopping")
-    _stop(rt, worker)
+    _stop(rt, worker, stop.grace_sec)
     log.info("service_stopped")
     _exit_now(0)
 
@@ -100,11 +104,11 @@ def _exit_now(code: int) -> NoReturn:
     os._exit(code)
 
 
-def _stop(rt: runtime.Runtime, worker: workers.Worker) -> None:
+def _stop(rt: runtime.Runtime, worker: workers.Worker, grace_sec: int = GRACE_SEC_DEFAULT) -> None:
     """DBOS first (in-flight work stays PENDING), then the lease: marked stopped, so another
     worker takes the unfinished work over at once."""
     try:
-        runtime.shutdown(rt)
+        runtime.shutdown(rt, grace_sec)
     finally:
         worker.leave()
 
@@ -143,9 +147,27 @@ def _start_http(blueprint: runtime.Blueprint, resources: ExitStack, recovered: i
     return f"http://{host}:{settings.http_port}"
 
 
-def _install_signal_handlers(stop: threading.Event) -> None:
+class StopRequest(threading.Event):
+    """The first SIGTERM or SIGINT stops the service; which one says how long running work may
+    take to finish (a deploy's SIGTERM waits longer than a person's Ctrl-C). A second signal
+    while stopping leaves at once: everything is checkpointed or recovered by the next start,
+    and a hung chunk must never hold a worker that was asked twice to go."""
+
+    first: signal.Signals | None = None
+
+    @property
+    def grace_sec(self) -> int:
+        return GRACE_SEC[self.first or signal.SIGTERM]
+
+
+def _install_signal_handlers(stop: StopRequest) -> None:
     def handle(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal_received", signal=signal.Signals(signum).name)
+        name = signal.Signals(signum)
+        if stop.is_set():
+            log.warning("signal_received_again", signal=name.name, exiting="now")
+            _exit_now(128 + signum)
+        log.info("signal_received", signal=name.name, grace_sec=GRACE_SEC[name])
+        stop.first = name
         stop.set()
 
     signal.signal(signal.SIGTERM, handle)

@@ -162,3 +162,13 @@ def session_settings(conn: sa.Connection, names: list[str]) -> dict[str, int]:
     if conn.scalar(sa.text("SELECT inet_client_addr() IS NULL")):
         found = {name: value for name, value in found.items() if not name.startswith("tcp_")}
     return found
+
+
+def wait_for_locks_at_most(conn: sa.Connection, seconds: float) -> None:
+    """Bound how long this connection's next statements wait for a lock (SQLite: for the write
+    lock, which a hung chunk transaction holds): a stop must not wait on a stuck transaction."""
+    ms = max(1, round(seconds * 1000))
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(f"PRAGMA busy_timeout = {ms:d}")
+    else:
+        conn.execute(sa.text("SELECT set_config('lock_timeout', :ms, true)"), {"ms": f"{ms}ms"})

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -93,6 +94,28 @@ def test_sigterm_stops_the_service_cleanly(service: ServiceRunner) -> None:
     assert service.stop() == 0
     events = [r.get("event") for r in service.records()]
     assert events.index("service_stopping") < events.index("service_stopped")
+
+
+@pytest.mark.parametrize("signals", [("SIGINT",), ("SIGTERM", "SIGTERM")], ids=["ctrl-c", "twice"])
+def test_a_worker_with_a_hung_chunk_stops_promptly_when_asked(
+    service: ServiceRunner, signals: tuple[str, ...]
+) -> None:
+    """A chunk hangs inside its transaction; a Ctrl-C stops the worker within its 2 s grace
+    (SIGTERM's 10 s is for deploys), and a second signal of any kind exits at once."""
+    service.start("chunk.before_commit=hang@1")
+    service.publish("orders", 40, "hung")
+    service.wait_for_event("failpoint_fired")
+    assert service.process is not None
+    started = time.monotonic()
+    for name in signals:
+        service.process.send_signal(signal.Signals[name])
+        time.sleep(0.5)
+    code = service.wait_exit(timeout=30)
+    took = time.monotonic() - started
+    assert took < (6.0 if len(signals) == 1 else 3.0), took  # the old stop waited 10 s
+    assert code == (0 if len(signals) == 1 else 128 + signal.SIGTERM)
+    events = [r.get("event") for r in service.records()]
+    assert ("signal_received_again" in events) == (len(signals) == 2)
 
 
 def test_pending_work_for_an_undeclared_publisher_is_named_and_never_blocks_a_start(
