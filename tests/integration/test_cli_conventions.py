@@ -5,6 +5,7 @@ id-before-wait, --timeout and no-service hint; inspect's summary and filters; do
 from __future__ import annotations
 
 import json
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from dbos_publishers import _lifecycle as lifecycle
 from dbos_publishers import _migrate as migrate
 from dbos_publishers.ops import _cli as cli
+from dbos_publishers.ops import _doctor as doctor
 from dbos_publishers.ops import _follow as follow
 from tests.helpers import CliRun, InProcessCli, ServiceRunner
 
@@ -184,3 +186,23 @@ def test_a_publisher_failing_in_init_is_one_line_at_serve_and_a_problem_in_docto
     assert served.returncode != 0
     assert [line for line in served.stderr.splitlines() if line.strip()] == [f"error: {reason}"]
     assert "Traceback" not in served.stderr + served.stdout
+
+
+def test_doctor_names_a_chunk_hung_in_a_live_worker(
+    cli: InProcessCli, sqlite_runner: ServiceRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A publisher hung inside its chunk keeps the chunk PENDING under a live worker, whose
+    transaction Postgres may already have ended: doctor names the chunk and its worker."""
+    sqlite_runner.start("chunk.before_commit=hang@1")
+    checks = {c["name"]: c for c in json.loads(cli("doctor", "--json").stdout)["checks"]}
+    assert checks["chunks running long"]["ok"], checks["chunks running long"]
+    sqlite_runner.publish("orders", 30, "hung")
+    sqlite_runner.wait_for_event("failpoint_fired")
+    monkeypatch.setattr(doctor, "LONG_CHUNK_SEC", 1.0)  # 30 s in a deployment
+    time.sleep(1.5)
+    checks = {c["name"]: c for c in json.loads(cli("doctor", "--json").stdout)["checks"]}
+    found = checks["chunks running long"]
+    assert found["ok"] is False
+    assert found["detail"].startswith(
+        "1 running longer than 1 s: batch-hung/chunk-00000 on worker "
+    )
