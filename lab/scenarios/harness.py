@@ -28,6 +28,7 @@ from dbos_publishers.store import _ledger as ledger
 from dbos_publishers.store._database import read_snapshot, short_lived_engine
 from lab import COMMANDS
 from lab.paths import REPO_ROOT
+from lab.scenarios.reaping import die_with_parent
 
 ScenarioBackend = Literal["sqlite", "postgres"]
 START_TIMEOUT_SEC = 90
@@ -199,6 +200,7 @@ class ServiceHarness:
                 env=full_env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - one prctl, resolved beforehand
             )
         if wait_ready:
             self.wait_for_event("service_ready")
@@ -277,6 +279,7 @@ class ServiceHarness:
             text=True,
             timeout=EXIT_TIMEOUT_SEC,
             check=False,
+            preexec_fn=die_with_parent,  # a lab run dies with its test
         )
 
     def publish(self, publisher: str, count: int, batch_id: str, *extra: str, **env: str) -> None:
