@@ -34,6 +34,7 @@ from dbos_publishers._errors import (
 )
 from dbos_publishers._ids import batch_workflow_id
 from dbos_publishers._metrics import REGISTRY
+from dbos_publishers.ops import _batch_routes as batch_routes
 from dbos_publishers.ops import _fleet_view as fleet
 from dbos_publishers.ops import _status as service_status
 from dbos_publishers.ops._browser_safety import BrowserSafety
@@ -199,6 +200,7 @@ def create_app(
             batch_id=fields["batch_id"],
         )
         batches.enqueue(client, submission)
+        batches.record_submission(settings, submission)
         batch_id = submission.request["batch_id"]
         return BatchAccepted(
             batch_id=batch_id,
@@ -224,6 +226,7 @@ def create_app(
         )
 
     lifecycle_routes(app, settings, client, guarded, errors(*FORGED, 404, 409, 503))
+    batch_routes.install(app, settings, guarded, errors(400, 503))
 
     @app.get("/publishers", dependencies=guarded, responses=errors(400, 503))
     def publishers() -> dict[str, Any]:

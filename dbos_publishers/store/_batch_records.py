@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from dbos_publishers._errors import StateError
+from dbos_publishers.store import _batch_list as batch_list
 from dbos_publishers.store._schema import batches, ledger
 
 BatchState = Literal["active", "cancelled"]
@@ -62,15 +63,43 @@ class BatchProgress:
 
 
 def record_batch(conn: sa.Connection, batch: PlannedBatch) -> None:
-    """Insert the batch's row; a row already there (the same batch id) keeps its state and
-    takes the plan's chunk size (a batch cancelled before it was planned has a guessed one)."""
-    stmt = _insert(conn, batch)
+    """Insert the batch's row, started; a row already there (the same batch id: submitted, or
+    cancelled before it was planned) keeps its state and takes the plan's chunk size (it had a
+    guessed one) and start. The `started` event in the same transaction."""
+    stmt = _insert(conn, batch).values(started_at=batch_list.now(conn))
     conn.execute(
         stmt.on_conflict_do_update(
             index_elements=["batch_id"],
-            set_={"chunk_size": stmt.excluded.chunk_size, "chunks": stmt.excluded.chunks},
+            set_={
+                "chunk_size": stmt.excluded.chunk_size,
+                "chunks": stmt.excluded.chunks,
+                "started_at": stmt.excluded.started_at,
+            },
         )
     )
+    batch_list.record_event(conn, batch.batch_id, "started", f"{batch.chunks} chunks")
+
+
+def record_submitted(conn: sa.Connection, batch: PlannedBatch) -> bool:
+    """The row of a batch just submitted (queued: not started), and its `submitted` event; False
+    (nothing written) if the batch id was recorded already."""
+    inserted = conn.execute(
+        _insert(conn, batch).on_conflict_do_nothing(index_elements=["batch_id"])
+    )
+    if inserted.rowcount == 1:
+        batch_list.record_event(conn, batch.batch_id, "submitted", f"{batch.messages} messages")
+    return inserted.rowcount == 1
+
+
+def record_finished(conn: sa.Connection, batch_id: str, published: int, failed: int) -> None:
+    """The batch workflow's last step: its end, and the `finished` event."""
+    conn.execute(
+        batches.update()
+        .where(batches.c.batch_id == batch_id)
+        .values(finished_at=batch_list.now(conn))
+    )
+    detail = f"{published} published, {failed} failed"
+    batch_list.record_event(conn, batch_id, "finished", detail)
 
 
 def ensure_batch(conn: sa.Connection, batch: PlannedBatch) -> None:
@@ -87,6 +116,7 @@ def _insert(conn: sa.Connection, batch: PlannedBatch) -> Any:
         messages=batch.messages,
         chunk_size=batch.chunk_size,
         chunks=batch.chunks,
+        planned_at=batch_list.now(conn),
     )
 
 
@@ -133,7 +163,7 @@ def set_state(conn: sa.Connection, batch_id: str, state: BatchState) -> bool:
     changed = conn.execute(
         batches.update()
         .where(batches.c.batch_id == batch_id, batches.c.state != state)
-        .values(state=state, state_changed_at=sa.func.now())
+        .values(state=state, state_changed_at=batch_list.now(conn))
     )
     return changed.rowcount == 1
 

@@ -65,8 +65,28 @@ batches = sa.Table(
         "planned_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),
     sa.Column("state_changed_at", sa.DateTime(timezone=True), nullable=True),
+    # Set by the plan transaction and by the batch workflow's last step (0008): a row written at
+    # submission has neither yet (queued), a finished batch has both.
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
     sa.CheckConstraint("state IN ('active', 'cancelled')", name="state"),
     sa.CheckConstraint("messages > 0 AND chunk_size > 0 AND chunks > 0", name="positive"),
+    sa.Index(None, "planned_at", "batch_id"),
+)
+
+# A batch's lifecycle, one row per event, each written in the transaction that made it happen
+# (submission, plan, cancel, resume, retry, the batch's last step): what `inspect` shows.
+BATCH_EVENTS = ("submitted", "started", "cancelled", "resumed", "retried", "finished")
+batch_events = sa.Table(
+    "batch_events",
+    metadata,
+    sa.Column("event_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("batch_id", sa.String(80), nullable=False),
+    sa.Column("event", sa.String(16), nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("detail", sa.String(400), nullable=False, server_default=""),
+    sa.CheckConstraint(f"event IN {BATCH_EVENTS}", name="event"),
+    sa.Index(None, "batch_id", "event_id"),
 )
 
 # One row per worker process that ever ran against this database: its lease (a heartbeat that
