@@ -19,6 +19,7 @@ from dbos_publishers._publisher import BATCH_WORKFLOW, PUBLISHER_CLASS_NAME
 from dbos_publishers._queues import BATCH_QUEUE
 from dbos_publishers._wire import BatchRequest, BatchSummary
 from dbos_publishers.store import _batch_records as batch_records
+from dbos_publishers.store import _leases as leases
 from dbos_publishers.store._batch_records import PlannedBatch
 from dbos_publishers.store._database import (
     require_reachable,
@@ -26,7 +27,7 @@ from dbos_publishers.store._database import (
     sqlite_file_missing,
     system_tables_exist,
 )
-from dbos_publishers.store._schema import batch_events
+from dbos_publishers.store._schema import batch_events, worker_publishers
 
 MAX_BATCH_MESSAGES = 100_000_000
 
@@ -70,6 +71,29 @@ def validate(
     return Submission(publisher=publisher, request=request)
 
 
+class PublisherNotServedError(StateError):
+    """Workers are running, and none of them declares the batch's publisher."""
+
+
+def require_served(settings: Settings, publisher: str) -> None:
+    """Refuse a batch that would wait unserved: live workers, none declaring its publisher (one
+    added to the publishers file since they started). With no live worker at all it is accepted:
+    it waits durably for a service (and `publish --wait` says none picked it up)."""
+    if sqlite_file_missing(settings.app_db):
+        return
+    with short_lived_engine(settings.app_db) as engine, engine.connect() as conn:
+        if not sa.inspect(conn).has_table(worker_publishers.name):
+            return
+        live = leases.live_declarations(conn)
+    if not live or any(not names or publisher in names for names in live.values()):
+        return
+    declared = sorted(set().union(*live.values()))
+    raise PublisherNotServedError(
+        f"no running worker declares publisher {publisher!r} (they run: {', '.join(declared)}); "
+        "restart the workers so they read the publishers file again"
+    )
+
+
 class BatchEndedError(StateError):
     """A waited-for batch ended without a summary: ERROR, CANCELLED, or out of recovery attempts."""
 
@@ -81,6 +105,7 @@ class BatchConflictError(ConflictError):
 def submit(settings: Settings, submission: Submission) -> None:
     """Enqueue the batch workflow from a short-lived client (the CLI)."""
     require_reachable(settings.system_db)
+    require_served(settings, submission.publisher)
     if not system_tables_exist(settings.system_db):
         # The service has never run here: create DBOS's tables so the work can wait durably.
         DBOS.migrate(settings.system_db.raw)

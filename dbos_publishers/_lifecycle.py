@@ -45,6 +45,7 @@ from dbos_publishers.store import _batch_records as batch_records
 from dbos_publishers.store import _ledger as ledger
 from dbos_publishers.store._batch_records import PlannedBatch
 from dbos_publishers.store._database import (
+    app_tables_exist,
     require_reachable,
     short_lived_engine,
     system_tables_exist,
@@ -265,6 +266,35 @@ def batch_outcome(client: DBOSClient, batch_id: str) -> tuple[str | None, dict[s
     if found[0].status != "SUCCESS" or found[0].output is None:
         return found[0].status, None
     return found[0].status, merged_summary(client, found[0].output)
+
+
+def still_dead(settings: Settings, dead: list[WorkflowStatus]) -> list[WorkflowStatus]:
+    """Dead work as `status`, the metrics and the dashboard count it: less what `retry` resolved
+    and what `cancel` ended on purpose (a cancelled batch is a state someone chose)."""
+    return without_cancelled(settings.app_db, without_retried(settings.system_db, dead))
+
+
+def without_cancelled(app_db: DatabaseUrl, dead: list[WorkflowStatus]) -> list[WorkflowStatus]:
+    """Dead work less the CANCELLED workflows of batches cancelled by `cancel` (their state in
+    the application database says so; a workflow cancelled by other means stays dead)."""
+    family = {
+        ids.batch_of(wf.workflow_id)
+        for wf in dead
+        if wf.status == "CANCELLED" and ids.is_batch_family(wf.workflow_id)
+    }
+    if not family or not app_tables_exist(app_db):
+        return dead
+    with short_lived_engine(app_db) as engine, engine.connect() as conn:
+        chosen = batch_records.cancelled_batches(conn, family)
+    return [wf for wf in dead if not _cancelled_in(wf, chosen)]
+
+
+def _cancelled_in(wf: WorkflowStatus, batch_ids: set[str]) -> bool:
+    return (
+        wf.status == "CANCELLED"
+        and ids.is_batch_family(wf.workflow_id)
+        and ids.batch_of(wf.workflow_id) in batch_ids
+    )
 
 
 def without_retried(system_db: DatabaseUrl, dead: list[WorkflowStatus]) -> list[WorkflowStatus]:

@@ -199,6 +199,7 @@ def create_app(
             topic=fields["topic"],
             batch_id=fields["batch_id"],
         )
+        batches.require_served(settings, submission.publisher)
         batches.enqueue(client, submission)
         batches.record_submission(settings, submission)
         batch_id = submission.request["batch_id"]

@@ -54,8 +54,13 @@ def describe(settings: Settings, batch_id: str) -> dict[str, Any]:
         **_recorded(settings, batch_id),
         "workflows": workflows,
         "replayed_steps": sum(w["replayed_steps"] for w in workflows),
-        "taken_over_workflows": sum(1 for w in workflows if w["taken_over"]),
+        "taken_over_workflows": sum(1 for w in workflows if _died(w["taken_over"])),
     }
+
+
+def _died(marks: list[dict[str, Any]]) -> bool:
+    """Taken over from a worker that died (a clean stop's work is adopted, not taken over)."""
+    return any(mark["reason"] != "stopped" for mark in marks)
 
 
 def _recorded(settings: Settings, batch_id: str) -> dict[str, Any]:

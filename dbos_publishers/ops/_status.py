@@ -147,7 +147,7 @@ def gather(settings: Settings) -> StatusSnapshot:
         state = read_app_state(lambda: nullcontext(conn))
     # Work, orphans and dead work alike, in one read.
     active, dead = dbos_gateway.active_and_dead_at(settings.system_db)
-    dead = lifecycle.without_retried(settings.system_db, dead)  # retried: no longer dead
+    dead = lifecycle.still_dead(settings, dead)  # retried or cancelled on purpose: not dead
     return StatusSnapshot(
         publishers=[PublisherInfo(d.name, d.class_path, d.chunk_size) for d in settings.publishers],
         local_counters=state.report.publishers,
@@ -256,7 +256,7 @@ class StateCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self._ledger()
         active, dead = dbos_gateway.active_and_dead_at(self.settings.system_db)
-        dead = lifecycle.without_retried(self.settings.system_db, dead)
+        dead = lifecycle.still_dead(self.settings, dead)
         yield from self._queues(active, dead)
         yield from self._workers(fleet.gather(self.settings, active))
         recovered = GaugeMetricFamily(

@@ -8,6 +8,7 @@ waits for the chunk transactions already in flight, and every chunk transaction 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -153,6 +154,14 @@ def batch_state(conn: sa.Connection, batch_id: str) -> str | None:
         sa.select(batches.c.state).where(batches.c.batch_id == batch_id)
     )
     return state
+
+
+def cancelled_batches(conn: sa.Connection, batch_ids: Iterable[str]) -> set[str]:
+    """Which of these batches are cancelled (on purpose, by `cancel`)."""
+    query = sa.select(batches.c.batch_id).where(
+        batches.c.batch_id.in_(sorted(set(batch_ids))), batches.c.state == "cancelled"
+    )
+    return set(conn.scalars(query))
 
 
 def set_state(conn: sa.Connection, batch_id: str, state: BatchState) -> bool:

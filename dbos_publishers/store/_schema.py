@@ -111,6 +111,15 @@ workers = sa.Table(
     sa.Index(None, "executor_id"),
 )
 
+# The publishers each worker declared when it joined (0008): a submission for a publisher that no
+# live worker declares would wait unserved, so it is refused.
+worker_publishers = sa.Table(
+    "worker_publishers",
+    metadata,
+    sa.Column("worker_id", sa.String(32), primary_key=True),
+    sa.Column("publisher", sa.String(40), primary_key=True),
+)
+
 # One row per takeover: which worker claimed whose work, and how many workflows it recovered.
 takeovers = sa.Table(
     "takeovers",

@@ -1,4 +1,5 @@
-"""batch list and history: when a batch started and finished, and its lifecycle events
+"""batch list and history: when a batch started and finished, and its lifecycle events; the
+publishers each worker declares
 
 Revision ID: 0008
 Revises: 0007
@@ -9,6 +10,8 @@ step) and an index for the newest-first list; `batch_events` records submitted, 
 cancelled, resumed, retried and finished, each in the transaction that made it happen. Batches
 planned before this revision: started when planned, finished when the ledger holds all their
 messages (the time of the last one); the others show as running until they end.
+`worker_publishers`: the publishers a worker declared when it joined (a worker of an earlier
+release declared none here: it counts as serving every publisher).
 """
 
 from __future__ import annotations
@@ -49,9 +52,16 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("event_id", name="pk_batch_events"),
     )
     op.create_index("ix_batch_events_batch_id_event_id", "batch_events", ["batch_id", "event_id"])
+    op.create_table(
+        "worker_publishers",
+        sa.Column("worker_id", sa.String(32), nullable=False),
+        sa.Column("publisher", sa.String(40), nullable=False),
+        sa.PrimaryKeyConstraint("worker_id", "publisher", name="pk_worker_publishers"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("worker_publishers")
     op.drop_index("ix_batch_events_batch_id_event_id", table_name="batch_events")
     op.drop_table("batch_events")
     op.drop_index("ix_batches_planned_at_batch_id", table_name="batches")
