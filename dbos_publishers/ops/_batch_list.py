@@ -67,12 +67,13 @@ def batch_filter(
     since: str | None = None,
     limit: int = batch_list.DEFAULT_PAGE,
     after: str | None = None,
+    search: str | None = None,
 ) -> BatchFilter:
     """The filter from text as typed (CLI) or sent (query string); one line for what is wrong."""
     if after is not None and not BATCH_ID.fullmatch(after):
         raise BadInputError(f"cursor {after!r} is not a batch id (pass the `next` of a page)")
     when = parse_since(since, datetime.now(UTC)) if since is not None else None
-    return BatchFilter(publisher, topic, state, when, limit, after)
+    return BatchFilter(publisher, topic, state, when, limit, after, search)
 
 
 def gather(settings: Settings, wanted: BatchFilter) -> BatchPage:

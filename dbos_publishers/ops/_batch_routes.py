@@ -48,9 +48,16 @@ def install(
         since: Annotated[str | None, Query(description="30m, 2h, 7d or an ISO time")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
         after: Annotated[str | None, Query(description="the `next` of the page before")] = None,
+        search: Annotated[str | None, Query(max_length=80, description="part of the id")] = None,
     ) -> BatchList:
         """The batches, newest first, filtered; page on with the `next` cursor."""
         wanted = batch_list.batch_filter(
-            publisher=publisher, topic=topic, state=state, since=since, limit=limit, after=after
+            publisher=publisher,
+            topic=topic,
+            state=state,
+            since=since,
+            limit=limit,
+            after=after,
+            search=search,
         )
         return BatchList.model_validate(batch_list.gather(settings, wanted).to_json())

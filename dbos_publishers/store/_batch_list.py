@@ -33,6 +33,7 @@ class BatchFilter:
     since: datetime | None = None
     limit: int = DEFAULT_PAGE
     after: str | None = None
+    search: str | None = None  # a part of the batch id
 
     def __post_init__(self) -> None:
         if self.state is not None and self.state not in LISTED_STATES:
@@ -170,6 +171,8 @@ def _filtered(query: sa.Select[Any], state: sa.Case[Any], wanted: BatchFilter) -
         query = query.where(b.topic == wanted.topic)
     if wanted.state is not None:
         query = query.where(state == wanted.state)
+    if wanted.search:
+        query = query.where(b.batch_id.contains(wanted.search, autoescape=True))
     return query
 
 

@@ -119,11 +119,15 @@ def test_filters_by_publisher_topic_state_and_time(app_db: DatabaseUrl) -> None:
         states = {s: set(_all_pages(conn, state=s)[0]) for s in batch_list.LISTED_STATES}
         recent, _ = _all_pages(conn, since=datetime.now(UTC) + timedelta(seconds=30))
         row = batch_list.batch_row(conn, "b0007")
+        found, _ = _all_pages(conn, search="b09")
+        literal, _ = _all_pages(conn, search="b_9")  # `_` is no wildcard
     assert len(orders) == BATCHES // 2 and all(int(b[1:]) % 2 for b in orders)
     assert len(us) == BATCHES // 2 and not any(int(b[1:]) % 2 for b in us)
     for state, ids in states.items():
         assert ids == {f"b{i:04d}" for i in range(BATCHES) if _expected_state(i) == state}, state
     assert sorted(recent) == [f"b{i:04d}" for i in range(10)]
+    assert sorted(found) == [f"b{i:04d}" for i in range(900, 1000)]
+    assert literal == []
     assert row is not None
     assert (row.state, row.published, row.failed) == ("failed", 4, 6)
     assert row.started_at is not None and row.finished_at is not None

@@ -104,6 +104,7 @@ def invariant(report: invariants.InvariantReport) -> Invariant:
 
 def timeline(settings: Settings, batch_id: str) -> BatchTimeline:
     try:
-        return BatchTimeline(**history.describe(settings, batch_id))
+        described = history.describe(settings, batch_id)
+        return BatchTimeline(**described, summary=history.summarize(described))
     except ConfigError as exc:  # describe's only refusal: no such batch
         raise UnknownBatchError(str(exc)) from None
