@@ -1,13 +1,17 @@
-"""GET /batches, the batch list (`ops._batch_list`), as a route of the HTTP API."""
+"""The batch routes beyond submitting and following one: GET /batches, the batch list
+(`ops._batch_list`), and POST /batches/{id}/cancel | resume | retry (`_lifecycle`)."""
 
 # No `from __future__ import annotations`: FastAPI reads the parameter annotations at runtime.
 
+from enum import Enum
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Query
+from dbos import DBOSClient
+from fastapi import FastAPI, Path, Query
 from pydantic import BaseModel
 
-from dbos_publishers._config import Settings
+from dbos_publishers import _lifecycle as lifecycle
+from dbos_publishers._config import BATCH_ID, Settings
 from dbos_publishers.ops import _batch_list as batch_list
 from dbos_publishers.store._batch_list import DEFAULT_PAGE, MAX_PAGE
 
@@ -27,6 +31,14 @@ class ListedBatch(BaseModel):
     finished: str | None
     duration_sec: float | None
     msg_per_sec: float | None
+
+
+class BatchAction(BaseModel):
+    batch_id: str
+    action: str
+    state: str
+    workflows: list[str]
+    published: int
 
 
 class BatchList(BaseModel):
@@ -61,3 +73,40 @@ def install(
             search=search,
         )
         return BatchList.model_validate(batch_list.gather(settings, wanted).to_json())
+
+
+def lifecycle_routes(
+    app: FastAPI,
+    settings: Settings,
+    client: DBOSClient,
+    guarded: list[Any],
+    acted: dict[int | str, dict[str, Any]],
+) -> None:
+    """POST /batches/{id}/cancel | resume | retry (`_lifecycle`): 404 for an unknown batch, 409 for
+    one in the wrong state (`acted`), with the same token rules as every other route."""
+    batch_path = Annotated[str, Path(pattern=f"^{BATCH_ID.pattern}$")]
+    TAG: list[str | Enum] = ["batches"]  # noqa: N806 - a constant of these routes
+
+    def batch_action(action: lifecycle.Action, batch_id: str) -> BatchAction:
+        return BatchAction(**lifecycle.apply(settings, client, action, batch_id).to_json())
+
+    @app.post("/batches/{batch_id}/cancel", tags=TAG, dependencies=guarded, responses=acted)
+    def cancel_batch(batch_id: batch_path) -> BatchAction:
+        """Cancel a batch: nothing more of it is published (404 unknown, 409 already ended)."""
+        return batch_action("cancel", batch_id)
+
+    @app.post("/batches/{batch_id}/resume", tags=TAG, dependencies=guarded, responses=acted)
+    def resume_batch(batch_id: batch_path) -> BatchAction:
+        """Resume a cancelled batch where it stopped (409 if it is not cancelled)."""
+        return batch_action("resume", batch_id)
+
+    @app.post(
+        "/batches/{batch_id}/retry",
+        tags=TAG,
+        status_code=202,
+        dependencies=guarded,
+        responses=acted,
+    )
+    def retry_batch(batch_id: batch_path) -> BatchAction:
+        """Enqueue the failed chunks of a finished batch again, once (409 if none failed)."""
+        return batch_action("retry", batch_id)

@@ -20,6 +20,7 @@ from dbos_publishers import _lifecycle as lifecycle
 from dbos_publishers._config import CLI, ConfigError, Settings
 from dbos_publishers._metrics import REGISTRY
 from dbos_publishers.fleet import _orphans as orphans
+from dbos_publishers.ops import _batch_metrics as batch_metrics
 from dbos_publishers.ops import _fleet_view as fleet
 from dbos_publishers.ops import _work as work
 from dbos_publishers.ops._tables import render as render_tables
@@ -259,6 +260,7 @@ class StateCollector(Collector):
         dead = lifecycle.still_dead(self.settings, dead)
         yield from self._queues(active, dead)
         yield from self._workers(fleet.gather(self.settings, active))
+        yield from batch_metrics.collect(self.settings)
         recovered = GaugeMetricFamily(
             "publisher_recovered_workflows", "Pending workflows this process recovered at start"
         )

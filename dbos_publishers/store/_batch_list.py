@@ -242,3 +242,32 @@ def committed_chunks(conn: sa.Connection, batch_id: str) -> set[str]:
     their workflow's status says afterwards."""
     query = sa.select(ledger.c.chunk_workflow_id).where(ledger.c.batch_id == batch_id).distinct()
     return set(conn.scalars(query))
+
+
+@dataclass(frozen=True)
+class BatchTiming:
+    publisher: str
+    state: str
+    submitted_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None  # finished, or cancelled
+
+
+def batch_timings(conn: sa.Connection) -> list[BatchTiming]:
+    """Every batch's publisher, state and times (the metrics' batch gauges and histograms)."""
+    query, _state = _rows_query()
+    rows = [_row(r) for r in conn.execute(query)]
+    return [
+        BatchTiming(r.publisher, r.state, r.submitted_at, r.started_at, r.ended_at) for r in rows
+    ]
+
+
+def event_counts(conn: sa.Connection) -> dict[tuple[str, str], int]:
+    """(publisher, event) -> how many were recorded: monotonic, as events are never deleted."""
+    e, b = batch_events.c, batches.c
+    query = (
+        sa.select(b.publisher, e.event, sa.func.count())
+        .select_from(batch_events.join(batches, b.batch_id == e.batch_id))
+        .group_by(b.publisher, e.event)
+    )
+    return {(publisher, event): int(n) for publisher, event, n in conn.execute(query)}

@@ -13,7 +13,10 @@ import pytest
 
 from dbos_publishers import _dbos_gateway as dbos_gateway
 from dbos_publishers import _lifecycle as lifecycle
+from dbos_publishers._config import Settings
 from dbos_publishers._ids import batch_workflow_id
+from dbos_publishers.ops import _history as history
+from dbos_publishers.ops import _status as status
 from dbos_publishers.store import _ledger as ledger
 from dbos_publishers.store._database import short_lived_engine
 from tests.helpers import CliRun, InProcessCli
@@ -54,6 +57,18 @@ def _cli(
     return InProcessCli(capture=capfd, cwd=tmp_path, env=env)
 
 
+def _metrics(settings: Settings) -> dict[tuple[str, tuple[str, ...]], float]:
+    """The batch metrics as Prometheus would scrape them: (sample name, label values) -> value."""
+    found = {}
+    for family in status.StateCollector(settings).collect():
+        for sample in family.samples:
+            if sample.name.startswith("publisher_batch"):
+                labels = tuple(v for k, v in sample.labels.items() if k != "le")
+                if "le" not in sample.labels:
+                    found[(sample.name, labels)] = sample.value
+    return found
+
+
 def test_inspect_opens_with_the_summary_and_history_of_a_cancelled_then_resumed_batch(
     start_service: StartService, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -63,7 +78,10 @@ def test_inspect_opens_with_the_summary_and_history_of_a_cancelled_then_resumed_
     _until(lambda: _published(service, "big") >= 30, "30 messages published")
     lifecycle.act(service.settings, "cancel", "big")
 
-    cancelled = json.loads(cli("inspect", "big", "--json").stdout)
+    # While the service runs in this process its threads share stdout: read `inspect` directly,
+    # and through the CLI once the service has stopped.
+    described = history.describe(service.settings, "big")
+    cancelled = history.to_json(described, history.Detail())
     summary, at_cancel = cancelled["summary"], _published(service, "big")
     assert cancelled["batch"]["state"] == "cancelled"
     assert summary["chunks_committed"] * 10 == at_cancel  # ledger chunks = committed chunks
@@ -76,19 +94,30 @@ def test_inspect_opens_with_the_summary_and_history_of_a_cancelled_then_resumed_
     lifecycle.act(service.settings, "resume", "big")
     with dbos_gateway.client(service.settings.system_db) as client:
         dbos_gateway.wait_result(client, batch_workflow_id("big"), poll_sec=0.05)
+    service.stop()
     text = cli("inspect", "big")
     assert text.returncode == 0, text.stderr
     first = text.stdout.splitlines()[0]
     assert first == "Batch big: succeeded, publisher orders, topic default"
     assert "200 of 200 messages published, 0 failed" in text.stdout
-    history = text.stdout.split("History\n")[1].splitlines()[2:]  # after the header and its rule
-    events = [line.split()[1] for line in history]
+    lines = text.stdout.split("History\n")[1].splitlines()[2:]  # after the header and its rule
+    events = [line.split()[1] for line in lines]
     assert events == ["submitted", "started", "cancelled", "resumed", "finished"], text.stdout
 
     page = json.loads(cli("inspect", "big", "--json").stdout)
     assert [e["event"] for e in page["history"]] == events
     assert page["summary"]["start"] and page["summary"]["end"]
     assert page["summary"]["duration_sec"] > 0
+
+    metrics = _metrics(service.settings)
+    assert metrics[("publisher_batches", ("orders", "succeeded"))] == 1
+    assert metrics[("publisher_batches", ("orders", "cancelled"))] == 0
+    for event in events:
+        assert metrics[("publisher_batch_events_total", ("orders", event))] == 1, event
+    assert metrics[("publisher_batch_duration_seconds_count", ("orders",))] == 1
+    assert metrics[("publisher_batch_queue_wait_seconds_count", ("orders",))] == 1
+    duration = metrics[("publisher_batch_duration_seconds_sum", ("orders",))]
+    assert duration == pytest.approx(page["summary"]["duration_sec"], abs=0.01)
 
     listed = cli("batches", "--json")
     assert listed.returncode == 0, listed.stderr

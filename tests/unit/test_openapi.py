@@ -94,3 +94,14 @@ def test_docs_load_swagger_ui_from_this_service(tmp_path: Path) -> None:
     finally:
         server.should_exit = True
     assert "://" not in page.text  # nothing fetched from elsewhere
+
+
+def test_docs_group_every_route_under_one_described_tag_and_describe_each(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, None)
+    described = {tag["name"]: tag["description"] for tag in spec["tags"]}
+    assert list(described) == ["batches", "state", "dashboard", "probes"]
+    assert all(described.values())
+    for (method, path), operation in _operations(spec).items():
+        assert len(operation.get("tags", [])) == 1, (method, path)
+        assert operation["tags"][0] in described, (method, path)
+        assert operation.get("description"), f"{method} {path} has no description"
