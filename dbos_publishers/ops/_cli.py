@@ -11,7 +11,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from dbos_publishers._errors import AppError
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
     from dbos_publishers._config import Settings
 
 PROG = "dbos-publishers"  # the console script; `python -m dbos_publishers` is the same
-CLEAR_SCREEN = "\x1b[H\x1b[2J"
 EXIT_BAD_INPUT = 2
 EXIT_BATCH_FAILED = 1
 EXIT_TIMEOUT = 124  # as timeout(1): the wait gave up, the batch goes on
@@ -249,22 +249,38 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError(f"--interval must be positive, not {args.interval}")
     terminal = sys.stdout.isatty()
     previous = None
-    try:
-        while True:
-            snapshot = status.gather(settings)
-            if args.json:
-                text = json.dumps(snapshot.to_json())
-            elif args.watch:
-                text = watch.frame(snapshot, previous, args.interval, terminal=terminal)
-            else:
-                text = status.render(snapshot, terminal=terminal)
-            print(CLEAR_SCREEN + text if args.watch and terminal else text, flush=True)
-            if not args.watch:
-                return 0
-            previous = snapshot
-            time.sleep(args.interval)
-    except KeyboardInterrupt:  # how --watch ends
-        return 0
+    with _screen(args.watch and terminal and not args.json) as show:
+        try:
+            while True:
+                snapshot = status.gather(settings)
+                if args.json:
+                    text = json.dumps(snapshot.to_json())
+                elif args.watch:
+                    text = watch.frame(snapshot, previous, args.interval, terminal=terminal)
+                else:
+                    text = status.render(snapshot, terminal=terminal)
+                show(text)
+                if not args.watch:
+                    return 0
+                previous = snapshot
+                time.sleep(args.interval)
+        except KeyboardInterrupt:  # how --watch ends
+            return 0
+
+
+@contextmanager
+def _screen(live: bool) -> Iterator[Callable[[str], None]]:
+    """How each frame is shown: on a terminal under --watch, redrawn in place by rich.live (no
+    clearing the screen, no flicker); else printed, one after another."""
+    if not live:
+        yield lambda text: print(text, flush=True)
+        return
+    from rich.console import Console
+    from rich.live import Live
+    from rich.text import Text
+
+    with Live(console=Console(highlight=False), auto_refresh=False) as screen:
+        yield lambda text: screen.update(Text(text), refresh=True)
 
 
 def _operate(args: argparse.Namespace, settings: Settings) -> int:
