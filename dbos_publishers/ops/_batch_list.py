@@ -15,7 +15,11 @@ from dbos_publishers.ops._tables import render as render_tables
 from dbos_publishers.ops._tables import table
 from dbos_publishers.store import _batch_list as batch_list
 from dbos_publishers.store._batch_list import BatchFilter, BatchRow
-from dbos_publishers.store._database import require_reachable, short_lived_engine
+from dbos_publishers.store._database import (
+    require_reachable,
+    short_lived_engine,
+    sqlite_file_missing,
+)
 from dbos_publishers.store._schema import batch_events
 
 AGO = re.compile(r"(?P<n>\d+)(?P<unit>[smhd])")
@@ -77,7 +81,10 @@ def batch_filter(
 
 
 def gather(settings: Settings, wanted: BatchFilter) -> BatchPage:
-    """One page of the list (empty where no batch was ever recorded)."""
+    """One page of the list (empty where no batch was ever recorded; a SQLite file that does not
+    exist is not created by a read)."""
+    if sqlite_file_missing(settings.app_db):
+        return BatchPage([], None, datetime.now(UTC))
     require_reachable(settings.app_db)
     with short_lived_engine(settings.app_db) as engine, engine.connect() as conn:
         if not _recorded(conn):

@@ -31,6 +31,7 @@ from dbos_publishers.store._database import (
     app_tables_exist,
     require_reachable,
     short_lived_engine,
+    sqlite_file_missing,
     system_tables_exist,
 )
 from dbos_publishers.store._leases import TakeoverRow
@@ -66,6 +67,8 @@ def _died(marks: list[dict[str, Any]]) -> bool:
 def _recorded(settings: Settings, batch_id: str) -> dict[str, Any]:
     """What the application database recorded of the batch: its list row, its lifecycle events,
     and (`_committed`, not shown) the chunks the ledger holds."""
+    if sqlite_file_missing(settings.app_db):  # never created by a read
+        return {"batch": None, "history": []}
     with short_lived_engine(settings.app_db) as engine, engine.connect() as conn:
         if not sa.inspect(conn).has_table(batch_events.name):
             return {"batch": None, "history": []}

@@ -4,10 +4,12 @@ states the parser, the route and the store agree on."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import get_args
 
 import pytest
 
+from dbos_publishers._config import Settings
 from dbos_publishers._errors import BadInputError
 from dbos_publishers.ops import _batch_list as batch_list
 from dbos_publishers.ops import _batch_routes as batch_routes
@@ -45,3 +47,16 @@ def test_a_cursor_that_is_no_batch_id_is_refused_before_any_read() -> None:
 
 def test_the_parser_the_route_and_the_store_name_the_same_states() -> None:
     assert cli.LISTED_STATES == LISTED_STATES == get_args(batch_routes.State)
+
+
+def test_listing_where_nothing_was_ever_recorded_creates_no_sqlite_file(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {
+            "DBOS_SYSTEM_DATABASE_URL": f"sqlite:///{tmp_path / 's.sqlite'}",
+            "APP_DATABASE_URL": f"sqlite:///{tmp_path / 'a.sqlite'}",
+        }
+    )
+    page = batch_list.gather(settings, batch_list.batch_filter())
+    assert (page.rows, page.next) == ([], None)
+    assert batch_list.render(page) == "no batches match"
+    assert list(tmp_path.iterdir()) == []
