@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy as sa
 from dbos import DBOS, DBOSClient, EnqueueOptions
 
 from dbos_publishers import _dbos_gateway as dbos_gateway
@@ -17,7 +18,16 @@ from dbos_publishers._ids import batch_workflow_id
 from dbos_publishers._publisher import BATCH_WORKFLOW, PUBLISHER_CLASS_NAME
 from dbos_publishers._queues import BATCH_QUEUE
 from dbos_publishers._wire import BatchRequest, BatchSummary
-from dbos_publishers.store._database import require_reachable, system_tables_exist
+from dbos_publishers.store import _batch_records as batch_records
+from dbos_publishers.store import _leases as leases
+from dbos_publishers.store._batch_records import PlannedBatch
+from dbos_publishers.store._database import (
+    require_reachable,
+    short_lived_engine,
+    sqlite_file_missing,
+    system_tables_exist,
+)
+from dbos_publishers.store._schema import batch_events, worker_publishers
 
 MAX_BATCH_MESSAGES = 100_000_000
 
@@ -61,6 +71,29 @@ def validate(
     return Submission(publisher=publisher, request=request)
 
 
+class PublisherNotServedError(StateError):
+    """Workers are running, and none of them declares the batch's publisher."""
+
+
+def require_served(settings: Settings, publisher: str) -> None:
+    """Refuse a batch that would wait unserved: live workers, none declaring its publisher (one
+    added to the publishers file since they started). With no live worker at all it is accepted:
+    it waits durably for a service (and `publish --wait` says none picked it up)."""
+    if sqlite_file_missing(settings.app_db):
+        return
+    with short_lived_engine(settings.app_db) as engine, engine.connect() as conn:
+        if not sa.inspect(conn).has_table(worker_publishers.name):
+            return
+        live = leases.live_declarations(conn)
+    if not live or any(not names or publisher in names for names in live.values()):
+        return
+    declared = sorted(set().union(*live.values()))
+    raise PublisherNotServedError(
+        f"no running worker declares publisher {publisher!r} (they run: {', '.join(declared)}); "
+        "restart the workers so they read the publishers file again"
+    )
+
+
 class BatchEndedError(StateError):
     """A waited-for batch ended without a summary: ERROR, CANCELLED, or out of recovery attempts."""
 
@@ -72,11 +105,32 @@ class BatchConflictError(ConflictError):
 def submit(settings: Settings, submission: Submission) -> None:
     """Enqueue the batch workflow from a short-lived client (the CLI)."""
     require_reachable(settings.system_db)
+    require_served(settings, submission.publisher)
     if not system_tables_exist(settings.system_db):
         # The service has never run here: create DBOS's tables so the work can wait durably.
         DBOS.migrate(settings.system_db.raw)
     with dbos_gateway.client(settings.system_db) as client:
         enqueue(client, submission)
+    record_submission(settings, submission)
+
+
+def record_submission(settings: Settings, submission: Submission) -> None:
+    """The batch's row (queued) and its `submitted` event, once enqueued, so the batch list
+    shows it before it starts. Skipped where the application tables do not exist yet (the plan
+    records the row then)."""
+    if sqlite_file_missing(settings.app_db):
+        return
+    request = submission.request
+    planned = PlannedBatch(
+        batch_id=request["batch_id"],
+        publisher=submission.publisher,
+        topic=request["topic"],
+        messages=request["count"],
+        chunk_size=settings.publisher(submission.publisher).chunk_size,  # the plan sets its own
+    )
+    with short_lived_engine(settings.app_db) as engine, engine.begin() as conn:
+        if sa.inspect(conn).has_table(batch_events.name):  # else not migrated to 0008 yet
+            batch_records.record_submitted(conn, planned)
 
 
 def enqueue(client: DBOSClient, submission: Submission) -> None:

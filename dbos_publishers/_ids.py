@@ -38,6 +38,11 @@ def batch_workflow_of(workflow_id: str) -> str:
     return batch_workflow_id(batch_of(workflow_id))
 
 
+def is_batch_family(workflow_id: str) -> bool:
+    """A batch, chunk or retry workflow (not another workflow of the application)."""
+    return workflow_id.startswith(BATCH_PREFIX)
+
+
 def is_chunk(workflow_id: str) -> bool:
     """A chunk workflow itself, not its batch and not a retry of it."""
     return _CHUNK_ID.fullmatch(workflow_id) is not None

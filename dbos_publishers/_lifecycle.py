@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+import sqlalchemy as sa
 from dbos import DBOSClient, EnqueueOptions, WorkflowStatus
 
 from dbos_publishers import _dbos_gateway as dbos_gateway
@@ -39,10 +40,12 @@ from dbos_publishers._ids import batch_workflow_id
 from dbos_publishers._publisher import CHUNK_WORKFLOW, PUBLISHER_CLASS_NAME
 from dbos_publishers._queues import BATCH_QUEUE, CHUNK_QUEUE
 from dbos_publishers._wire import BatchSummary
+from dbos_publishers.store import _batch_list as batch_list
 from dbos_publishers.store import _batch_records as batch_records
 from dbos_publishers.store import _ledger as ledger
 from dbos_publishers.store._batch_records import PlannedBatch
 from dbos_publishers.store._database import (
+    app_tables_exist,
     require_reachable,
     short_lived_engine,
     system_tables_exist,
@@ -101,7 +104,9 @@ def apply(settings: Settings, client: DBOSClient, action: Action, batch_id: str)
             workflows = _resume(settings, client, batch)
         case "retry":
             workflows = _retry(client, batch)
-    with short_lived_engine(settings.app_db) as engine, engine.connect() as conn:
+    with short_lived_engine(settings.app_db) as engine, engine.begin() as conn:
+        if action == "retry" and workflows:
+            batch_list.record_event(conn, batch_id, "retried", f"{len(workflows)} chunks")
         state = batch_records.batch_state(conn, batch_id) or "active"
         published = ledger.batch_published(conn, batch_id)
     return LifecycleResult(batch_id, action, state, workflows, published)
@@ -128,7 +133,8 @@ def _cancel(settings: Settings, client: DBOSClient, batch: WorkflowStatus) -> li
     with short_lived_engine(settings.app_db) as engine, engine.begin() as conn:
         if batch_records.batch_state(conn, batch_id) is None:  # cancelled before it was planned
             batch_records.ensure_batch(conn, _unplanned(settings, client, batch))
-        batch_records.set_state(conn, batch_id, "cancelled")
+        if batch_records.set_state(conn, batch_id, "cancelled"):
+            batch_list.record_event(conn, batch_id, "cancelled", _so_far(conn, batch_id))
     failpoint("cancel.after_state")
     stopped = [batch.workflow_id] if batch.status != "CANCELLED" else []
     dbos_gateway.cancel(client, stopped)
@@ -136,6 +142,10 @@ def _cancel(settings: Settings, client: DBOSClient, batch: WorkflowStatus) -> li
     chunks = [wf.workflow_id for wf in family if wf.status in STOPPABLE]
     dbos_gateway.cancel(client, chunks)
     return stopped + chunks
+
+
+def _so_far(conn: sa.Connection, batch_id: str) -> str:
+    return f"{ledger.batch_published(conn, batch_id)} published so far"
 
 
 def _unplanned(settings: Settings, client: DBOSClient, batch: WorkflowStatus) -> PlannedBatch:
@@ -166,7 +176,8 @@ def _resume(settings: Settings, client: DBOSClient, batch: WorkflowStatus) -> li
                 f"batch {batch_id!r} is not cancelled (its workflow is {batch.status}): "
                 "nothing to resume"
             )
-        batch_records.set_state(conn, batch_id, "active")
+        if batch_records.set_state(conn, batch_id, "active"):
+            batch_list.record_event(conn, batch_id, "resumed", _so_far(conn, batch_id))
     family = dbos_gateway.workflow_family(client, batch.workflow_id)[1:]
     chunks = [wf.workflow_id for wf in family if wf.status == "CANCELLED"]
     dbos_gateway.resume(client, chunks, CHUNK_QUEUE)  # before the batch collects them
@@ -255,6 +266,35 @@ def batch_outcome(client: DBOSClient, batch_id: str) -> tuple[str | None, dict[s
     if found[0].status != "SUCCESS" or found[0].output is None:
         return found[0].status, None
     return found[0].status, merged_summary(client, found[0].output)
+
+
+def still_dead(settings: Settings, dead: list[WorkflowStatus]) -> list[WorkflowStatus]:
+    """Dead work as `status`, the metrics and the dashboard count it: less what `retry` resolved
+    and what `cancel` ended on purpose (a cancelled batch is a state someone chose)."""
+    return without_cancelled(settings.app_db, without_retried(settings.system_db, dead))
+
+
+def without_cancelled(app_db: DatabaseUrl, dead: list[WorkflowStatus]) -> list[WorkflowStatus]:
+    """Dead work less the CANCELLED workflows of batches cancelled by `cancel` (their state in
+    the application database says so; a workflow cancelled by other means stays dead)."""
+    family = {
+        ids.batch_of(wf.workflow_id)
+        for wf in dead
+        if wf.status == "CANCELLED" and ids.is_batch_family(wf.workflow_id)
+    }
+    if not family or not app_tables_exist(app_db):
+        return dead
+    with short_lived_engine(app_db) as engine, engine.connect() as conn:
+        chosen = batch_records.cancelled_batches(conn, family)
+    return [wf for wf in dead if not _cancelled_in(wf, chosen)]
+
+
+def _cancelled_in(wf: WorkflowStatus, batch_ids: set[str]) -> bool:
+    return (
+        wf.status == "CANCELLED"
+        and ids.is_batch_family(wf.workflow_id)
+        and ids.batch_of(wf.workflow_id) in batch_ids
+    )
 
 
 def without_retried(system_db: DatabaseUrl, dead: list[WorkflowStatus]) -> list[WorkflowStatus]:

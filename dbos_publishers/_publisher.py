@@ -68,6 +68,7 @@ CHUNK_RECOVERY_ATTEMPTS = 25
 BATCH_RECOVERY_ATTEMPTS = 10_000
 DELIVERY_STEP = "deliver"
 PLAN_STEP = "plan_batch"
+FINISH_STEP = "record_finished"  # the batch's end and its `finished` event (batch list, inspect)
 PLANNING = "planning"  # marks the session of a plan_batch transaction
 TRANSIENT_ATTEMPTS = 5
 # A chunk transaction ended by one of its bounds (_connections.TransactionBounds): a lock wait
@@ -215,6 +216,11 @@ class Publisher(EarlierReleases, DBOSConfiguredInstance):
                 request,
             )
             summary = self._fan_out_fan_in(request, plan)
+            self.datasource.run_tx_step(
+                {"name": FINISH_STEP, "isolation_level": self.tx_options["isolation_level"]},
+                self._record_finished,
+                summary,
+            )
             failpoint("batch.before_complete")
             log.info(
                 "batch_finished",
@@ -262,6 +268,13 @@ class Publisher(EarlierReleases, DBOSConfiguredInstance):
             ),
         )
         return self._planned()
+
+    def _record_finished(self, summary: BatchSummary) -> None:
+        session = self.datasource.sql_session()
+        session.info[PLANNING] = True  # no chunk's commit either
+        batch_records.record_finished(
+            session.connection(), summary["batch_id"], summary["published"], summary["failed"]
+        )
 
     def _planned(self) -> BatchPlan | int:
         """The plan step's recorded output (see FAN_OUT_WINDOWS)."""

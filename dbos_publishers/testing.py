@@ -68,6 +68,7 @@ class InProcessService:
         )
         with dbos_gateway.client(self.settings.system_db) as client:
             batches.enqueue(client, submission)
+        batches.record_submission(self.settings, submission)
         return submission.workflow_id
 
     def publish(

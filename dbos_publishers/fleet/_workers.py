@@ -127,6 +127,8 @@ class Worker:
             rows = leases.list_workers(conn, leases.CLAIMABLE)
             self._refuse(rows)
             leases.register(conn, self.me)
+            names = [d.name for d in self.settings.publishers]
+            leases.declare_publishers(conn, self.me.worker_id, names)
         log.info("worker_joined", executor_id=self.me.executor_id, worker_id=self.me.worker_id)
         return self._claim_gone(rows)
 
@@ -244,9 +246,11 @@ class Worker:
         # Inherited first: the claim's own record, written last, marks the whole claim done.
         inherited = sum(self._recover_one(t.executor_id, t.takeover_id) for t in claim.inherited)
         recovered = self._recover_one(gone.executor_id, claim.takeover_id)
-        self.takeovers += 1
+        # A clean stop handed its work over on purpose: adopted, not a takeover of a dead worker.
+        adopted = claim.reason == "stopped"
+        self.takeovers += 0 if adopted else 1
         log.info(
-            "worker_taken_over",
+            "worker_adopted" if adopted else "worker_taken_over",
             executor_id=gone.executor_id,
             worker_id=gone.worker_id,
             reason=claim.reason,

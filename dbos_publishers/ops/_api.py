@@ -34,6 +34,7 @@ from dbos_publishers._errors import (
 )
 from dbos_publishers._ids import batch_workflow_id
 from dbos_publishers._metrics import REGISTRY
+from dbos_publishers.ops import _batch_routes as batch_routes
 from dbos_publishers.ops import _fleet_view as fleet
 from dbos_publishers.ops import _status as service_status
 from dbos_publishers.ops._browser_safety import BrowserSafety
@@ -91,14 +92,6 @@ class BatchState(BaseModel):
     summary: dict[str, Any] | None
 
 
-class BatchAction(BaseModel):
-    batch_id: str
-    action: str
-    state: str
-    workflows: list[str]
-    published: int
-
-
 class Problem(BaseModel):
     detail: str
 
@@ -109,6 +102,18 @@ class Readiness(BaseModel):
     migrations_at_head: bool
 
 
+DESCRIPTION = (
+    "Submit batches to durable DBOS queues, follow them, cancel, resume or retry them, and read "
+    "counters, workers and metrics. With `APP_API_TOKEN` set, every route but the probes needs "
+    "`Authorization: Bearer <token>`."
+)
+# The groups /docs shows, in this order, each with what its routes are for.
+TAGS = [
+    {"name": "batches", "description": "Submit, list and follow batches; cancel, resume, retry."},
+    {"name": "state", "description": "Counters, ledger totals, workers and Prometheus metrics."},
+    {"name": "dashboard", "description": "The JSON the dashboard page reads."},
+    {"name": "probes", "description": "Liveness and readiness, open to anyone."},
+]
 FORGED = (403,)  # every POST: refused by ops._browser_safety before it reaches a route
 # Each route lists only the errors it can answer (FastAPI adds 422 where a request has fields).
 REASONS = {
@@ -138,7 +143,14 @@ def create_app(
     settings: Settings, client: DBOSClient, *, token: str | None, recovered_at_start: int = 0
 ) -> FastAPI:
     """The FastAPI app; `client` is a DBOS client on the system database, owned by the caller."""
-    app = FastAPI(title="dbos-publishers", version="1", docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="dbos-publishers",
+        version="1",
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.add_middleware(BodyLimit)
     app.add_middleware(BrowserSafety)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
@@ -184,6 +196,7 @@ def create_app(
 
     @app.post(
         "/batches",
+        tags=["batches"],
         status_code=202,
         dependencies=guarded,
         responses=errors(400, *FORGED, 409, 413, 503),
@@ -198,7 +211,9 @@ def create_app(
             topic=fields["topic"],
             batch_id=fields["batch_id"],
         )
+        batches.require_served(settings, submission.publisher)
         batches.enqueue(client, submission)
+        batches.record_submission(settings, submission)
         batch_id = submission.request["batch_id"]
         return BatchAccepted(
             batch_id=batch_id,
@@ -206,7 +221,13 @@ def create_app(
             status_url=f"/batches/{batch_id}",
         )
 
-    @app.get("/batches/{batch_id}", dependencies=guarded, responses=errors(404, 503))
+    @app.get(
+        "/batches/{batch_id}",
+        tags=["batches"],
+        dependencies=guarded,
+        responses=errors(404, 503),
+        description="A batch's DBOS status, messages published so far, its summary once done.",
+    )
     def batch_state(
         batch_id: Annotated[str, Path(pattern=f"^{BATCH_ID.pattern}$")],
     ) -> BatchState:
@@ -223,21 +244,29 @@ def create_app(
             summary=summary,
         )
 
-    lifecycle_routes(app, settings, client, guarded, errors(*FORGED, 404, 409, 503))
+    batch_routes.lifecycle_routes(app, settings, client, guarded, errors(*FORGED, 404, 409, 503))
+    batch_routes.install(app, settings, guarded, errors(400, 503))
 
-    @app.get("/publishers", dependencies=guarded, responses=errors(400, 503))
+    @app.get("/publishers", tags=["state"], dependencies=guarded, responses=errors(400, 503))
     def publishers() -> dict[str, Any]:
         """Declared publishers, local and global counters, and whether they agree."""
         return service_status.gather(settings).to_json()
 
-    @app.get("/workers", dependencies=guarded, responses=errors(503))
+    @app.get("/workers", tags=["state"], dependencies=guarded, responses=errors(503))
     def workers() -> dict[str, Any]:
         """Worker leases, in-flight work, takeovers, and work stranded under another version."""
         return fleet.gather(settings).to_json()
 
     _add_probes(app, settings, open_reads)
 
-    @app.get("/metrics", dependencies=guarded, response_class=Response, responses=errors(503))
+    @app.get(
+        "/metrics",
+        tags=["state"],
+        description="Prometheus metrics: counters, queues, workers, takeovers, batches.",
+        dependencies=guarded,
+        response_class=Response,
+        responses=errors(503),
+    )
     def metrics() -> Response:
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
@@ -247,45 +276,17 @@ def create_app(
     return app
 
 
-def lifecycle_routes(
-    app: FastAPI,
-    settings: Settings,
-    client: DBOSClient,
-    guarded: list[Any],
-    acted: dict[int | str, dict[str, Any]],
-) -> None:
-    """POST /batches/{id}/cancel | resume | retry (`_lifecycle`): 404 for an unknown batch, 409 for
-    one in the wrong state (`acted`), with the same token rules as every other route."""
-    batch_path = Annotated[str, Path(pattern=f"^{BATCH_ID.pattern}$")]
-
-    def batch_action(action: lifecycle.Action, batch_id: str) -> BatchAction:
-        return BatchAction(**lifecycle.apply(settings, client, action, batch_id).to_json())
-
-    @app.post("/batches/{batch_id}/cancel", dependencies=guarded, responses=acted)
-    def cancel_batch(batch_id: batch_path) -> BatchAction:
-        """Cancel a batch: nothing more of it is published (404 unknown, 409 already ended)."""
-        return batch_action("cancel", batch_id)
-
-    @app.post("/batches/{batch_id}/resume", dependencies=guarded, responses=acted)
-    def resume_batch(batch_id: batch_path) -> BatchAction:
-        """Resume a cancelled batch where it stopped (409 if it is not cancelled)."""
-        return batch_action("resume", batch_id)
-
-    @app.post("/batches/{batch_id}/retry", status_code=202, dependencies=guarded, responses=acted)
-    def retry_batch(batch_id: batch_path) -> BatchAction:
-        """Enqueue the failed chunks of a finished batch again, once (409 if none failed)."""
-        return batch_action("retry", batch_id)
-
-
 def _add_probes(app: FastAPI, settings: Settings, open_reads: list[Any]) -> None:
     """Liveness and readiness: open to anyone, whatever the token."""
 
-    @app.get("/healthz")
+    @app.get("/healthz", tags=["probes"])
     def liveness() -> dict[str, str]:
+        """The process answers."""
         return {"status": "ok"}
 
-    @app.get("/readyz", responses=READY_ERRORS, dependencies=open_reads)
+    @app.get("/readyz", tags=["probes"], responses=READY_ERRORS, dependencies=open_reads)
     def readiness(response: Response) -> Readiness:
+        """Both databases reachable, the schema at head (503 says which check failed)."""
         checks = readiness_checks(settings)
         if not all(checks.values()):
             response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE

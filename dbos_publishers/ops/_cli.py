@@ -11,7 +11,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from dbos_publishers._errors import AppError
@@ -28,13 +29,14 @@ if TYPE_CHECKING:
     from dbos_publishers._config import Settings
 
 PROG = "dbos-publishers"  # the console script; `python -m dbos_publishers` is the same
-CLEAR_SCREEN = "\x1b[H\x1b[2J"
 EXIT_BAD_INPUT = 2
 EXIT_BATCH_FAILED = 1
 EXIT_TIMEOUT = 124  # as timeout(1): the wait gave up, the batch goes on
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
 SHELLS = ("bash", "zsh", "tcsh")
+# store._batch_list.LISTED_STATES, named here so the parser needs no SQLAlchemy import
+LISTED_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 LIFECYCLE_COMMANDS = (  # _lifecycle.ACTIONS, named here so the parser needs no DBOS import
     ("cancel", "cancel a batch: nothing more of it is published"),
     ("resume", "resume a cancelled batch where it stopped"),
@@ -66,6 +68,7 @@ def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     show.add_argument("--interval", type=float, default=2.0, help="seconds between redraws")
     crew = command("workers", "worker leases, in-flight work and takeovers")
     crew.add_argument("--json", action="store_true", help="machine-readable output")
+    _list_arguments(command("batches", "the batches, newest first: state, counts, duration, rate"))
     _inspect_arguments(command("inspect", "a batch: summary, then its workflows and steps"))
     for action, about in LIFECYCLE_COMMANDS:
         lifecycle_command = command(action, about)
@@ -98,6 +101,16 @@ def _publish_arguments(publish: Parser) -> None:
         metavar="SECONDS",
         help=f"with --wait: give up waiting after SECONDS (exit {EXIT_TIMEOUT}; the batch goes on)",
     )
+
+
+def _list_arguments(listing: argparse.ArgumentParser) -> None:
+    listing.add_argument("--publisher", help="only this publisher's")
+    listing.add_argument("--topic", help="only this topic's")
+    listing.add_argument("--state", choices=LISTED_STATES, help="only batches in this state")
+    listing.add_argument("--since", metavar="WHEN", help="submitted since: 30m, 2h, 7d or ISO time")
+    listing.add_argument("--limit", type=int, default=50, help="rows per page (at most 500)")
+    listing.add_argument("--after", metavar="CURSOR", help="the page after this one (`next`)")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def _inspect_arguments(look: argparse.ArgumentParser) -> None:
@@ -170,7 +183,6 @@ def _command(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, blueprint: runtime.Blueprint) -> int:
     from dbos_publishers._logs import configure_logging
     from dbos_publishers.ops import _fleet_view as fleet
-    from dbos_publishers.ops import _history as history
     from dbos_publishers.ops import _service as service
     from dbos_publishers.ops import _status as status
 
@@ -192,16 +204,40 @@ def _run(args: argparse.Namespace, blueprint: runtime.Blueprint) -> int:
         return 0
     if args.command in ("upgrade", *(name for name, _ in LIFECYCLE_COMMANDS)):
         return _operate(args, settings)
-    if args.command == "inspect":
-        detail = history.Detail(steps=args.steps, failed=args.failed, replayed=args.replayed)
-        description = history.describe(settings, args.batch_id)
-        print(
-            json.dumps(history.to_json(description, detail), indent=2)
-            if args.json
-            else history.render(description, detail)
-        )
-        return 0
+    if args.command in ("batches", "inspect"):
+        return _batches(args, settings) if args.command == "batches" else _inspect(args, settings)
     return _status(args, settings)
+
+
+def _inspect(args: argparse.Namespace, settings: Settings) -> int:
+    from dbos_publishers.ops import _history as history
+
+    detail = history.Detail(steps=args.steps, failed=args.failed, replayed=args.replayed)
+    description = history.describe(settings, args.batch_id)
+    print(
+        json.dumps(history.to_json(description, detail), indent=2)
+        if args.json
+        else history.render(description, detail)
+    )
+    return 0
+
+
+def _batches(args: argparse.Namespace, settings: Settings) -> int:
+    from dbos_publishers.ops import _batch_list as batch_list
+
+    wanted = batch_list.batch_filter(
+        publisher=args.publisher,
+        topic=args.topic,
+        state=args.state,
+        since=args.since,
+        limit=args.limit,
+        after=args.after,
+    )
+    page = batch_list.gather(settings, wanted)
+    print(json.dumps(page.to_json(), indent=2) if args.json else batch_list.render(page))
+    if not args.json and (hint := batch_list.next_hint(page)):
+        print(hint, file=sys.stderr)
+    return 0
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
@@ -213,22 +249,38 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError(f"--interval must be positive, not {args.interval}")
     terminal = sys.stdout.isatty()
     previous = None
-    try:
-        while True:
-            snapshot = status.gather(settings)
-            if args.json:
-                text = json.dumps(snapshot.to_json())
-            elif args.watch:
-                text = watch.frame(snapshot, previous, args.interval, terminal=terminal)
-            else:
-                text = status.render(snapshot, terminal=terminal)
-            print(CLEAR_SCREEN + text if args.watch and terminal else text, flush=True)
-            if not args.watch:
-                return 0
-            previous = snapshot
-            time.sleep(args.interval)
-    except KeyboardInterrupt:  # how --watch ends
-        return 0
+    with _screen(args.watch and terminal and not args.json) as show:
+        try:
+            while True:
+                snapshot = status.gather(settings)
+                if args.json:
+                    text = json.dumps(snapshot.to_json())
+                elif args.watch:
+                    text = watch.frame(snapshot, previous, args.interval, terminal=terminal)
+                else:
+                    text = status.render(snapshot, terminal=terminal)
+                show(text)
+                if not args.watch:
+                    return 0
+                previous = snapshot
+                time.sleep(args.interval)
+        except KeyboardInterrupt:  # how --watch ends
+            return 0
+
+
+@contextmanager
+def _screen(live: bool) -> Iterator[Callable[[str], None]]:
+    """How each frame is shown: on a terminal under --watch, redrawn in place by rich.live (no
+    clearing the screen, no flicker); else printed, one after another."""
+    if not live:
+        yield lambda text: print(text, flush=True)
+        return
+    from rich.console import Console
+    from rich.live import Live
+    from rich.text import Text
+
+    with Live(console=Console(highlight=False), auto_refresh=False) as screen:
+        yield lambda text: screen.update(Text(text), refresh=True)
 
 
 def _operate(args: argparse.Namespace, settings: Settings) -> int:

@@ -17,7 +17,10 @@ from dbos_publishers.ops._tables import table
 from dbos_publishers.store import _leases as leases
 from dbos_publishers.store._database import read_snapshot
 
-RECENT_GONE = 10  # gone workers listed beside the live ones
+RECENT_GONE = 10  # gone workers listed beside the live ones, at most
+# A gone worker is listed this long after its last heartbeat, then only kept for the record
+# (its row stays in the workers table): 25 restarts do not leave 10 stale rows on show.
+GONE_SHOWN_SEC = 600.0
 # Moves stranded work to this version, whose workers then run it (the old version's restart,
 # `APP_VERSION=<old> APP_EXECUTOR_ID=<executor> dbos start`, is the alternative: docs,
 # operations/deploys).
@@ -48,9 +51,10 @@ class StrandedWork:
 @dataclass(frozen=True)
 class FleetSnapshot:
     workers: list[WorkerView]
-    takeovers: list[dict[str, Any]]  # the latest RECENT_GONE
-    takeovers_total: int
+    takeovers: list[dict[str, Any]]  # the latest RECENT_GONE of workers that died
+    takeovers_total: int  # workers that died and whose work another took over
     stranded: list[StrandedWork]
+    adoptions_total: int = 0  # workers that stopped cleanly and whose work another adopted
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,31 +82,41 @@ def build(
 ) -> FleetSnapshot:
     """The snapshot from the worker and takeover rows and DBOS's active workflows."""
     pending = Counter(wf.executor_id for wf in active if wf.status == "PENDING")
-    by_worker = Counter(t.by_worker_id for t in takeovers)
+    died = [t for t in takeovers if t.reason != "stopped"]  # a clean stop's is an adoption
+    adopted = {t.worker_id for t in takeovers if t.reason == "stopped"}
+    by_worker = Counter(t.by_worker_id for t in died)
     executor_of = {r.worker_id: r.executor_id for r in rows}
-    live = [r for r in rows if r.state in leases.CLAIMABLE]
-    gone = [r for r in rows if r.state not in leases.CLAIMABLE][:RECENT_GONE]
+    alive = [r for r in rows if r.state == "alive"]
+    gone = [r for r in rows if r.state != "alive" and r.heartbeat_age <= GONE_SHOWN_SEC]
     views = [
         WorkerView(
             executor_id=r.executor_id,
             app_version=r.app_version,
             host=r.host,
             pid=r.pid,
-            # A heartbeat older than the TTL: not alive to anyone, and soon taken over.
-            state="expired" if r.state == "alive" and r.expired else r.state,
+            state=_shown_state(r, adopted),
             heartbeat_age_sec=round(r.heartbeat_age, 1),
             in_flight=pending[r.executor_id] if r.state in leases.CLAIMABLE else 0,
             takeovers=by_worker[r.worker_id],
             taken_over_by=executor_of.get(r.taken_over_by or ""),
         )
-        for r in [*live, *gone]
+        for r in [*alive, *gone[:RECENT_GONE]]
     ]
     return FleetSnapshot(
         workers=views,
-        takeovers=[asdict(t) for t in takeovers[-RECENT_GONE:]],
-        takeovers_total=len(takeovers),
+        takeovers=[asdict(t) for t in died[-RECENT_GONE:]],
+        takeovers_total=len(died),
         stranded=stranded_work(settings, active, rows),
+        adoptions_total=len(adopted),
     )
+
+
+def _shown_state(row: leases.WorkerRow, adopted: set[str]) -> str:
+    # A heartbeat older than the TTL: not alive to anyone, and soon taken over. A worker that
+    # stopped cleanly stays "stopped" once its work was adopted: it was not taken over.
+    if row.state == "alive" and row.expired:
+        return "expired"
+    return "stopped" if row.worker_id in adopted else row.state
 
 
 def stranded_work(
@@ -129,6 +143,14 @@ def render(snapshot: FleetSnapshot) -> str:
     return render_tables(*parts(snapshot))
 
 
+def _by(worker: WorkerView) -> str:
+    return (
+        f" (work adopted by {worker.taken_over_by})"
+        if worker.state == "stopped"
+        else (f" (by {worker.taken_over_by})")
+    )
+
+
 def parts(snapshot: FleetSnapshot) -> list[Table | str]:
     """The workers table, then a line per stranded version."""
     rows = [
@@ -136,7 +158,7 @@ def parts(snapshot: FleetSnapshot) -> list[Table | str]:
             w.executor_id,
             w.app_version,
             f"{w.host}/{w.pid}",
-            w.state + (f" (by {w.taken_over_by})" if w.taken_over_by else ""),
+            w.state + (_by(w) if w.taken_over_by else ""),
             f"{w.heartbeat_age_sec:.1f}s",
             w.in_flight,
             w.takeovers,

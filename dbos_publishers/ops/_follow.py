@@ -75,10 +75,10 @@ def follow(
     ):
         while True:
             seen = look(client, engine, settings, batch_id, workflow_id)
-            show(seen)
+            waited = time.monotonic() - started
+            show(seen, waited)
             if seen.status in TERMINAL_STATUSES:
                 return batches.outcome(client, workflow_id)
-            waited = time.monotonic() - started
             if seen.status == "ENQUEUED" and waited >= HINT_AFTER_SEC and not hinted:
                 warn(no_service_hint(batch_id))
                 hinted = True
@@ -130,10 +130,12 @@ class RateColumn(ProgressColumn):
 
 
 @contextmanager
-def _live_line(batch_id: str, count: int, *, enabled: bool) -> Iterator[Callable[[Seen], None]]:
+def _live_line(
+    batch_id: str, count: int, *, enabled: bool
+) -> Iterator[Callable[[Seen, float], None]]:
     """A live line on stderr (published of total, msg/s, ETA); nothing when not `enabled`."""
     if not enabled:
-        yield lambda _seen: None
+        yield lambda _seen, _waited: None
         return
     progress = Progress(
         TextColumn("{task.description}"),
@@ -147,11 +149,19 @@ def _live_line(batch_id: str, count: int, *, enabled: bool) -> Iterator[Callable
     )
     task = progress.add_task(f"batch {batch_id}", total=count)
     with progress:
-        yield lambda seen: _show(progress, task, batch_id, seen)
+        yield lambda seen, waited: _show(progress, task, batch_id, seen, waited)
 
 
-def _show(progress: Progress, task: TaskID, batch_id: str, seen: Seen) -> None:
-    waiting = " (waiting for a service)" if seen.status == "ENQUEUED" else ""
+def queue_note(status: str | None, waited: float) -> str:
+    """What the live line says of a batch still queued: only after HINT_AFTER_SEC that no
+    service seems to be running (a running one polls its queue about once a second)."""
+    if status != "ENQUEUED":
+        return ""
+    return " (waiting for a service)" if waited >= HINT_AFTER_SEC else " (queued)"
+
+
+def _show(progress: Progress, task: TaskID, batch_id: str, seen: Seen, waited: float) -> None:
+    waiting = queue_note(seen.status, waited)
     progress.update(
         task,
         completed=seen.published,

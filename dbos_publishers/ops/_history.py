@@ -13,24 +13,29 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy as sa
 from dbos import DBOSClient, StepInfo, WorkflowStatus
 from rich.table import Table
 
 from dbos_publishers import _dbos_gateway as dbos_gateway
+from dbos_publishers import _ids as ids
 from dbos_publishers._config import ConfigError, Settings
 from dbos_publishers._dbos_gateway import DEAD_STATUSES
 from dbos_publishers._ids import batch_workflow_id
 from dbos_publishers._publisher import CHUNK_WORKFLOW
 from dbos_publishers.ops._tables import render as render_tables
 from dbos_publishers.ops._tables import table
+from dbos_publishers.store import _batch_list as batch_list
 from dbos_publishers.store import _leases as leases
 from dbos_publishers.store._database import (
     app_tables_exist,
     require_reachable,
     short_lived_engine,
+    sqlite_file_missing,
     system_tables_exist,
 )
 from dbos_publishers.store._leases import TakeoverRow
+from dbos_publishers.store._schema import batch_events
 
 MAX_LISTED = 10  # failed chunk ids the summary names; --failed lists them all
 
@@ -47,10 +52,32 @@ def describe(settings: Settings, batch_id: str) -> dict[str, Any]:
         raise ConfigError(f"no batch with id {batch_id!r}")
     return {
         "batch_id": batch_id,
+        **_recorded(settings, batch_id),
         "workflows": workflows,
         "replayed_steps": sum(w["replayed_steps"] for w in workflows),
-        "taken_over_workflows": sum(1 for w in workflows if w["taken_over"]),
+        "taken_over_workflows": sum(1 for w in workflows if _died(w["taken_over"])),
     }
+
+
+def _died(marks: list[dict[str, Any]]) -> bool:
+    """Taken over from a worker that died (a clean stop's work is adopted, not taken over)."""
+    return any(mark["reason"] != "stopped" for mark in marks)
+
+
+def _recorded(settings: Settings, batch_id: str) -> dict[str, Any]:
+    """What the application database recorded of the batch: its list row, its lifecycle events,
+    and (`_committed`, not shown) the chunks the ledger holds."""
+    if sqlite_file_missing(settings.app_db):  # never created by a read
+        return {"batch": None, "history": []}
+    with short_lived_engine(settings.app_db) as engine, engine.connect() as conn:
+        if not sa.inspect(conn).has_table(batch_events.name):
+            return {"batch": None, "history": []}
+        row = batch_list.batch_row(conn, batch_id)
+        return {
+            "batch": None if row is None else row.to_json(datetime.now(UTC)),
+            "history": [e.to_json() for e in batch_list.events(conn, batch_id)],
+            "_committed": sorted(batch_list.committed_chunks(conn, batch_id)),
+        }
 
 
 def _takeovers(settings: Settings, workflow_ids: list[str]) -> dict[str, list[TakeoverRow]]:
@@ -119,21 +146,53 @@ class Detail:
         return self.steps or self.failed or self.replayed
 
 
+def chunk_outcome(workflow: dict[str, Any], committed: set[str] | None) -> str:
+    """committed (the ledger holds its rows, whatever its workflow status says afterwards: a
+    cancel can land after the commit), cancelled, failed, or pending. Without the ledger's word
+    (`committed` None), a SUCCESS is committed."""
+    status = workflow["status"]
+    if committed is not None and workflow["workflow_id"] in committed:
+        return "committed"
+    if committed is None and status == "SUCCESS":
+        return "committed"
+    if status == "CANCELLED":
+        return "cancelled"
+    return "failed" if status in DEAD_STATUSES else "pending"
+
+
+def _is_chunk(workflow: dict[str, Any]) -> bool:
+    """A chunk workflow itself (its retries are counted under it, by the ledger)."""
+    return workflow["name"] == CHUNK_WORKFLOW and ids.is_chunk(workflow["workflow_id"])
+
+
 def summarize(description: dict[str, Any]) -> dict[str, Any]:
-    """Workflows by status, chunks committed and failed, replays, takeovers and executors."""
+    """Workflows by status, chunks by outcome, recoveries, replays, takeovers, executors and,
+    where the batch was recorded, its start, end and duration."""
     workflows = description["workflows"]
-    chunks = [w for w in workflows if w["name"] == CHUNK_WORKFLOW]
-    failed = [w["workflow_id"] for w in chunks if w["status"] in DEAD_STATUSES]
+    chunks = [
+        w for w in workflows if w["name"] == CHUNK_WORKFLOW and ids.is_chunk(w["workflow_id"])
+    ]
+    committed = set(description["_committed"]) if "_committed" in description else None
+    outcomes = {w["workflow_id"]: chunk_outcome(w, committed) for w in chunks}
+    by_outcome = Counter(outcomes.values())
+    failed = [wid for wid, outcome in outcomes.items() if outcome == "failed"]
+    batch = description.get("batch") or {}
     return {
         "workflows": len(workflows),
         "by_status": dict(sorted(Counter(w["status"] for w in workflows).items())),
         "chunks": len(chunks),
-        "chunks_committed": sum(1 for w in chunks if w["status"] == "SUCCESS"),
+        "chunks_committed": by_outcome["committed"],
+        "chunks_cancelled": by_outcome["cancelled"],
+        "chunks_pending": by_outcome["pending"],
         "failed_chunks": len(failed),
         "failed_chunk_ids": failed[:MAX_LISTED],
+        "recoveries": sum(max(0, (w["recovery_attempts"] or 1) - 1) for w in workflows),
         "replayed_steps": description["replayed_steps"],
         "taken_over_workflows": description["taken_over_workflows"],
         "executors": dict(sorted(Counter(w["executor_id"] or "-" for w in workflows).items())),
+        "start": batch.get("started"),
+        "end": batch.get("finished"),
+        "duration_sec": batch.get("duration_sec"),
     }
 
 
@@ -158,17 +217,20 @@ def to_json(description: dict[str, Any], detail: Detail) -> dict[str, Any]:
     """Without a filter every workflow and step, as before the summary existed (tools read it);
     with one, the workflows it selects."""
     workflows = select(description, detail) if detail.any else description["workflows"]
-    return {**description, "summary": summarize(description), "workflows": workflows}
+    shown = {k: v for k, v in description.items() if not k.startswith("_")}
+    return {**shown, "summary": summarize(description), "workflows": workflows}
 
 
 def render(description: dict[str, Any], detail: Detail = Detail()) -> str:
     summary = summarize(description)
     lines = [
-        f"Batch {description['batch_id']}: {summary['workflows']} workflows, "
+        *_opening(description),
+        f"  {summary['workflows']} workflows, {summary['recoveries']} recoveries, "
         f"{description['replayed_steps']} steps replayed from checkpoints after a restart, "
         f"{description['taken_over_workflows']} workflows taken over from a gone worker",
         "  by status: " + ", ".join(f"{k}={v}" for k, v in summary["by_status"].items()),
         f"  chunks: {summary['chunks_committed']} of {summary['chunks']} committed, "
+        f"{summary['chunks_cancelled']} cancelled, {summary['chunks_pending']} pending, "
         f"{summary['failed_chunks']} failed"
         + (f" ({', '.join(summary['failed_chunk_ids'])})" if summary["failed_chunk_ids"] else ""),
         "  executors: " + ", ".join(f"{k} ({v})" for k, v in summary["executors"].items()),
@@ -176,12 +238,31 @@ def render(description: dict[str, Any], detail: Detail = Detail()) -> str:
     if not detail.any:
         lines.append("  (details: --steps, --failed or --replayed)")
     parts: list[Table | str] = ["\n".join(lines)]
+    if description.get("history"):
+        rows = [(e["at"], e["event"], e["detail"]) for e in description["history"]]
+        parts.append(table(["at", "event", "detail"], rows, title="History"))
     chosen = select(description, detail) if detail.any else []
     if detail.any and not chosen:
         parts.append("no workflow has what the filter asks for")
     for wf in chosen:
         parts += _workflow_parts(wf)
     return render_tables(*parts)
+
+
+def _opening(description: dict[str, Any]) -> list[str]:
+    """The batch as the list shows it, when it was recorded."""
+    batch = description.get("batch")
+    if batch is None:
+        return [f"Batch {description['batch_id']}"]
+    rate = f", {batch['msg_per_sec']} msg/s" if batch["msg_per_sec"] is not None else ""
+    duration = f"{batch['duration_sec']} s" if batch["duration_sec"] is not None else "-"
+    return [
+        f"Batch {batch['batch_id']}: {batch['state']}, publisher {batch['publisher']}, "
+        f"topic {batch['topic']}",
+        f"  {batch['published']} of {batch['messages']} messages published, "
+        f"{batch['failed']} failed; started {batch['started'] or '-'}, "
+        f"finished {batch['finished'] or '-'}, duration {duration}{rate}",
+    ]
 
 
 def _workflow_parts(wf: dict[str, Any]) -> list[Table | str]:

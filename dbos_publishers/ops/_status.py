@@ -20,6 +20,7 @@ from dbos_publishers import _lifecycle as lifecycle
 from dbos_publishers._config import CLI, ConfigError, Settings
 from dbos_publishers._metrics import REGISTRY
 from dbos_publishers.fleet import _orphans as orphans
+from dbos_publishers.ops import _batch_metrics as batch_metrics
 from dbos_publishers.ops import _fleet_view as fleet
 from dbos_publishers.ops import _work as work
 from dbos_publishers.ops._tables import render as render_tables
@@ -148,7 +149,7 @@ def gather(settings: Settings) -> StatusSnapshot:
         state = read_app_state(lambda: nullcontext(conn))
     # Work, orphans and dead work alike, in one read.
     active, dead = dbos_gateway.active_and_dead_at(settings.system_db)
-    dead = lifecycle.without_retried(settings.system_db, dead)  # retried: no longer dead
+    dead = lifecycle.still_dead(settings, dead)  # retried or cancelled on purpose: not dead
     return StatusSnapshot(
         publishers=[PublisherInfo(d.name, d.class_path, d.chunk_size) for d in settings.publishers],
         local_counters=state.report.publishers,
@@ -257,9 +258,10 @@ class StateCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self._ledger()
         active, dead = dbos_gateway.active_and_dead_at(self.settings.system_db)
-        dead = lifecycle.without_retried(self.settings.system_db, dead)
+        dead = lifecycle.still_dead(self.settings, dead)
         yield from self._queues(active, dead)
         yield from self._workers(fleet.gather(self.settings, active))
+        yield from batch_metrics.collect(self.settings)
         recovered = GaugeMetricFamily(
             "publisher_recovered_workflows", "Pending workflows this process recovered at start"
         )

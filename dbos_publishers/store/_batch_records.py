@@ -8,6 +8,7 @@ waits for the chunk transactions already in flight, and every chunk transaction 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -16,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from dbos_publishers._errors import StateError
+from dbos_publishers.store import _batch_list as batch_list
 from dbos_publishers.store._schema import batches, ledger
 
 BatchState = Literal["active", "cancelled"]
@@ -62,15 +64,43 @@ class BatchProgress:
 
 
 def record_batch(conn: sa.Connection, batch: PlannedBatch) -> None:
-    """Insert the batch's row; a row already there (the same batch id) keeps its state and
-    takes the plan's chunk size (a batch cancelled before it was planned has a guessed one)."""
-    stmt = _insert(conn, batch)
+    """Insert the batch's row, started; a row already there (the same batch id: submitted, or
+    cancelled before it was planned) keeps its state and takes the plan's chunk size (it had a
+    guessed one) and start. The `started` event in the same transaction."""
+    stmt = _insert(conn, batch).values(started_at=batch_list.now(conn))
     conn.execute(
         stmt.on_conflict_do_update(
             index_elements=["batch_id"],
-            set_={"chunk_size": stmt.excluded.chunk_size, "chunks": stmt.excluded.chunks},
+            set_={
+                "chunk_size": stmt.excluded.chunk_size,
+                "chunks": stmt.excluded.chunks,
+                "started_at": stmt.excluded.started_at,
+            },
         )
     )
+    batch_list.record_event(conn, batch.batch_id, "started", f"{batch.chunks} chunks")
+
+
+def record_submitted(conn: sa.Connection, batch: PlannedBatch) -> bool:
+    """The row of a batch just submitted (queued: not started), and its `submitted` event; False
+    (nothing written) if the batch id was recorded already."""
+    inserted = conn.execute(
+        _insert(conn, batch).on_conflict_do_nothing(index_elements=["batch_id"])
+    )
+    if inserted.rowcount == 1:
+        batch_list.record_event(conn, batch.batch_id, "submitted", f"{batch.messages} messages")
+    return inserted.rowcount == 1
+
+
+def record_finished(conn: sa.Connection, batch_id: str, published: int, failed: int) -> None:
+    """The batch workflow's last step: its end, and the `finished` event."""
+    conn.execute(
+        batches.update()
+        .where(batches.c.batch_id == batch_id)
+        .values(finished_at=batch_list.now(conn))
+    )
+    detail = f"{published} published, {failed} failed"
+    batch_list.record_event(conn, batch_id, "finished", detail)
 
 
 def ensure_batch(conn: sa.Connection, batch: PlannedBatch) -> None:
@@ -87,6 +117,7 @@ def _insert(conn: sa.Connection, batch: PlannedBatch) -> Any:
         messages=batch.messages,
         chunk_size=batch.chunk_size,
         chunks=batch.chunks,
+        planned_at=batch_list.now(conn),
     )
 
 
@@ -125,6 +156,14 @@ def batch_state(conn: sa.Connection, batch_id: str) -> str | None:
     return state
 
 
+def cancelled_batches(conn: sa.Connection, batch_ids: Iterable[str]) -> set[str]:
+    """Which of these batches are cancelled (on purpose, by `cancel`)."""
+    query = sa.select(batches.c.batch_id).where(
+        batches.c.batch_id.in_(sorted(set(batch_ids))), batches.c.state == "cancelled"
+    )
+    return set(conn.scalars(query))
+
+
 def set_state(conn: sa.Connection, batch_id: str, state: BatchState) -> bool:
     """Set the batch's state once every chunk transaction in flight has ended (the exclusive
     side of `require_active`); False if it already was `state` (or the batch has no row)."""
@@ -133,7 +172,7 @@ def set_state(conn: sa.Connection, batch_id: str, state: BatchState) -> bool:
     changed = conn.execute(
         batches.update()
         .where(batches.c.batch_id == batch_id, batches.c.state != state)
-        .values(state=state, state_changed_at=sa.func.now())
+        .values(state=state, state_changed_at=batch_list.now(conn))
     )
     return changed.rowcount == 1
 

@@ -17,7 +17,12 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from dbos_publishers.store._schema import takeover_workflows, takeovers, workers
+from dbos_publishers.store._schema import (
+    takeover_workflows,
+    takeovers,
+    worker_publishers,
+    workers,
+)
 
 WorkerState = Literal["alive", "stopped", "dead", "taken_over"]
 ClaimReason = Literal["expired", "stopped", "exited"]
@@ -104,6 +109,28 @@ def register(conn: sa.Connection, me: WorkerIdentity) -> None:
             state="alive",
         )
     )
+
+
+def declare_publishers(conn: sa.Connection, worker_id: str, publishers: Iterable[str]) -> None:
+    """The publishers a worker runs, written as it joins."""
+    rows = [{"worker_id": worker_id, "publisher": name} for name in sorted(set(publishers))]
+    if rows:
+        conn.execute(worker_publishers.insert(), rows)
+
+
+def live_declarations(conn: sa.Connection) -> dict[str, set[str]]:
+    """Each live worker (alive, lease unexpired) -> the publishers it declared (an empty set:
+    a worker of a release before declarations, which may run any)."""
+    w, p = workers.c, worker_publishers.c
+    query = (
+        sa.select(w.worker_id, p.publisher)
+        .select_from(workers.outerjoin(worker_publishers, p.worker_id == w.worker_id))
+        .where(w.state == "alive", w.heartbeat_at + w.lease_ttl_sec >= db_epoch())
+    )
+    found: dict[str, set[str]] = {}
+    for worker_id, publisher in conn.execute(query):
+        found.setdefault(worker_id, set()).update([publisher] if publisher else [])
+    return found
 
 
 def heartbeat(conn: sa.Connection, worker_id: str) -> bool:

@@ -84,8 +84,28 @@ batches = sa.Table(
         "planned_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),
     sa.Column("state_changed_at", sa.DateTime(timezone=True), nullable=True),
+    # Set by the plan transaction and by the batch workflow's last step (0008): a row written at
+    # submission has neither yet (queued), a finished batch has both.
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
     sa.CheckConstraint("state IN ('active', 'cancelled')", name="state"),
     sa.CheckConstraint("messages > 0 AND chunk_size > 0 AND chunks > 0", name="positive"),
+    sa.Index(None, "planned_at", "batch_id"),
+)
+
+# A batch's lifecycle, one row per event, each written in the transaction that made it happen
+# (submission, plan, cancel, resume, retry, the batch's last step): what `inspect` shows.
+BATCH_EVENTS = ("submitted", "started", "cancelled", "resumed", "retried", "finished")
+batch_events = sa.Table(
+    "batch_events",
+    metadata,
+    sa.Column("event_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("batch_id", sa.String(80), nullable=False),
+    sa.Column("event", sa.String(16), nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("detail", sa.String(400), nullable=False, server_default=""),
+    sa.CheckConstraint(f"event IN {BATCH_EVENTS}", name="event"),
+    sa.Index(None, "batch_id", "event_id"),
 )
 
 # One row per worker process that ever ran against this database: its lease (a heartbeat that
@@ -108,6 +128,15 @@ workers = sa.Table(
     sa.Column("taken_over_at", sa.Double, nullable=True),
     sa.CheckConstraint("state IN ('alive', 'stopped', 'dead', 'taken_over')", name="state"),
     sa.Index(None, "executor_id"),
+)
+
+# The publishers each worker declared when it joined (0008): a submission for a publisher that no
+# live worker declares would wait unserved, so it is refused.
+worker_publishers = sa.Table(
+    "worker_publishers",
+    metadata,
+    sa.Column("worker_id", sa.String(32), primary_key=True),
+    sa.Column("publisher", sa.String(40), primary_key=True),
 )
 
 # One row per takeover: which worker claimed whose work, and how many workflows it recovered.

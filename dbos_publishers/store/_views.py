@@ -21,12 +21,19 @@ import sqlalchemy as sa
 
 STUCK_MINUTES = 5
 
+# state: as `batches` lists it (0008): a finished batch is no longer 'active'; recoveries: the
+# starts after the first (DBOS's recovery_attempts counts the first start too).
 BATCH_WORKFLOWS = """
 CREATE VIEW batch_workflows AS
 SELECT substr(w.workflow_uuid, 7) AS batch_id, w.config_name AS publisher, w.status,
-       p.state, p.messages, COALESCE(p.published, 0) AS published, p.percent,
+       CASE WHEN p.state = 'cancelled' OR w.status = 'CANCELLED' THEN 'cancelled'
+            WHEN w.status = 'SUCCESS' AND p.published >= p.messages THEN 'succeeded'
+            WHEN w.status IN ('SUCCESS', 'ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED') THEN 'failed'
+            WHEN w.status = 'ENQUEUED' THEN 'queued'
+            ELSE 'running' END AS state,
+       p.messages, COALESCE(p.published, 0) AS published, p.percent,
        p.chunks, COALESCE(p.chunks_committed, 0) AS chunks_committed,
-       w.recovery_attempts, w.executor_id,
+       GREATEST(COALESCE(w.recovery_attempts, 1) - 1, 0) AS recoveries, w.executor_id,
        to_timestamp(w.created_at / 1000.0) AS submitted_at,
        to_timestamp(w.updated_at / 1000.0) AS updated_at
 FROM dbos.workflow_status AS w

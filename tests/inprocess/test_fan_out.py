@@ -13,7 +13,7 @@ from dbos._sys_db import SystemDatabase
 
 from dbos_publishers import _dbos_gateway as dbos_gateway
 from dbos_publishers._ids import batch_workflow_id, chunk_workflow_id
-from dbos_publishers._publisher import AWAIT_STEP, ENQUEUE_STEP, PLAN_STEP
+from dbos_publishers._publisher import AWAIT_STEP, ENQUEUE_STEP, FINISH_STEP, PLAN_STEP
 from dbos_publishers._wire import FAN_OUT_WINDOWS, BatchPlan, ChunkSpec
 from tests.inprocess.conftest import InProcessService, StartService
 
@@ -59,7 +59,8 @@ def test_a_new_batch_names_its_fan_out_in_its_plan_and_records_no_patch_marker(
     service = _service(start_service)
     summary = service.publish("p", MESSAGES)
     assert (summary["published"], summary["chunks"]) == (MESSAGES, 3)
-    assert service.step_names(batch_workflow_id("b1")) == [PLAN_STEP, ENQUEUE_STEP, AWAIT_STEP]
+    steps = [PLAN_STEP, ENQUEUE_STEP, AWAIT_STEP, FINISH_STEP]
+    assert service.step_names(batch_workflow_id("b1")) == steps
     with dbos_gateway.client(service.settings.system_db) as client:
         plan = dbos_gateway.steps(client, batch_workflow_id("b1"))[0]["output"]
     assert plan == BatchPlan(chunk_size=CHUNK_SIZE, fan_out=FAN_OUT_WINDOWS)

@@ -86,8 +86,9 @@ def test_docs_render_with_no_network(slow_service: tuple[ServiceRunner, str]) ->
     service, base = slow_service
     service.start()
     page = browser.dom(f"{base}/docs", offline=True)
-    assert 'id="operations-default-submit_batch_batches_post"' in page
-    assert 'id="operations-default-dashboard_overview_dashboard_overview_get"' in page
+    assert 'id="operations-batches-submit_batch_batches_post"' in page
+    assert 'id="operations-dashboard-dashboard_overview_dashboard_overview_get"' in page
+    assert "Submit, list and follow batches" in page  # the group's description
 
 
 def test_fastapis_own_docs_stay_blank_with_no_network() -> None:

@@ -4,7 +4,10 @@ file is checked by reading it)."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -67,10 +70,31 @@ def test_envrc_points_libpq_and_compose_at_the_same_database() -> None:
     for variable in ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE"):
         assert variable in exported
     compose = _compose()["services"]["postgres"]  # type: ignore[index]
-    defaults = {k: re.sub(r"\$\{\w+:-(.*)\}", r"\1", v) for k, v in compose["environment"].items()}
-    assert exported["POSTGRES_USER"] == defaults["POSTGRES_USER"]
-    assert exported["POSTGRES_PASSWORD"] == defaults["POSTGRES_PASSWORD"]
-    assert exported["POSTGRES_DB"] == defaults["POSTGRES_DB"]
+    for variable in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"):
+        # The same default, and the environment's value first, in both files.
+        assert exported[variable] == f'"{compose["environment"][variable]}"', variable
+
+
+def _sourced(**env: str) -> list[str]:
+    """PGDATABASE and the system database URL after `source envrc-template` in bash."""
+    script = 'source ./envrc-template && echo "$PGDATABASE $DBOS_SYSTEM_DATABASE_URL"'
+    bash = shutil.which("bash")
+    assert bash is not None
+    done = subprocess.run(
+        [bash, "-c", script],
+        cwd=ROOT,
+        env={"PATH": os.environ["PATH"], **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.split()
+
+
+def test_sourcing_the_envrc_keeps_a_database_name_already_set() -> None:
+    url = "postgresql://postgres:dbos@127.0.0.1:5432/"
+    assert _sourced() == ["publishers", f"{url}publishers"]
+    assert _sourced(POSTGRES_DB="mine") == ["mine", f"{url}mine"]
 
 
 def test_the_service_scales_without_a_host_port_clash() -> None:

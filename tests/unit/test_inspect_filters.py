@@ -71,17 +71,46 @@ def test_the_summary_counts_statuses_chunks_replays_and_executors() -> None:
         "by_status": {"ENQUEUED": 1, "ERROR": 1, "PENDING": 1, "SUCCESS": 1},
         "chunks": 3,
         "chunks_committed": 1,
+        "chunks_cancelled": 0,
+        "chunks_pending": 1,
         "failed_chunks": 1,
         "failed_chunk_ids": ["batch-b/chunk-00001"],
+        "recoveries": 0,
         "replayed_steps": 1,
         "taken_over_workflows": 0,
         "executors": {"-": 1, "w1": 2, "w2": 1},
+        "start": None,
+        "end": None,
+        "duration_sec": None,
     }
+
+
+def test_a_chunk_in_the_ledger_is_committed_whatever_its_status_cancelled_is_not_failed() -> None:
+    """The miscount after a cancel: chunk workflows CANCELLED after their rows committed were
+    neither committed nor cancelled but "failed"."""
+    chunks = [
+        _workflow(f"batch-b/chunk-{i:05d}", "publish_chunk", status, "w1", [])
+        for i, status in enumerate(["SUCCESS", "CANCELLED", "CANCELLED", "ERROR"])
+    ]
+    chunks.append(_workflow("batch-b/chunk-00003/retry-1", "publish_chunk", "SUCCESS", "w1", []))
+    chunks[1]["recovery_attempts"] = 3  # started twice more after its first run
+    described = {
+        **DESCRIPTION,
+        "workflows": [DESCRIPTION["workflows"][0], *chunks],
+        "_committed": ["batch-b/chunk-00000", "batch-b/chunk-00001", "batch-b/chunk-00003"],
+        "batch": {"started": "s", "finished": "f", "duration_sec": 1.5},
+    }
+    summary = history.summarize(described)
+    counts = [summary[k] for k in ("chunks", "chunks_committed", "chunks_cancelled")]
+    assert counts == [4, 3, 1]
+    assert (summary["failed_chunks"], summary["recoveries"]) == (0, 2)
+    assert (summary["start"], summary["end"], summary["duration_sec"]) == ("s", "f", 1.5)
+    assert "_committed" not in history.to_json(described, Detail())
 
 
 def test_without_a_filter_the_table_is_the_summary_only() -> None:
     text = history.render(DESCRIPTION)
-    assert "1 of 3 committed, 1 failed (batch-b/chunk-00001)" in text
+    assert "1 of 3 committed, 0 cancelled, 1 pending, 1 failed (batch-b/chunk-00001)" in text
     assert "record_chunk" not in text and "plan_batch" not in text
 
 

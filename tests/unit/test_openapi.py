@@ -17,6 +17,7 @@ from dbos_publishers.ops._api import create_app, serve_in_thread
 # Operation -> the status codes it can answer, besides the token's 401.
 EXPECTED = {
     ("post", "/batches"): {"202", "400", "403", "409", "413", "422", "503"},
+    ("get", "/batches"): {"200", "400", "422", "503"},
     ("get", "/batches/{batch_id}"): {"200", "404", "422", "503"},
     ("post", "/batches/{batch_id}/cancel"): {"200", "403", "404", "409", "422", "503"},
     ("post", "/batches/{batch_id}/resume"): {"200", "403", "404", "409", "422", "503"},
@@ -93,3 +94,14 @@ def test_docs_load_swagger_ui_from_this_service(tmp_path: Path) -> None:
     finally:
         server.should_exit = True
     assert "://" not in page.text  # nothing fetched from elsewhere
+
+
+def test_docs_group_every_route_under_one_described_tag_and_describe_each(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, None)
+    described = {tag["name"]: tag["description"] for tag in spec["tags"]}
+    assert list(described) == ["batches", "state", "dashboard", "probes"]
+    assert all(described.values())
+    for (method, path), operation in _operations(spec).items():
+        assert len(operation.get("tags", [])) == 1, (method, path)
+        assert operation["tags"][0] in described, (method, path)
+        assert operation.get("description"), f"{method} {path} has no description"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from dbos_publishers.ops import _fleet_view as fleet
+from dbos_publishers.ops import _follow as follow
 from dbos_publishers.ops import _watch as watch
 from dbos_publishers.ops._status import StatusSnapshot
 from dbos_publishers.store._batch_records import BatchProgress
@@ -58,3 +59,9 @@ def test_the_first_frame_has_no_rate() -> None:
     text = watch.frame(_snapshot(4000, 1002.0), None, 2.0, terminal=False)
     assert _row(text, "orders")[-1] == "-"
     assert _row(text, "big")[-2:] == ["-", "-"]
+
+
+def test_the_live_line_says_no_service_only_once_one_would_have_polled() -> None:
+    assert follow.queue_note("ENQUEUED", 0.5) == " (queued)"
+    assert follow.queue_note("ENQUEUED", follow.HINT_AFTER_SEC) == " (waiting for a service)"
+    assert follow.queue_note("PENDING", 60.0) == ""

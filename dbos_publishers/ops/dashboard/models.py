@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
+from dbos_publishers.ops._batch_routes import ListedBatch
 from dbos_publishers.ops._fleet_view import WorkerView
 
 
@@ -92,11 +95,20 @@ class WorkflowTimeline(BaseModel):
     replayed_steps: int
 
 
+class HistoryEvent(BaseModel):
+    event: str = Field(description="submitted, started, cancelled, resumed, retried, finished")
+    at: str | None
+    detail: str
+
+
 class BatchTimeline(BaseModel):
-    """A batch's workflows (the batch first, then its chunks) and their steps, replays marked:
-    what `inspect` prints."""
+    """A batch's workflows (the batch first, then its chunks) and their steps, replays marked,
+    its row of the batch list, its lifecycle history and summary: what `inspect` prints."""
 
     batch_id: str
+    batch: ListedBatch | None = Field(description="as GET /batches lists it (None: not recorded)")
+    history: list[HistoryEvent]
+    summary: dict[str, Any] = Field(description="as `inspect --json` has it: chunks by outcome")
     workflows: list[WorkflowTimeline]
     replayed_steps: int
     taken_over_workflows: int

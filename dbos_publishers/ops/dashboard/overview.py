@@ -39,7 +39,7 @@ def gather(settings: Settings, client: DBOSClient, recovered_at_start: int) -> O
     require_reachable(settings.app_db)
     require_reachable(settings.system_db)
     active, dead = dbos_gateway.active_and_dead(client)
-    dead = lifecycle.without_retried(settings.system_db, dead)  # as `status` counts them
+    dead = lifecycle.still_dead(settings, dead)  # as `status` counts them
     with read_snapshot(settings.app_db) as conn:  # counters and ledger as of one moment
         report = invariants.check(conn)
         recent = batch_records.recent_batches(conn, RECENT_BATCHES)
@@ -104,6 +104,7 @@ def invariant(report: invariants.InvariantReport) -> Invariant:
 
 def timeline(settings: Settings, batch_id: str) -> BatchTimeline:
     try:
-        return BatchTimeline(**history.describe(settings, batch_id))
+        described = history.describe(settings, batch_id)
+        return BatchTimeline(**described, summary=history.summarize(described))
     except ConfigError as exc:  # describe's only refusal: no such batch
         raise UnknownBatchError(str(exc)) from None

@@ -59,13 +59,16 @@ def router(
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
-    @routes.get("/dashboard/overview", dependencies=guarded, responses=errors(503))
+    @routes.get(
+        "/dashboard/overview", tags=["dashboard"], dependencies=guarded, responses=errors(503)
+    )
     def dashboard_overview() -> Overview:
         """Counters, queue depth, batches, workers, takeovers, failpoints and the invariant."""
         return overview.gather(settings, client, recovered_at_start)
 
     @routes.get(
         "/batches/{batch_id}/timeline",
+        tags=["batches"],
         dependencies=guarded,
         responses=errors(404, 503),
     )

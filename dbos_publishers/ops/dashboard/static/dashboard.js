@@ -205,8 +205,10 @@ function showError(error) {
 
 async function tick() {
   try {
-    const batch = draw(await getJSON("/dashboard/overview"));
-    if (batch) await readTimeline(batch);
+    const overview = await getJSON("/dashboard/overview");
+    const batch = draw(overview);
+    await refreshBatches(overview); // batches.js: the list, and the open batch's page
+    if (batch && !pageBatch) await readTimeline(batch);
     document.getElementById("error").textContent = "";
   } catch (error) {
     return showError(error);
