@@ -23,10 +23,14 @@ result stays what DBOS recorded.
 
 from __future__ import annotations
 
+import getpass
+import os
+import socket
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import sqlalchemy as sa
+import structlog
 from dbos import DBOSClient, EnqueueOptions, WorkflowStatus
 
 from dbos_publishers import _dbos_gateway as dbos_gateway
@@ -37,6 +41,7 @@ from dbos_publishers._dbos_gateway import ACTIVE_STATUSES
 from dbos_publishers._errors import NotFoundError, StateError
 from dbos_publishers._failpoints import failpoint
 from dbos_publishers._ids import batch_workflow_id
+from dbos_publishers._logs import ALWAYS
 from dbos_publishers._publisher import CHUNK_WORKFLOW, PUBLISHER_CLASS_NAME
 from dbos_publishers._queues import BATCH_QUEUE, CHUNK_QUEUE
 from dbos_publishers._wire import BatchSummary
@@ -51,8 +56,16 @@ from dbos_publishers.store._database import (
     system_tables_exist,
 )
 
+# Printed at any log level: a CLI's logs stay at WARNING, and an audit line must still be there.
+audit = structlog.get_logger(ALWAYS)
+
 Action = Literal["cancel", "resume", "retry"]
 ACTIONS: tuple[Action, ...] = ("cancel", "resume", "retry")
+DONE: dict[Action, str] = {
+    "cancel": "batch_cancelled",
+    "resume": "batch_resumed",
+    "retry": "batch_retried",
+}
 FAILED = ("ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")  # a chunk that retry re-drives
 FINISHED = ("SUCCESS", "ERROR")  # DBOS neither cancels nor resumes these
 STOPPABLE = (*ACTIVE_STATUSES, "DELAYED")
@@ -92,10 +105,23 @@ def act(settings: Settings, action: Action, batch_id: str) -> LifecycleResult:
     if not system_tables_exist(settings.system_db):
         raise BatchNotFoundError(f"no batch with id {batch_id!r} (no work was ever submitted)")
     with dbos_gateway.client(settings.system_db) as client:
-        return apply(settings, client, action, batch_id)
+        return apply(settings, client, action, batch_id, by=f"cli {local_user()}")
 
 
-def apply(settings: Settings, client: DBOSClient, action: Action, batch_id: str) -> LifecycleResult:
+def local_user() -> str:
+    """Who acts from this process, as an audit line names them: user@host."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        user = f"uid {os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
+
+
+def apply(
+    settings: Settings, client: DBOSClient, action: Action, batch_id: str, *, by: str
+) -> LifecycleResult:
+    """Apply `action` and log it once at info, with who asked (`by`), what and how much: the one
+    line an audit or an alert looks for (the workflows it stopped end quietly, not as errors)."""
     batch = _batch_workflow(client, batch_id)
     match action:
         case "cancel":
@@ -109,6 +135,9 @@ def apply(settings: Settings, client: DBOSClient, action: Action, batch_id: str)
             batch_list.record_event(conn, batch_id, "retried", f"{len(workflows)} chunks")
         state = batch_records.batch_state(conn, batch_id) or "active"
         published = ledger.batch_published(conn, batch_id)
+    audit.info(
+        DONE[action], batch_id=batch_id, by=by, workflows=len(workflows), published=published
+    )
     return LifecycleResult(batch_id, action, state, workflows, published)
 
 

@@ -7,7 +7,7 @@ from enum import Enum
 from typing import Annotated, Any, Literal
 
 from dbos import DBOSClient
-from fastapi import FastAPI, Path, Query
+from fastapi import FastAPI, Path, Query, Request
 from pydantic import BaseModel
 
 from dbos_publishers import _lifecycle as lifecycle
@@ -87,18 +87,20 @@ def lifecycle_routes(
     batch_path = Annotated[str, Path(pattern=f"^{BATCH_ID.pattern}$")]
     TAG: list[str | Enum] = ["batches"]  # noqa: N806 - a constant of these routes
 
-    def batch_action(action: lifecycle.Action, batch_id: str) -> BatchAction:
-        return BatchAction(**lifecycle.apply(settings, client, action, batch_id).to_json())
+    def batch_action(action: lifecycle.Action, batch_id: str, request: Request) -> BatchAction:
+        caller = request.client.host if request.client else "unknown"
+        done = lifecycle.apply(settings, client, action, batch_id, by=f"api {caller}")
+        return BatchAction(**done.to_json())
 
     @app.post("/batches/{batch_id}/cancel", tags=TAG, dependencies=guarded, responses=acted)
-    def cancel_batch(batch_id: batch_path) -> BatchAction:
+    def cancel_batch(batch_id: batch_path, request: Request) -> BatchAction:
         """Cancel a batch: nothing more of it is published (404 unknown, 409 already ended)."""
-        return batch_action("cancel", batch_id)
+        return batch_action("cancel", batch_id, request)
 
     @app.post("/batches/{batch_id}/resume", tags=TAG, dependencies=guarded, responses=acted)
-    def resume_batch(batch_id: batch_path) -> BatchAction:
+    def resume_batch(batch_id: batch_path, request: Request) -> BatchAction:
         """Resume a cancelled batch where it stopped (409 if it is not cancelled)."""
-        return batch_action("resume", batch_id)
+        return batch_action("resume", batch_id, request)
 
     @app.post(
         "/batches/{batch_id}/retry",
@@ -107,6 +109,6 @@ def lifecycle_routes(
         dependencies=guarded,
         responses=acted,
     )
-    def retry_batch(batch_id: batch_path) -> BatchAction:
+    def retry_batch(batch_id: batch_path, request: Request) -> BatchAction:
         """Enqueue the failed chunks of a finished batch again, once (409 if none failed)."""
-        return batch_action("retry", batch_id)
+        return batch_action("retry", batch_id, request)

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from dbos_publishers import _batches as batches
 from dbos_publishers.store._database import short_lived_engine
 from dbos_publishers.store._schema import ledger
+from lab.scenarios.harness import json_records
 from tests.helpers import ServiceRunner
 
 pytestmark = pytest.mark.slow  # the real service and CLI in subprocesses
@@ -255,3 +256,25 @@ def test_the_start_up_is_short_and_says_where_the_service_listens(
     sqlite_runner.start(env={"APP_LOG_LEVEL": "WARNING"})
     events = [r["event"] for r in sqlite_runner.records()]
     assert events == ["service_ready"], events
+
+
+def test_a_cancel_is_one_info_line_naming_who_and_no_error_anywhere(
+    service: ServiceRunner,
+) -> None:
+    """An alert on errors must not page on every cancel: the CLI logs one `batch_cancelled` line
+    with who, what and how many; the service ends the stopped workflows without an error."""
+    service.declare(chunk_size=20, chunk_concurrency=2)
+    service.start("chunk.start=delay(1000)@every")  # 10 s of chunks: running at the cancel
+    service.publish("orders", 400, "called-off")
+    service.wait_for_event("batch_started")
+    done = service.cli("cancel", "called-off")
+    assert done.returncode == 0, done.stderr
+    found = [r for r in json_records(done.stderr) if r.get("event") == "batch_cancelled"]
+    assert len(found) == 1, (done.stderr, done.stdout)
+    (line,) = found
+    assert line["level"] == "info" and line["batch_id"] == "called-off"
+    assert line["by"].startswith("cli ") and "@" in line["by"]
+    assert line["workflows"] >= 1 and 0 <= line["published"] < 400
+    time.sleep(2.0)  # the stopped chunks and the batch wind down
+    errors = [r for r in service.records() if r.get("level") in ("error", "critical")]
+    assert errors == [], errors
