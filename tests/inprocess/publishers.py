@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from typing import ClassVar
@@ -12,6 +13,8 @@ import redis.asyncio
 
 from dbos_publishers import ChunkSpec, DeliveryOptions, RetryPolicy
 from dbos_publishers.contrib.events import EventPublisher
+from dbos_publishers.contrib.jetstream import JetStreamPublisher
+from dbos_publishers.contrib.redis_streams import RedisStreamPublisher
 from dbos_publishers.store._ledger import LedgerEntry
 
 # (publisher, batch id, chunk index) -> delivery attempts; tests clear it.
@@ -82,7 +85,7 @@ def _enter(what: str) -> None:
         PEAK[what] = max(PEAK[what], IN_FLIGHT[what])
 
 
-# ---- async hooks -------------------------------------------------------------------------------
+# ---- async hooks and broker sinks -------------------------------------------------------------
 
 
 class AsyncRedisOptions(DeliveryOptions):
@@ -113,3 +116,18 @@ class AsyncRedisPublisher(EventPublisher):
             for entry in entries:
                 pipe.xadd(self.options.stream, {"message_id": entry.message_id})
             await pipe.execute()
+
+
+class NoMessageIdJetStreamPublisher(JetStreamPublisher):
+    """Broken on purpose: publishes without `Nats-Msg-Id`, so JetStream cannot deduplicate."""
+
+    def message_headers(self, entry: LedgerEntry) -> dict[str, str]:
+        return {}
+
+
+class UnkeyedRedisStreamPublisher(RedisStreamPublisher):
+    """Broken on purpose: a dedupe key that is new on every attempt (not the message id), so
+    the script's SET NX always succeeds and a resend adds every message again."""
+
+    def dedupe_key(self, stream: str, entry: LedgerEntry) -> str:
+        return f"{super().dedupe_key(stream, entry)}:{uuid.uuid4().hex}"
