@@ -9,10 +9,9 @@ transaction). The replay paths of earlier releases live in _replay, the wire typ
 
 from __future__ import annotations
 
-import inspect
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from itertools import islice
 from typing import ClassVar
@@ -30,6 +29,7 @@ from dbos_publishers import _queues as queues
 from dbos_publishers._config import ConfigError
 from dbos_publishers._dbos_gateway import DatasourceOptions, IsolationLevel
 from dbos_publishers._failpoints import FailpointError, TransientFailpointError, failpoint
+from dbos_publishers._hooks import awaited
 from dbos_publishers._ids import chunk_workflow_id
 from dbos_publishers._options import (
     DeliveryOptions,
@@ -151,19 +151,27 @@ class Publisher(EarlierReleases, DBOSConfiguredInstance):
 
     # ---- hooks for subclasses -------------------------------------------------------------
 
-    def open(self) -> None:
+    # `open`, `close` and `deliver` may be `async def`: the framework awaits them, all on the
+    # process's one event loop (see _hooks), so an asyncio client lives on the loop it was
+    # opened on. Every other hook is a plain def.
+
+    def open(self) -> Awaitable[None] | None:
         """Open clients this publisher needs; called once per process, before DBOS.launch()."""
+        return None
 
-    def close(self) -> None:
+    def close(self) -> Awaitable[None] | None:
         """Close what `open` opened; called once at shutdown, after DBOS stopped running work."""
+        return None
 
-    def deliver(self, chunk: ChunkSpec, entries: Sequence[LedgerEntry]) -> None:
+    def deliver(self, chunk: ChunkSpec, entries: Sequence[LedgerEntry]) -> Awaitable[None] | None:
         """Send the chunk's messages to a system outside the database (nothing by default).
 
         Runs as its own DBOS step before the chunk transaction, retried by `delivery_retry`, and
-        only for classes that override it. At least once: a crash after a delivery and before
-        its step is checkpointed delivers again, so let the receiver deduplicate by message id.
+        only for classes that override it; an `async def deliver` is awaited to its end within
+        the step. At least once: a crash after a delivery and before its step is checkpointed
+        delivers again, so let the receiver deduplicate by message id.
         """
+        return None
 
     @property
     def delivery_policy(self) -> RetryPolicy:
@@ -301,7 +309,7 @@ class Publisher(EarlierReleases, DBOSConfiguredInstance):
         }
 
     def _delivery(self, chunk: ChunkSpec, entries: Sequence[LedgerEntry]) -> int:
-        self.deliver(chunk, entries)
+        awaited(self.deliver(chunk, entries))  # an async def deliver ends before the failpoint
         failpoint("effect.after_send")
         return len(entries)  # a step's recorded output; None would not replay
 
@@ -452,33 +460,6 @@ class Publisher(EarlierReleases, DBOSConfiguredInstance):
             raise ChunkBoundError(str(exc.orig).splitlines()[0]) from None
         failpoint("chunk.before_commit")
         return published
-
-
-# The hooks a subclass may override; the framework calls each from a worker thread, never awaits.
-HOOKS = (
-    "open",
-    "close",
-    "deliver",
-    "delivery_policy",
-    "should_retry_delivery",
-    "bodies",
-    "body",
-    "write_chunk",
-)
-
-
-def unawaited_hook(cls: type[Publisher]) -> str | None:
-    """One line naming a hook `cls` defines as `async def`: called here, it would return a
-    coroutine nobody awaits, and its work (a broker publish, say) would silently never happen."""
-    for hook in HOOKS:
-        function = getattr(cls, hook, None)
-        if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
-            return (
-                f"{cls.__name__}.{hook} is async def, and the framework calls hooks without "
-                "awaiting them: define it with def (run an asyncio client's call with "
-                "asyncio.run, or use its synchronous API)"
-            )
-    return None
 
 
 class ChunkBoundError(RuntimeError):

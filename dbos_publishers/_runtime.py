@@ -31,8 +31,9 @@ from dbos_publishers._config import (
 )
 from dbos_publishers._connections import ConnectionPlan
 from dbos_publishers._dbos_gateway import IsolationLevel
+from dbos_publishers._hooks import awaited, unawaited_hook
 from dbos_publishers._legacy import moved_class_path, removed_hook
-from dbos_publishers._publisher import PLANNING, Publisher, unawaited_hook
+from dbos_publishers._publisher import PLANNING, Publisher
 from dbos_publishers.fleet import _orphans as orphans
 from dbos_publishers.store._database import session_settings
 
@@ -129,7 +130,7 @@ def build(
         settings=settings, datasource=datasource, publishers=publishers, executor_id=executor_id
     )
     for publisher in publishers.values():  # before launch: recovery may deliver at once
-        publisher.open()
+        awaited(publisher.open())
         rt.opened.append(publisher)
     return rt
 
@@ -213,7 +214,7 @@ def shutdown(rt: Runtime, timeout_sec: int = 10) -> None:
     """Stop DBOS (what is in flight stays PENDING for the next start), then close publishers."""
     DBOS.destroy(workflow_completion_timeout_sec=timeout_sec)
     while rt.opened:
-        rt.opened.pop().close()
+        awaited(rt.opened.pop().close())
     dbos_gateway.forget_instances()  # so this process could build a runtime again
 
 

@@ -19,6 +19,7 @@ from psycopg import sql
 from dbos_publishers import _migrate as migrate
 from dbos_publishers._config import DatabaseUrl
 from lab.scenarios.harness import descendants, with_repo_on_path
+from tests.brokers import jetstream_stream, redis_stream  # noqa: F401 - the broker fixtures
 from tests.helpers import Backend, Databases, InProcessCli, ServiceRunner, harness_env
 
 # Every process a test starts runs the repository's reference service (`app`) or lab, which the

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from typing import ClassVar
 
+import redis.asyncio
+
 from dbos_publishers import ChunkSpec, DeliveryOptions, RetryPolicy
 from dbos_publishers.contrib.events import EventPublisher
+from dbos_publishers.contrib.jetstream import JetStreamPublisher
+from dbos_publishers.contrib.redis_streams import RedisStreamPublisher
 from dbos_publishers.store._ledger import LedgerEntry
 
 # (publisher, batch id, chunk index) -> delivery attempts; tests clear it.
@@ -78,3 +83,51 @@ def _enter(what: str) -> None:
     with _lock:
         IN_FLIGHT[what] += 1
         PEAK[what] = max(PEAK[what], IN_FLIGHT[what])
+
+
+# ---- async hooks and broker sinks -------------------------------------------------------------
+
+
+class AsyncRedisOptions(DeliveryOptions):
+    url: str
+    stream: str
+
+
+class AsyncRedisPublisher(EventPublisher):
+    """What a new user writes first (issue 22): an `async def deliver` that XADDs each message
+    with redis.asyncio, its client made by an `async def open` on the framework's loop."""
+
+    Options = AsyncRedisOptions
+    options: AsyncRedisOptions
+    client: redis.asyncio.Redis | None = None
+
+    async def open(self) -> None:
+        self.client = redis.asyncio.Redis.from_url(self.options.url)
+        await self.client.ping()
+
+    async def close(self) -> None:
+        assert self.client is not None
+        await self.client.aclose()
+        self.client = None
+
+    async def deliver(self, chunk: ChunkSpec, entries: Sequence[LedgerEntry]) -> None:
+        assert self.client is not None
+        async with self.client.pipeline(transaction=False) as pipe:
+            for entry in entries:
+                pipe.xadd(self.options.stream, {"message_id": entry.message_id})
+            await pipe.execute()
+
+
+class NoMessageIdJetStreamPublisher(JetStreamPublisher):
+    """Broken on purpose: publishes without `Nats-Msg-Id`, so JetStream cannot deduplicate."""
+
+    def message_headers(self, entry: LedgerEntry) -> dict[str, str]:
+        return {}
+
+
+class UnkeyedRedisStreamPublisher(RedisStreamPublisher):
+    """Broken on purpose: a dedupe key that is new on every attempt (not the message id), so
+    the script's SET NX always succeeds and a resend adds every message again."""
+
+    def dedupe_key(self, stream: str, entry: LedgerEntry) -> str:
+        return f"{super().dedupe_key(stream, entry)}:{uuid.uuid4().hex}"
