@@ -14,14 +14,13 @@ from dbos import SQLAlchemyDatasource, WorkflowStatus
 
 from dbos_publishers import _connections as connections
 from dbos_publishers import _dbos_gateway as dbos_gateway
-from dbos_publishers import _ids as ids
 from dbos_publishers import _runtime as runtime
 from dbos_publishers._config import DatabaseUrl, Settings
 from dbos_publishers._errors import AppError
 from dbos_publishers.fleet import _orphans as orphans
 from dbos_publishers.ops import _fleet_view as fleet
+from dbos_publishers.ops import _work as work
 from dbos_publishers.ops._api import readiness_checks
-from dbos_publishers.store import _batch_records as batch_records
 from dbos_publishers.store import _leases as leases
 from dbos_publishers.store import _views as views
 from dbos_publishers.store._database import (
@@ -38,7 +37,6 @@ CONNECTIONS_IN_USE = sa.text(
     "WHERE datname = current_database() AND pid <> pg_backend_pid()"
 )
 START_SERVICE = "dbos start"
-LONG_CHUNK_SEC = 30.0  # a chunk commits in milliseconds and delivers in seconds
 LONG_CHUNKS_SHOWN = 5
 NO_DATASOURCE = cast("SQLAlchemyDatasource", None)  # construction never uses it
 # Chunk transactions open longer than the lease TTL, by worker: each session names its worker.
@@ -221,53 +219,24 @@ def _ownerless(settings: Settings, found: _Found) -> Check:
 
 
 def _long_chunks(settings: Settings, found: _Found) -> Check:
-    """Chunk workflows a live worker has run for longer than LONG_CHUNK_SEC (a chunk commits in
-    milliseconds, its deliveries in seconds): a publisher hung in its own code keeps its chunk
-    PENDING and its worker alive, and no transaction shows it once Postgres ended the session."""
+    """Chunks a live worker has run for longer than work.LONG_CHUNK_SEC (see there)."""
     name = "chunks running long"
     alive = {w.executor_id for w in _live(found)}
-    since = time.time() * 1000 - LONG_CHUNK_SEC * 1000
-    running = [
-        wf
-        for wf in found.active
-        if wf.status == "PENDING"
-        and ids.is_chunk_or_retry(wf.workflow_id)
-        and wf.executor_id in alive
-        and (wf.dequeued_at or wf.updated_at or since) < since
-    ]
-    running = _not_cancelled(settings, running)
+    running = work.long_chunks(settings.app_db, found.active, alive, time.time() * 1000)
     if not running:
-        return Check(name, True, f"none running longer than {LONG_CHUNK_SEC:g} s")
-    now = time.time() * 1000
+        return Check(name, True, f"none running longer than {work.LONG_CHUNK_SEC:g} s")
     shown = "; ".join(
-        f"{wf.workflow_id} on worker {wf.executor_id}, "
-        f"{(now - (wf.dequeued_at or wf.updated_at or now)) / 1000:.0f} s"
-        for wf in running[:LONG_CHUNKS_SHOWN]
+        f"{c.workflow_id} on worker {c.executor_id}, {c.running_sec:.0f} s"
+        for c in running[:LONG_CHUNKS_SHOWN]
     )
-    more = (
-        f" (and {len(running) - LONG_CHUNKS_SHOWN} more)"
-        if len(running) > LONG_CHUNKS_SHOWN
-        else ""
-    )
+    hidden = len(running) - LONG_CHUNKS_SHOWN
+    more = f" (and {hidden} more)" if hidden > 0 else ""
     return Check(
         name,
         False,
-        f"{len(running)} running longer than {LONG_CHUNK_SEC:g} s: {shown}{more}",
-        "look in that worker's log for the chunk (a hang in deliver or write_chunk, a lock); "
-        "stop the worker (SIGTERM, or Ctrl-C twice) and its work is taken over",
+        f"{len(running)} running longer than {work.LONG_CHUNK_SEC:g} s: {shown}{more}",
+        work.LONG_CHUNK_FIX,
     )
-
-
-def _not_cancelled(settings: Settings, running: list[WorkflowStatus]) -> list[WorkflowStatus]:
-    """A chunk of a cancelled batch waits on purpose (held until a resume or DBOS's cancel)."""
-    if not running:
-        return running
-    with read_snapshot(settings.app_db) as conn:
-        states = {
-            b: batch_records.batch_state(conn, b)
-            for b in {ids.batch_of(wf.workflow_id) for wf in running}
-        }
-    return [wf for wf in running if states[ids.batch_of(wf.workflow_id)] != "cancelled"]
 
 
 def _long_transactions(settings: Settings) -> Check:

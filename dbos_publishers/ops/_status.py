@@ -25,6 +25,7 @@ from dbos_publishers.ops import _fleet_view as fleet
 from dbos_publishers.ops import _work as work
 from dbos_publishers.ops._tables import render as render_tables
 from dbos_publishers.ops._tables import table
+from dbos_publishers.ops._work import LongChunk
 from dbos_publishers.store import _batch_records as batch_records
 from dbos_publishers.store import _counters as counters
 from dbos_publishers.store import _invariants as invariants
@@ -106,11 +107,13 @@ class StatusSnapshot:
     fleet: fleet.FleetSnapshot
     batches: list[batch_records.BatchProgress] = field(default_factory=list)
     read_at: float = 0.0  # epoch seconds, when the snapshot was taken
+    long_chunks: list[LongChunk] = field(default_factory=list)  # hung in a live worker?
 
     @property
     def healthy(self) -> bool:
-        """Counters agree, and no work is dead, orphaned or stranded."""
-        return self.consistent and not self.dead and not self.orphans and not self.fleet.stranded
+        """Counters agree, and no work is dead, orphaned, stranded or running long."""
+        stuck = self.dead or self.orphans or self.fleet.stranded or self.long_chunks
+        return self.consistent and not stuck
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -163,7 +166,14 @@ def gather(settings: Settings) -> StatusSnapshot:
         fleet=fleet.build(settings, state.workers, state.takeovers, active),
         batches=state.batches,
         read_at=read_at,
+        long_chunks=work.long_chunks(
+            settings.app_db, active, _alive(state.workers), read_at * 1000
+        ),
     )
+
+
+def _alive(workers: list[leases.WorkerRow]) -> set[str]:
+    return {w.executor_id for w in workers if w.state == "alive" and not w.expired}
 
 
 def require_app_tables(settings: Settings) -> None:
@@ -243,6 +253,11 @@ def work_lines(status: StatusSnapshot) -> list[Table | str]:
         + f"  (ended without publishing: `{CLI} inspect BATCH_ID --failed`, then "
         + f"`{CLI} retry BATCH_ID` or `resume BATCH_ID`)"
         for name, counts in status.dead.items()
+    ]
+    lines += [
+        f"  RUNNING LONG {c.workflow_id} on worker {c.executor_id}: {c.running_sec:.0f} s "
+        f"(over {work.LONG_CHUNK_SEC:g} s: {work.LONG_CHUNK_FIX})"
+        for c in status.long_chunks
     ]
     return ["\n".join(lines), f"Healthy: {status.healthy}"]
 

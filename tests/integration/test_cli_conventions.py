@@ -14,8 +14,8 @@ import pytest
 from dbos_publishers import _lifecycle as lifecycle
 from dbos_publishers import _migrate as migrate
 from dbos_publishers.ops import _cli as cli
-from dbos_publishers.ops import _doctor as doctor
 from dbos_publishers.ops import _follow as follow
+from dbos_publishers.ops import _work as work
 from tests.helpers import CliRun, InProcessCli, ServiceRunner
 
 
@@ -188,17 +188,18 @@ def test_a_publisher_failing_in_init_is_one_line_at_serve_and_a_problem_in_docto
     assert "Traceback" not in served.stderr + served.stdout
 
 
-def test_doctor_names_a_chunk_hung_in_a_live_worker(
+def test_doctor_and_status_name_a_chunk_hung_in_a_live_worker(
     cli: InProcessCli, sqlite_runner: ServiceRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A publisher hung inside its chunk keeps the chunk PENDING under a live worker, whose
-    transaction Postgres may already have ended: doctor names the chunk and its worker."""
+    transaction Postgres may already have ended: doctor and status name the chunk and its
+    worker, and status is no longer healthy."""
     sqlite_runner.start("chunk.before_commit=hang@1")
     checks = {c["name"]: c for c in json.loads(cli("doctor", "--json").stdout)["checks"]}
     assert checks["chunks running long"]["ok"], checks["chunks running long"]
     sqlite_runner.publish("orders", 30, "hung")
     sqlite_runner.wait_for_event("failpoint_fired")
-    monkeypatch.setattr(doctor, "LONG_CHUNK_SEC", 1.0)  # 30 s in a deployment
+    monkeypatch.setattr(work, "LONG_CHUNK_SEC", 1.0)  # 30 s in a deployment
     time.sleep(1.5)
     checks = {c["name"]: c for c in json.loads(cli("doctor", "--json").stdout)["checks"]}
     found = checks["chunks running long"]
