@@ -333,7 +333,7 @@ def _judge_sessions(lab: Lab) -> None:
             lab.report.violations.append(
                 f"{fault['fault']}: a chunk transaction of {fault['executor_id']} outlived its "
                 f"lease: still open {SESSION_LIMIT_SEC:.0f} s after the fault's start (lease TTL "
-                f"{TTL_SEC:.0f} s + {session_watch.SLACK_SEC:.0f} s)" + f"; {_session_end(watch)}"
+                f"{TTL_SEC:.0f} s + {session_watch.SLACK_SEC:.0f} s); {_session_end(watch)}"
             )
 
 
