@@ -73,13 +73,19 @@ class NoIdempotencyKeyPublisher(WebhookPublisher):
         return None
 
 
+# Every bound TransactionBounds sets that could end a stalled chunk transaction (0: none).
+UNBOUNDED = ("idle_in_transaction_session_timeout", "lock_timeout", "statement_timeout")
+
+
 class UnboundedEventPublisher(EventPublisher):
-    """Lifts the bound on its own chunk transaction (`idle_in_transaction_session_timeout`, which
-    the chunk connections set below the lease TTL) as its first statement: a worker frozen, hung
-    or cut off inside a chunk then keeps its counter rows, and every chunk of the topic on every
-    worker waits behind it, as before issue 20. For the fleet/* scenarios' broken variants."""
+    """Lifts the bounds on its own chunk transaction as its first statement: idle in a
+    transaction, a lock wait and a statement, which the chunk connections set from the lease TTL.
+    A worker frozen, hung or cut off inside a chunk then keeps that transaction open past its
+    lease (until it thaws, is killed, or its link's keepalives give up). For the fleet/*
+    scenarios' broken variants: their session check reports it."""
 
     def write_chunk(self, entries: Sequence[LedgerEntry]) -> int:
         conn = self.datasource.sql_session().connection()
-        conn.execute(sa.text("SET LOCAL idle_in_transaction_session_timeout = 0"))
+        for setting in UNBOUNDED:
+            conn.execute(sa.text(f"SET LOCAL {setting} = 0"))
         return super().write_chunk(entries)

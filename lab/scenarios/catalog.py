@@ -242,8 +242,8 @@ def _takeover_scenarios() -> list[Scenario]:
 
 
 def _stuck(name: str, summary: str, fault: StuckFault, workers: int, **extra: Any) -> Scenario:
-    """A stuck-worker scenario: two publishers' batches, one topic (so every chunk of every
-    worker needs the same global counter row), shared by `workers` workers."""
+    """A stuck-worker scenario: two publishers' batches, one topic (every chunk of every worker
+    adds to the same global counter), shared by `workers` workers."""
     base: dict[str, Any] = {"publishers": {n: EVENTS for n in ("orders", "billing")}}
     return Scenario(
         name=name,
@@ -300,7 +300,7 @@ def _broken_stuck_scenarios() -> list[Scenario]:
         ),
         _stuck(
             "broken/freeze-unbounded",
-            "fleet/freeze with chunk transactions that lift their idle-in-transaction bound",
+            "fleet/freeze with chunk transactions that lift their bounds",
             "freeze",
             3,
             serve=FREEZE_TRAP,
@@ -309,7 +309,7 @@ def _broken_stuck_scenarios() -> list[Scenario]:
         ),
         _stuck(
             "broken/hang-unbounded",
-            "fleet/hang with chunk transactions that lift their idle-in-transaction bound",
+            "fleet/hang with chunk transactions that lift their bounds",
             "hang",
             2,
             publishers=UNBOUNDED,
@@ -317,7 +317,7 @@ def _broken_stuck_scenarios() -> list[Scenario]:
         ),
         _stuck(
             "broken/partition-unbounded",
-            "fleet/partition with chunk transactions that lift their idle-in-transaction bound",
+            "fleet/partition with chunk transactions that lift their bounds",
             "partition",
             2,
             publishers=UNBOUNDED,

@@ -22,6 +22,7 @@ from lab.scenarios.outages import Outages
 from lab.scenarios.progress import Progress
 from lab.scenarios.receiver import Receiver
 from lab.scenarios.report import FaultRun, ScenarioReport
+from lab.scenarios.session_watch import SessionWatch
 from lab.scenarios.verdict import Verdict
 
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -62,6 +63,8 @@ class Lab(Verdict):
     )  # executor, when, its work
     cluster: Cluster | None = None  # pg/*, fleet/partition: the lab's own Postgres server
     netns: Namespace | None = None  # fleet/partition: the cut-off worker's network namespace
+    # fleet/*: one per report.stuck_faults entry, its worker's open chunk transactions
+    session_watches: list[SessionWatch] = field(default_factory=list)
     http_base: str = ""  # the service's HTTP API, when the scenario probes it
 
     def __post_init__(self) -> None:

@@ -215,9 +215,24 @@ def _stuck_lines(report: ScenarioReport) -> list[str]:
             f"rows for {fault['lasted_sec']:.1f} s, then {fault['ended']}; the others committed "
             + ("nothing" if resumed is None else f"{resumed:.2f} s")
             + f" after its start (limit {fault['limit_sec']:.0f} s)"
+            + _session_figure(fault)
             + (f"; late PENDING work recovered: {late} workflows" if late else "")
         )
     return lines
+
+
+def _session_figure(fault: dict[str, Any]) -> str:
+    """The stuck worker's own chunk transactions: when Postgres had ended the last of them."""
+    if "stuck_sessions" not in fault:
+        return ""
+    if not fault["stuck_sessions"]:
+        return "; it had no chunk transaction open"
+    ended = fault["session_ended_sec"]
+    return (
+        f"; its {fault['stuck_sessions']} open chunk transaction(s) ended "
+        + ("never" if ended is None else f"{ended:.2f} s")
+        + f" after its start (limit {fault['session_limit_sec']:.0f} s)"
+    )
 
 
 def render(report: ScenarioReport) -> str:

@@ -1,8 +1,10 @@
 """One stuck worker among several (issue 20): frozen by SIGSTOP, hung inside a chunk transaction,
-or cut off from Postgres, past its lease. The others must commit again within the lease TTL and
-a margin of the fault's start (not after it ends: a stuck worker's open chunk transaction holds
-the counter rows every chunk needs), take its work over, and finish every batch exactly once
-with nothing stranded, judged by SQL as every scenario is."""
+or cut off from Postgres, past its lease. Judged by SQL as every scenario is (every batch exactly
+once, the stuck worker's work taken over, nothing stranded), and during each fault on two
+figures: the other workers commit again within the lease TTL and a margin of its start, and no
+chunk transaction of the stuck worker outlives its lease (session_watch: Postgres ends it). Since
+chunks insert counter deltas, a stuck chunk transaction no longer blocks the others' chunks, so
+only the second figure shows a transaction that lifted its bounds."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import sqlalchemy as sa
 
 from dbos_publishers._connections import CHUNK_APPLICATION_NAME
 from dbos_publishers.store._database import short_lived_engine
-from lab.scenarios import freeze_trap, takeover
+from lab.scenarios import freeze_trap, session_watch, takeover
 from lab.scenarios.harness import HarnessError, ServiceHarness, descendants
 from lab.scenarios.lab import LAB_LEASES
 
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
 
 TTL_SEC = float(LAB_LEASES["APP_LEASE_TTL_SEC"])
 LIMIT_SEC = TTL_SEC + 5.0  # the others commit again within this long of the fault's start
+# Postgres ends the stuck worker's open chunk transactions within this long of the fault's start.
+SESSION_LIMIT_SEC = TTL_SEC + session_watch.SLACK_SEC
 FAULT_AT = 0.15  # fraction of the messages in the ledger when the first fault lands
 HOLD_TTLS = 4.0  # a freeze or a cut lasts this many lease TTLs
 # The dequeue freeze also lasts past the old re-check window (3 TTLs from the takeover), with a
@@ -73,6 +77,7 @@ def run(lab: Lab) -> None:
     lab.report.first_resumed_step = lab.report.restart_seconds = None  # no restart of all
     takeover.judge_takeovers(lab)
     _judge_progress(lab)
+    _judge_sessions(lab)
     for worker in lab.crew:
         if worker.running():
             worker.stop()
@@ -171,10 +176,12 @@ def _began(
         "at_rows": lab.ledger_rows(),
         "started_at": started,
         "limit_sec": LIMIT_SEC,
+        "session_limit_sec": SESSION_LIMIT_SEC,
         "lasted_sec": 0.0,
         "ended": "running",
     }
     lab.report.stuck_faults.append(fault)
+    lab.session_watches.append(session_watch.SessionWatch(lab.harness.app_db, executor, started))
     if lab.scenario.stuck != "hang":  # the hung worker is taken over once it is killed
         lab.victims.append((executor, started, takeover.pending_of(lab, executor)))
     return fault
@@ -310,3 +317,29 @@ def _late_recovered(workers: list[ServiceHarness], executor: str) -> int:
         for r in worker.all_records()
         if r.get("event") == "worker_late_work_recovered" and r.get("executor_id") == executor
     )
+
+
+# ---- the verdict on the stuck worker's chunk transactions ------------------------------------
+
+
+def _judge_sessions(lab: Lab) -> None:
+    """For each fault: how soon after its start Postgres had ended every chunk transaction the
+    stuck worker had open (the bounds' purpose: none outlives the lease); later is a violation."""
+    for fault, watch in zip(lab.report.stuck_faults, lab.session_watches, strict=True):
+        ended = watch.stop()
+        fault["stuck_sessions"] = len(watch.watched)
+        fault["session_ended_sec"] = ended if watch.watched else None
+        if watch.watched and (ended is None or ended > SESSION_LIMIT_SEC):
+            lab.report.violations.append(
+                f"{fault['fault']}: a chunk transaction of {fault['executor_id']} outlived its "
+                f"lease: still open {SESSION_LIMIT_SEC:.0f} s after the fault's start (lease TTL "
+                f"{TTL_SEC:.0f} s + {session_watch.SLACK_SEC:.0f} s); {_session_end(watch)}"
+            )
+
+
+def _session_end(watch: session_watch.SessionWatch) -> str:
+    if watch.error is not None:
+        return f"the watch failed: {watch.error}"
+    if watch.ended_sec is None:
+        return "still open when the lab stopped watching, after the batches finished"
+    return f"the last ended {watch.ended_sec:.1f} s after"

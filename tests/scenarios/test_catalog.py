@@ -22,6 +22,8 @@ from tests.scenarios.conftest import TEST_TIMEOUT_SEC, run_scenario
 SMALL = "200"
 SEED = "7"
 CHAOS_KILLS = 20
+# stuck.py's violation when a stuck worker's chunk transaction outlives its lease
+OUTLIVED = "outlived its lease: still open 5 s after the fault's start"
 BACKENDS: list[Backend] = ["sqlite", "postgres"]
 
 
@@ -112,13 +114,17 @@ def test_scenario_passes(scenario_backend: Backend, name: str) -> None:
 
 def _assert_stuck(report: dict[str, Any]) -> None:
     """Each fault landed where it was aimed (inside a chunk transaction or a dequeue), the
-    other workers committed within the limit, and the dequeue freeze left the late PENDING work
-    the audit found stranded, which a survivor recovered."""
+    other workers committed within the limit, Postgres ended the stuck worker's chunk
+    transactions within theirs (a fault in a chunk watched at least one), and the dequeue freeze
+    left the late PENDING work the audit found stranded, which a survivor recovered."""
     faults = report["stuck_faults"]
     assert len(faults) == (2 if report["scenario"] == "fleet/freeze" else 1), faults
     for fault in faults:
         assert fault["inside"], fault
         assert fault["survivors_resumed_sec"] <= fault["limit_sec"], fault
+        if fault["stuck_sessions"]:
+            assert fault["session_ended_sec"] <= fault["session_limit_sec"], fault
+    assert faults[0]["stuck_sessions"] >= 1, faults[0]  # the first fault is in a chunk
     if report["scenario"] == "fleet/freeze":
         assert faults[1]["late_recovered"] >= 1, faults[1]
 
@@ -166,10 +172,10 @@ def _assert_chaos(report: dict[str, Any]) -> None:
         ("broken/outage-flood", ["the outage flooded the log"]),  # an outage told once
         # issue 20: a taken-over executor re-checked for 3 TTLs only strands a thawed dequeue
         ("broken/freeze-recheck-window", ["workflows left PENDING or ENQUEUED"]),
-        # no transaction bound: a stuck worker's counter rows stop every other worker
-        ("broken/freeze-unbounded", ["the other workers committed no chunk within 8 s"]),
-        ("broken/hang-unbounded", ["the other workers committed no chunk within 8 s"]),
-        ("broken/partition-unbounded", ["the other workers committed no chunk within 8 s"]),
+        # no transaction bound: a stuck worker's chunk transaction outlives its lease
+        ("broken/freeze-unbounded", ["freeze (SIGSTOP) in a chunk transaction: a chunk", OUTLIVED]),
+        ("broken/hang-unbounded", ["hang before a chunk commit: a chunk", OUTLIVED]),
+        ("broken/partition-unbounded", ["(veth down) in a chunk transaction: a chunk", OUTLIVED]),
         (  # a cancel that only tells DBOS: the queued chunks publish on
             "broken/cancel-without-guard",
             ["messages published after the cancel"],
