@@ -309,7 +309,9 @@ class Publisher(EarlierReleases, DBOSConfiguredInstance):
         }
 
     def _delivery(self, chunk: ChunkSpec, entries: Sequence[LedgerEntry]) -> int:
-        awaited(self.deliver(chunk, entries))  # an async def deliver ends before the failpoint
+        metrics.DELIVER_ATTEMPTS.labels(self.name).inc()
+        with metrics.DELIVER_FAILURES.labels(self.name).count_exceptions():
+            awaited(self.deliver(chunk, entries))  # an async def deliver ends before the failpoint
         failpoint("effect.after_send")
         return len(entries)  # a step's recorded output; None would not replay
 

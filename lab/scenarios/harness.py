@@ -28,7 +28,7 @@ from dbos_publishers.store import _ledger as ledger
 from dbos_publishers.store._database import read_snapshot, short_lived_engine
 from lab import COMMANDS
 from lab.paths import REPO_ROOT
-from lab.scenarios.reaping import die_with_parent
+from lab.scenarios.reaping import child_of_this_run
 
 ScenarioBackend = Literal["sqlite", "postgres"]
 START_TIMEOUT_SEC = 90
@@ -200,7 +200,7 @@ class ServiceHarness:
                 env=full_env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent,  # noqa: PLW1509 - one prctl, resolved beforehand
+                preexec_fn=child_of_this_run,  # noqa: PLW1509 - a signal() and a prctl, resolved beforehand
             )
         if wait_ready:
             self.wait_for_event("service_ready")
@@ -279,7 +279,7 @@ class ServiceHarness:
             text=True,
             timeout=EXIT_TIMEOUT_SEC,
             check=False,
-            preexec_fn=die_with_parent,  # a lab run dies with its test
+            preexec_fn=child_of_this_run,  # a lab run dies with its test; Ctrl-C reaches it
         )
 
     def publish(self, publisher: str, count: int, batch_id: str, *extra: str, **env: str) -> None:

@@ -23,3 +23,11 @@ def die_with_parent() -> None:
         _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:
         os._exit(1)
+
+
+def child_of_this_run() -> None:
+    """A `preexec_fn`: die with the parent, and take SIGINT by default whatever the parent does.
+    A run started as `cmd &` from a script ignores SIGINT and its children inherit that, so a
+    test's Ctrl-C (SIGINT) would go unheard by the CLI or service it starts."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    die_with_parent()

@@ -48,6 +48,12 @@ class FlakyPublisher(CountingPublisher):
     refusals = 2
 
 
+class OnceRefusedPublisher(CountingPublisher):
+    """Each chunk's delivery is refused once, then accepted."""
+
+    refusals = 1
+
+
 class DownPublisher(CountingPublisher):
     """Every delivery is refused."""
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from dbos_publishers._ids import chunk_workflow_id
+from dbos_publishers._metrics import REGISTRY
 from lab.scenarios.receiver import Receiver
 from tests.inprocess.conftest import StartService
 from tests.inprocess.publishers import ATTEMPTS
@@ -114,3 +115,26 @@ def test_a_retried_commit_does_not_post_again(start_service: StartService) -> No
         stats = receiver.stats()
     assert summary["published"] == MESSAGES
     assert (stats.attempts, stats.effects, stats.deduplicated) == (MESSAGES, MESSAGES, 0)
+
+
+def deliver_counts(publisher: str) -> tuple[float, float]:
+    """The process's deliver counters for one publisher (0 before its first attempt)."""
+    labels = {"publisher": publisher}
+    return tuple(  # type: ignore[return-value]
+        REGISTRY.get_sample_value(f"publisher_deliver_{kind}_total", labels) or 0.0
+        for kind in ("attempts", "failures")
+    )
+
+
+def test_deliver_attempts_and_failures_are_counted_per_publisher(
+    start_service: StartService,
+) -> None:
+    """One chunk refused once then accepted: two attempts, one failure. The registry is the
+    process's, so the test reads the change over its own run."""
+    service = start_service(declared("once", f"{PUBLISHERS}:OnceRefusedPublisher"))
+    before = deliver_counts("once")
+    summary = service.publish("once", 10)
+    assert (summary["published"], summary["failed"]) == (10, 0)
+    after = deliver_counts("once")
+    assert (after[0] - before[0], after[1] - before[1]) == (2.0, 1.0)
+    assert dict(ATTEMPTS) == {("once", "b1", 0): 2}

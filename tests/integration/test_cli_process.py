@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from lab.scenarios.reaping import child_of_this_run
 from tests.helpers import ServiceRunner
 
 QUEUED = "batch held queued (workflow batch-held)\n"
@@ -24,6 +25,7 @@ def _spawn(runner: ServiceRunner, *args: str) -> subprocess.Popen[str]:
         env=runner.env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=child_of_this_run,  # noqa: PLW1509 - SIGINT default, for the one sent below
         text=True,
     )
 

@@ -16,6 +16,7 @@ from dbos_publishers import _batches as batches
 from dbos_publishers.store._database import short_lived_engine
 from dbos_publishers.store._schema import ledger
 from lab.scenarios.harness import json_records
+from lab.scenarios.reaping import child_of_this_run
 from tests.helpers import ServiceRunner
 
 pytestmark = pytest.mark.slow  # the real service and CLI in subprocesses
@@ -172,6 +173,7 @@ def test_status_watch_redraws_until_interrupted(service: ServiceRunner) -> None:
         env=service.env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=child_of_this_run,  # noqa: PLW1509 - SIGINT default, for the one sent below
         text=True,
     )
     assert watcher.stdout is not None

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from dbos_publishers import _migrate as migrate
+from lab.scenarios.reaping import child_of_this_run
 from tests.helpers import ServiceRunner
 
 CLEAR_SCREEN = b"\x1b[2J"
@@ -46,6 +47,7 @@ def test_watch_redraws_in_place_on_a_terminal(sqlite_runner: ServiceRunner, tmp_
         stdin=terminal,
         stdout=terminal,
         stderr=subprocess.PIPE,
+        preexec_fn=child_of_this_run,  # noqa: PLW1509 - SIGINT default, for the one sent below
     )
     os.close(terminal)
     try:

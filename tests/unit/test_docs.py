@@ -37,7 +37,7 @@ GUIDE_LINK_WITHIN = 40  # lines from the top of the README
 BUILD_TIMEOUT_SEC = 180
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 PYTHON_BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
-METRIC = re.compile(r"(?:MetricFamily|Histogram)\(\s*\"(publisher_\w+)\"")
+METRIC = re.compile(r"(?:MetricFamily|Histogram|Counter|Gauge)\(\s*\"(publisher_\w+)\"")
 
 
 def _page(*parts: str) -> str:
