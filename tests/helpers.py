@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,7 +18,10 @@ import structlog
 from dbos import DBOS
 
 from dbos_publishers import _dbos_gateway as dbos_gateway
+from dbos_publishers._config import DatabaseUrl
 from dbos_publishers.ops import _cli as cli
+from dbos_publishers.store import _ledger as ledger
+from dbos_publishers.store._database import short_lived_engine
 from dbos_publishers.testing import sqlite_settings
 from lab import COMMANDS
 from lab import cli as lab_cli
@@ -137,3 +141,23 @@ __all__ = [
     "process_state_restored",
     "sqlite_settings",
 ]
+
+
+WAIT_DEADLINE_SEC = 120
+
+
+def wait_until(
+    condition: Callable[[], bool], what: str, deadline_sec: float = WAIT_DEADLINE_SEC
+) -> None:
+    """Poll `condition` until it holds; fail naming `what` after `deadline_sec`."""
+    deadline = time.monotonic() + deadline_sec
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened: {what}")
+        time.sleep(0.05)
+
+
+def published(app_db: DatabaseUrl, batch_id: str) -> int:
+    """How many of a batch's messages the ledger holds now."""
+    with short_lived_engine(app_db) as engine, engine.connect() as conn:
+        return ledger.batch_published(conn, batch_id)

@@ -5,7 +5,6 @@ count as the ledger holds them), and GET /batches over loopback HTTP with filter
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,9 +16,7 @@ from dbos_publishers._config import Settings
 from dbos_publishers._ids import batch_workflow_id
 from dbos_publishers.ops import _history as history
 from dbos_publishers.ops import _status as status
-from dbos_publishers.store import _ledger as ledger
-from dbos_publishers.store._database import short_lived_engine
-from tests.helpers import CliRun, InProcessCli
+from tests.helpers import CliRun, InProcessCli, published, wait_until
 from tests.inprocess.conftest import InProcessService, StartService, served_api
 
 PUBLISHERS = """
@@ -29,20 +26,6 @@ class = "dbos_publishers.contrib.events:EventPublisher"
 chunk_size = 10
 """
 PACED = "chunk.start=delay(100)@every"  # a cancel lands mid-batch whatever the machine's speed
-DEADLINE_SEC = 120
-
-
-def _until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_SEC
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        time.sleep(0.05)
-
-
-def _published(service: InProcessService, batch_id: str) -> int:
-    with short_lived_engine(service.settings.app_db) as engine, engine.connect() as conn:
-        return ledger.batch_published(conn, batch_id)
 
 
 def _cli(
@@ -75,14 +58,14 @@ def test_inspect_opens_with_the_summary_and_history_of_a_cancelled_then_resumed_
     service = start_service(PUBLISHERS, failpoint_spec=PACED)
     cli = _cli(service, tmp_path, capfd)
     service.submit("orders", 200, "big")
-    _until(lambda: _published(service, "big") >= 30, "30 messages published")
+    wait_until(lambda: published(service.settings.app_db, "big") >= 30, "30 messages published")
     lifecycle.act(service.settings, "cancel", "big")
 
     # While the service runs in this process its threads share stdout: read `inspect` directly,
     # and through the CLI once the service has stopped.
     described = history.describe(service.settings, "big")
     cancelled = history.to_json(described, history.Detail())
-    summary, at_cancel = cancelled["summary"], _published(service, "big")
+    summary, at_cancel = cancelled["summary"], published(service.settings.app_db, "big")
     assert cancelled["batch"]["state"] == "cancelled"
     assert summary["chunks_committed"] * 10 == at_cancel  # ledger chunks = committed chunks
     assert summary["failed_chunks"] == 0 and summary["chunks_cancelled"] > 0

@@ -5,8 +5,6 @@ no worker runs or a worker of an earlier release (which declared nothing) does."
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -17,10 +15,10 @@ from dbos_publishers._config import DatabaseUrl
 from dbos_publishers._ids import batch_workflow_id
 from dbos_publishers.ops import _status as status
 from dbos_publishers.store import _leases as leases
-from dbos_publishers.store import _ledger as ledger
 from dbos_publishers.store._database import short_lived_engine
 from dbos_publishers.store._leases import WorkerIdentity
 from dbos_publishers.store._schema import worker_publishers
+from tests.helpers import published, wait_until
 from tests.inprocess.conftest import StartService, served_api
 
 PUBLISHERS = """
@@ -30,20 +28,6 @@ class = "dbos_publishers.contrib.events:EventPublisher"
 chunk_size = 10
 """
 PACED = "chunk.start=delay(100)@every"
-DEADLINE_SEC = 120
-
-
-def _until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_SEC
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        time.sleep(0.05)
-
-
-def _published(app_db: DatabaseUrl, batch_id: str) -> int:
-    with short_lived_engine(app_db) as engine, engine.connect() as conn:
-        return ledger.batch_published(conn, batch_id)
 
 
 def _dead_samples(collector: status.StateCollector) -> list[tuple[str, str, float]]:
@@ -56,7 +40,7 @@ def test_a_cancelled_batch_is_not_dead_work_but_a_workflow_cancelled_behind_its_
 ) -> None:
     service = start_service(PUBLISHERS, failpoint_spec=PACED)
     service.submit("orders", 100, "chosen")
-    _until(lambda: _published(service.settings.app_db, "chosen") >= 20, "20 messages published")
+    wait_until(lambda: published(service.settings.app_db, "chosen") >= 20, "20 messages published")
     lifecycle.act(service.settings, "cancel", "chosen")
     snapshot = status.gather(service.settings)
     assert (snapshot.dead, snapshot.healthy) == ({}, True)

@@ -4,9 +4,6 @@ chunk, resume completes the batch exactly, retry re-drives a failed chunk once."
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import pytest
 
 from dbos_publishers import _dbos_gateway as dbos_gateway
@@ -18,6 +15,7 @@ from dbos_publishers._lifecycle import BatchNotFoundError, BatchStateError
 from dbos_publishers.ops import _status as status
 from dbos_publishers.store import _ledger as ledger
 from dbos_publishers.store._database import short_lived_engine
+from tests.helpers import wait_until
 from tests.inprocess.conftest import InProcessService, StartService
 
 PUBLISHERS = """
@@ -26,17 +24,8 @@ name = "orders"
 class = "dbos_publishers.contrib.events:EventPublisher"
 chunk_size = 10
 """
-DEADLINE_SEC = 120
 # Slow chunks, so a cancel lands mid-batch whatever the machine's speed.
 PACED = "chunk.start=delay(100)@every"
-
-
-def _until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_SEC
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        time.sleep(0.05)
 
 
 def _statuses(service: InProcessService, batch_id: str) -> dict[str, str]:
@@ -67,7 +56,7 @@ def test_cancel_publishes_nothing_more_even_half_done_and_resume_completes_exact
 ) -> None:
     service = start_service(PUBLISHERS, failpoint_spec=f"{PACED};cancel.after_state=raise")
     service.submit("orders", 300, "big")
-    _until(lambda: _ledger(service, "big") >= 40, "40 messages published")
+    wait_until(lambda: _ledger(service, "big") >= 40, "40 messages published")
 
     # The state commits, then the cancel dies before DBOS hears of it.
     with pytest.raises(FailpointError):
@@ -75,7 +64,7 @@ def test_cancel_publishes_nothing_more_even_half_done_and_resume_completes_exact
     at_cancel = _ledger(service, "big")
     assert at_cancel < 300
     # Chunks still run, roll back on the state and wait; the four queue slots fill with them.
-    _until(
+    wait_until(
         lambda: _held(service, "big") >= 4 or _ledger(service, "big") != at_cancel,
         "four chunks held, or a message published",
     )
@@ -111,8 +100,10 @@ def test_retry_re_drives_a_failed_chunk_once_and_the_summary_merges_it(
     first = lifecycle.act(service.settings, "retry", "flaky")
     assert first.workflows == [f"{failed['workflow_id']}/retry-1"]
     assert lifecycle.act(service.settings, "retry", "flaky").workflows == []  # in hand already
-    _until(lambda: _ledger(service, "flaky") == 50, "the retried chunk published")
-    _until(lambda: _statuses(service, "flaky")[first.workflows[0]] == "SUCCESS", "retry succeeded")
+    wait_until(lambda: _ledger(service, "flaky") == 50, "the retried chunk published")
+    wait_until(
+        lambda: _statuses(service, "flaky")[first.workflows[0]] == "SUCCESS", "retry succeeded"
+    )
     assert lifecycle.act(service.settings, "retry", "flaky").workflows == []  # done already
     assert status.gather(service.settings).dead == {}  # resolved by its retry
 
