@@ -31,7 +31,8 @@ Outcome = Literal["complete", "contained"]
 #   zombie    one worker is SIGSTOPped past its lease, taken over, then SIGCONTed: it must stop
 #   rolling   each worker in turn gets SIGTERM and starts again (a new executor id)
 #   chaos     seeded SIGKILLs of random workers, some restarted, some not
-TakeoverKind = Literal["sigkill", "zombie", "rolling", "chaos"]
+#   mixed     seeded SIGKILLs, freezes and hangs of random workers (fleet/chaos, fleet_chaos.py)
+TakeoverKind = Literal["sigkill", "zombie", "rolling", "chaos", "mixed"]
 # One stuck worker of several (Postgres only), past its lease, while the others must keep
 # committing (see stuck.py):
 #   freeze     SIGSTOP inside a chunk transaction, later another worker inside a dequeue
@@ -236,6 +237,15 @@ def _takeover_scenarios() -> list[Scenario]:
             chaos_kills=6,
             publishers={name: EVENTS for name in ("orders", "billing", "audit")},
             topics=("default", "priority"),
+            messages=6000,
+        ),
+        _fleet(
+            "fleet/chaos",
+            "seeded SIGKILLs, freezes past the lease and hung chunks of random workers of 3, "
+            "each frozen or hung worker started again",
+            "mixed",
+            3,
+            chaos_kills=6,
             messages=6000,
         ),
     ]

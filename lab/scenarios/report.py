@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -73,6 +74,7 @@ class ScenarioReport:
     # fleet/*: each stuck worker (what, whose, when, how long, how it ended) and how soon after
     # the fault's start the other workers committed a chunk again
     stuck_faults: list[dict[str, Any]] = field(default_factory=list)
+    chaos_schedule: list[dict[str, Any]] = field(default_factory=list)  # fleet/chaos: its faults
     fault_to_done_sec: float | None = None  # pg/*: the last fault's end to all work done
     deploy: list[str] = field(default_factory=list)  # upgrade/*: what N+1 and `upgrade` did
     lifecycle: list[str] = field(default_factory=list)  # lifecycle/*: cancel, resume, retry
@@ -206,7 +208,7 @@ def _infra_lines(report: ScenarioReport) -> list[str]:
 
 
 def _stuck_lines(report: ScenarioReport) -> list[str]:
-    lines = []
+    lines = _schedule_lines(report)
     for fault in report.stuck_faults:
         resumed = fault.get("survivors_resumed_sec")
         late = fault.get("late_recovered")
@@ -257,3 +259,12 @@ def render(report: ScenarioReport) -> str:
         lines += [f"  violation: {v}" for v in report.violations]
     lines.append(f"  RESULT: {'PASS' if report.ok else 'FAIL'}")
     return "\n".join(lines)
+
+
+def _schedule_lines(report: ScenarioReport) -> list[str]:
+    """fleet/chaos: how many faults of each kind its seed drew."""
+    if not report.chaos_schedule:
+        return []
+    kinds = Counter(event["kind"] for event in report.chaos_schedule)
+    drawn = ", ".join(f"{kinds[k]} {k}" for k in ("kill", "freeze", "hang"))
+    return [f"  schedule (seed {report.seed}): {len(report.chaos_schedule)} faults: {drawn}"]

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dbos_publishers._errors import UnreachableDatabaseError
-from lab.scenarios import infra, lifecycles, netns, stuck, takeover, upgrades
+from lab.scenarios import fleet_chaos, infra, lifecycles, netns, stuck, takeover, upgrades
 from lab.scenarios.catalog import Scenario
 from lab.scenarios.cluster import Cluster, own_cluster
 from lab.scenarios.harness import Databases, HarnessError, ServiceHarness
@@ -84,6 +84,8 @@ def _run_kind(lab: Lab) -> ScenarioReport:
     the rest are fault runs and a restart."""
     if lab.scenario.stuck is not None:
         stuck.run(lab)
+    elif lab.scenario.takeover == "mixed":
+        fleet_chaos.run(lab)
     elif lab.report.workers > 1:
         takeover.run(lab)
     elif lab.scenario.infra is not None:

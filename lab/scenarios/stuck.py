@@ -76,8 +76,8 @@ def run(lab: Lab) -> None:
     lab.collect(started)
     lab.report.first_resumed_step = lab.report.restart_seconds = None  # no restart of all
     takeover.judge_takeovers(lab)
-    _judge_progress(lab)
-    _judge_sessions(lab)
+    judge_progress(lab)
+    judge_sessions(lab)
     for worker in lab.crew:
         if worker.running():
             worker.stop()
@@ -112,11 +112,11 @@ def _isolate(lab: Lab, victim: ServiceHarness) -> None:
 def _freeze_in_chunk(lab: Lab, victim: ServiceHarness) -> None:
     takeover.await_rows(lab, FAULT_AT)
     inside = _await_open_chunk(lab, victim)
-    _signal(victim, signal.SIGSTOP)
-    fault = _began(lab, "freeze (SIGSTOP) in a chunk transaction", victim, inside=inside)
+    signal_all(victim, signal.SIGSTOP)
+    fault = began(lab, "freeze (SIGSTOP) in a chunk transaction", victim, inside=inside)
     lab.progress.update(f"{lab.scenario.name}: {fault['executor_id']} frozen in a chunk")
-    _sleep_until(fault["started_at"] + HOLD_TTLS * TTL_SEC)
-    _thaw(lab, fault, victim)
+    sleep_until(fault["started_at"] + HOLD_TTLS * TTL_SEC)
+    thaw(lab, fault, victim)
 
 
 def _freeze_in_dequeue(lab: Lab, victim: ServiceHarness) -> None:
@@ -128,22 +128,22 @@ def _freeze_in_dequeue(lab: Lab, victim: ServiceHarness) -> None:
         trigger.unlink(missing_ok=True)
         lab.report.violations.append("the freeze trap never fired inside a dequeue")
         return
-    fault = _began(lab, "freeze (SIGSTOP) in a dequeue", victim, inside=True)
+    fault = began(lab, "freeze (SIGSTOP) in a dequeue", victim, inside=True)
     lab.progress.update(f"{lab.scenario.name}: {fault['executor_id']} frozen in a dequeue")
     claimed = _await_takeover(lab, fault["executor_id"])
     recheck_ends = claimed + RECHECK_TTLS * TTL_SEC + RECHECK_MARGIN_SEC
-    _sleep_until(max(fault["started_at"] + HOLD_TTLS * TTL_SEC, recheck_ends))
-    _thaw(lab, fault, victim)
+    sleep_until(max(fault["started_at"] + HOLD_TTLS * TTL_SEC, recheck_ends))
+    thaw(lab, fault, victim)
 
 
 def _hang(lab: Lab, victim: ServiceHarness) -> None:
     """The hung worker keeps its lease (its heartbeat runs on); after the check window the lab
     SIGKILLs it, and the others take its work over."""
-    began = _await_hang(victim)
-    fault = _began(lab, "hang before a chunk commit", victim, inside=True, at=began)
+    hung_at = await_hang(victim)
+    fault = began(lab, "hang before a chunk commit", victim, inside=True, at=hung_at)
     lab.progress.update(f"{lab.scenario.name}: {fault['executor_id']} hung in a chunk")
-    _sleep_until(began + LIMIT_SEC + 1.0)
-    fault["lasted_sec"] = round(time.time() - began, 2)
+    sleep_until(hung_at + LIMIT_SEC + 1.0)
+    fault["lasted_sec"] = round(time.time() - hung_at, 2)
     takeover.kill(lab, victim)
     fault["ended"] = "SIGKILL by the lab after the check window"
 
@@ -153,16 +153,16 @@ def _partition(lab: Lab, victim: ServiceHarness) -> None:
     takeover.await_rows(lab, FAULT_AT)
     inside = _await_open_chunk(lab, victim)
     lab.netns.cut()
-    fault = _began(lab, "network partition (veth down) in a chunk transaction", victim, inside)
+    fault = began(lab, "network partition (veth down) in a chunk transaction", victim, inside)
     lab.progress.update(f"{lab.scenario.name}: {fault['executor_id']} cut off")
-    _sleep_until(fault["started_at"] + HOLD_TTLS * TTL_SEC)
+    sleep_until(fault["started_at"] + HOLD_TTLS * TTL_SEC)
     fault["lasted_sec"] = round(time.time() - fault["started_at"], 2)
     lab.netns.heal()
     fault["ended"] = _await_exit(victim)
     _expect_lease_lost(lab, fault)
 
 
-def _began(
+def began(
     lab: Lab, what: str, victim: ServiceHarness, inside: bool, at: float | None = None
 ) -> dict[str, Any]:
     """Record a fault that has just begun, and its worker as one the others must take over."""
@@ -187,9 +187,9 @@ def _began(
     return fault
 
 
-def _thaw(lab: Lab, fault: dict[str, Any], victim: ServiceHarness) -> None:
+def thaw(lab: Lab, fault: dict[str, Any], victim: ServiceHarness) -> None:
     fault["lasted_sec"] = round(time.time() - fault["started_at"], 2)
-    _signal(victim, signal.SIGCONT)
+    signal_all(victim, signal.SIGCONT)
     fault["ended"] = _await_exit(victim)
     _expect_lease_lost(lab, fault)
 
@@ -205,7 +205,7 @@ def _expect_lease_lost(lab: Lab, fault: dict[str, Any]) -> None:
 # ---- waiting on the worker and the database ------------------------------------------------
 
 
-def _signal(victim: ServiceHarness, signum: int) -> None:
+def signal_all(victim: ServiceHarness, signum: int) -> None:
     """The service process and everything it started."""
     assert victim.process is not None
     for pid in [victim.process.pid, *descendants(victim.process.pid)]:
@@ -244,7 +244,7 @@ def _await_open_chunk(lab: Lab, victim: ServiceHarness) -> bool:
     return False
 
 
-def _await_hang(victim: ServiceHarness) -> float:
+def await_hang(victim: ServiceHarness) -> float:
     """When the hang failpoint fired (its log record's time)."""
     deadline = time.monotonic() + WAIT_SEC
     while time.monotonic() < deadline:
@@ -271,7 +271,7 @@ def _await_exit(victim: ServiceHarness) -> str:
         return f"still running {WAIT_SEC:.0f} s later (the lab killed it)"
 
 
-def _sleep_until(moment: float) -> None:
+def sleep_until(moment: float) -> None:
     time.sleep(max(0.0, moment - time.time()))
 
 
@@ -282,7 +282,7 @@ def _epoch(record: dict[str, Any]) -> float:
 # ---- the verdict on progress -----------------------------------------------------------------
 
 
-def _judge_progress(lab: Lab) -> None:
+def judge_progress(lab: Lab) -> None:
     """For each fault: how soon after its start another worker committed a chunk (their logs'
     step_committed records); none within LIMIT_SEC is a violation."""
     for fault in lab.report.stuck_faults:
@@ -322,7 +322,7 @@ def _late_recovered(workers: list[ServiceHarness], executor: str) -> int:
 # ---- the verdict on the stuck worker's chunk transactions ------------------------------------
 
 
-def _judge_sessions(lab: Lab) -> None:
+def judge_sessions(lab: Lab) -> None:
     """For each fault: how soon after its start Postgres had ended every chunk transaction the
     stuck worker had open (the bounds' purpose: none outlives the lease); later is a violation."""
     for fault, watch in zip(lab.report.stuck_faults, lab.session_watches, strict=True):

@@ -47,6 +47,8 @@ def run(lab: Lab) -> None:
             _rolling(lab)
         case "chaos":
             _chaos(lab)
+        case "mixed":  # fleet/chaos runs in fleet_chaos.py
+            raise HarnessError("fleet/chaos is not run by takeover.py")
         case None:
             raise HarnessError("not a multi-worker scenario")
         case _:

@@ -25,6 +25,7 @@ CHAOS_KILLS = 20
 # stuck.py's violation when a stuck worker's chunk transaction outlives its lease
 OUTLIVED = "outlived its lease: still open 5 s after the fault's start"
 BACKENDS: list[Backend] = ["sqlite", "postgres"]
+OWN_TESTS = {"fleet/chaos"}  # run by a test of their own (test_fleet_chaos.py)
 
 
 def passing(backend: Backend) -> list[str]:
@@ -85,7 +86,10 @@ def test_all_runs_every_passing_scenario_in_catalog_order(
 
 @pytest.mark.slow
 @pytest.mark.timeout(TEST_TIMEOUT_SEC)
-@pytest.mark.parametrize(("backend", "name"), on_backends(*((n,) for n in passing("postgres"))))
+@pytest.mark.parametrize(
+    ("backend", "name"),
+    on_backends(*((n,) for n in passing("postgres") if n not in OWN_TESTS)),
+)
 def test_scenario_passes(scenario_backend: Backend, name: str) -> None:
     scenario = catalog()[name]
     # Takeover needs work in flight on the worker that goes: those run at their own size (at 200
