@@ -51,7 +51,9 @@ def chromium() -> str:
 def run(url: str, *args: str, offline: bool = False, budget_ms: int = BUDGET_MS) -> str:
     """Load `url` in a fresh profile, let its scripts run for `budget_ms` of virtual time, and
     return what Chromium printed on stdout."""
-    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
+    # Its helper processes may still be writing the profile as it goes: cleanup errors are no
+    # verdict on the page.
+    with tempfile.TemporaryDirectory(prefix="chromium-", ignore_cleanup_errors=True) as profile:
         done = subprocess.run(
             [
                 chromium(),
@@ -165,7 +167,9 @@ class Driven:
 def driven(url: str) -> Iterator[Driven]:
     """A fresh headless Chromium on `url` (real time, not virtual), closed afterwards."""
     port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
+    # Its helper processes may still be writing the profile as it goes: cleanup errors are no
+    # verdict on the page.
+    with tempfile.TemporaryDirectory(prefix="chromium-", ignore_cleanup_errors=True) as profile:
         command = [chromium(), *FLAGS, f"--user-data-dir={profile}"]
         process = subprocess.Popen(
             [*command, f"--remote-debugging-port={port}", "about:blank"],

@@ -151,9 +151,7 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
-    app.add_middleware(BodyLimit)
-    app.add_middleware(BrowserSafety)
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
+    _install_guards(app, settings)
     docs.mount(app)
     batch_in = batch_model(settings)
     auth = (401,) if token is not None else ()
@@ -189,10 +187,6 @@ def create_app(
     # Declared only with a token, so the OpenAPI spec says exactly what the server requires.
     open_reads = [Depends(read_slot)]
     guarded = [Depends(authorize), *open_reads] if token is not None else open_reads
-
-    @app.exception_handler(AppError)
-    async def refused(_request: Request, exc: AppError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=http_status(exc))
 
     @app.post(
         "/batches",
@@ -245,7 +239,7 @@ def create_app(
         )
 
     batch_routes.lifecycle_routes(app, settings, client, guarded, errors(*FORGED, 404, 409, 503))
-    batch_routes.install(app, settings, guarded, errors(400, 503))
+    batch_routes.install(app, settings, guarded, errors(400, 404, 503))
 
     @app.get("/publishers", tags=["state"], dependencies=guarded, responses=errors(400, 503))
     def publishers() -> dict[str, Any]:
@@ -324,6 +318,37 @@ class BodyLimit:
     @property
     def _detail(self) -> str:
         return f"request body over {self.limit} bytes"
+
+
+def _install_guards(app: FastAPI, settings: Settings) -> None:
+    """Body limit, browser safety, the Host allow-list, and how errors answer."""
+    app.add_middleware(BodyLimit)
+    app.add_middleware(BrowserSafety)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
+    app.add_exception_handler(AppError, refused)  # type: ignore[arg-type]
+    app.add_exception_handler(405, allow_every_method)
+
+
+async def refused(_request: Request, exc: AppError) -> JSONResponse:
+    """An error the product raised on purpose: its one line, at its status."""
+    return JSONResponse({"detail": str(exc)}, status_code=http_status(exc))
+
+
+async def allow_every_method(request: Request, _exc: Exception) -> JSONResponse:
+    """A 405 naming every method the path serves: Starlette names those of the first route
+    matching it only, and GET and POST /batches are two routes."""
+    allow = ", ".join(sorted(allowed_methods(request.app, request.url.path)))
+    return JSONResponse({"detail": "Method Not Allowed"}, 405, headers={"Allow": allow})
+
+
+def allowed_methods(app: FastAPI, path: str) -> set[str]:
+    """Every method some route of `app` serves at `path`."""
+    found: set[str] = set()
+    for route in app.routes:
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path):
+            found |= set(getattr(route, "methods", None) or ())
+    return found
 
 
 def http_status(exc: AppError) -> int:

@@ -3,12 +3,14 @@
 
 # No `from __future__ import annotations`: FastAPI reads the parameter annotations at runtime.
 
+import re
+from datetime import datetime
 from enum import Enum
 from typing import Annotated, Any, Literal
 
 from dbos import DBOSClient
 from fastapi import FastAPI, Path, Query, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator
 
 from dbos_publishers import _lifecycle as lifecycle
 from dbos_publishers._config import BATCH_ID, Settings
@@ -46,10 +48,21 @@ class BatchList(BaseModel):
     next: str | None  # pass as `after` for the next page; null on the last
 
 
+NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _not_a_number(value: object) -> object:
+    """A date-time, never a number read as seconds since 1970 (pydantic's lax reading)."""
+    if isinstance(value, str) and NUMBER.fullmatch(value.strip()):
+        raise ValueError("an ISO 8601 time, not a number")
+    return value
+
+
 def install(
     app: FastAPI, settings: Settings, guarded: list[Any], errors: dict[int | str, dict[str, Any]]
 ) -> None:
-    """GET /batches (`errors`: the route's refusals: a bad cursor or time is a 400)."""
+    """GET /batches (`errors`: the route's refusals: a bad time is a 400, a cursor naming no
+    batch a 404)."""
 
     @app.get("/batches", dependencies=guarded, responses=errors, tags=["batches"])
     def list_batches(
@@ -57,9 +70,19 @@ def install(
         publisher: str | None = None,
         topic: str | None = None,
         state: State | None = None,
-        since: Annotated[str | None, Query(description="30m, 2h, 7d or an ISO time")] = None,
+        since: Annotated[
+            datetime | None,
+            BeforeValidator(_not_a_number),
+            Query(description="an ISO 8601 time"),
+        ] = None,
+        within: Annotated[
+            str | None, Query(pattern=r"^\d{1,4}[smhd]$", description="30m, 2h, 7d: this recent")
+        ] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
-        after: Annotated[str | None, Query(description="the `next` of the page before")] = None,
+        after: Annotated[
+            str | None,
+            Query(pattern=f"^{BATCH_ID.pattern}$", description="the `next` of the page before"),
+        ] = None,
         search: Annotated[str | None, Query(max_length=80, description="part of the id")] = None,
     ) -> BatchList:
         """The batches, newest first, filtered; page on with the `next` cursor."""
@@ -67,7 +90,7 @@ def install(
             publisher=publisher,
             topic=topic,
             state=state,
-            since=since,
+            since=since.isoformat() if since is not None else within,
             limit=limit,
             after=after,
             search=search,

@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args
 
 import sqlalchemy as sa
 
-from dbos_publishers._errors import BadInputError
+from dbos_publishers._errors import BadInputError, NotFoundError
 from dbos_publishers.store._schema import batch_events, batches, ledger
 
 ListedState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -187,7 +187,7 @@ def _before(conn: sa.Connection, cursor: str) -> sa.ColumnElement[bool]:
     time formatted here: SQLite stores text whose format a bound datetime does not share)."""
     b = batches.c
     if conn.scalar(sa.select(b.batch_id).where(b.batch_id == cursor)) is None:
-        raise BadInputError(f"cursor {cursor!r} names no batch (pass the `next` of a page)")
+        raise NotFoundError(f"cursor {cursor!r} names no batch (pass the `next` of a page)")
     at = sa.select(b.planned_at).where(b.batch_id == cursor).scalar_subquery()
     return sa.or_(b.planned_at < at, sa.and_(b.planned_at == at, b.batch_id < cursor))
 

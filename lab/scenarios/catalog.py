@@ -64,9 +64,9 @@ UpgradeKind = Literal["compatible", "patched", "new-version"]
 #   retry             a chunk fails for good; `retry` (twice) re-drives it once
 #   cancel-dbos-only  `dbos workflow cancel batch-X`, the advice before `cancel` existed
 LifecycleKind = Literal["cancel", "retry", "cancel-dbos-only"]
-# One chunk at a time, each 1.5 s: a cancel (a CLI that takes seconds to start on a loaded box)
-# lands mid-batch, and chunks keep trying to commit while the lab watches the ledger.
-PACED = "chunk.start=delay(1500)@every"
+# One chunk at a time, each 3 s: a cancel (a CLI that took over 13 s to start on a box loaded
+# by the whole suite) lands mid-batch, and chunks keep trying to commit while the lab watches.
+PACED = "chunk.start=delay(3000)@every"
 
 
 @dataclass(frozen=True)

@@ -142,6 +142,6 @@ def test_get_batches_lists_filters_and_pages_by_cursor(tmp_path: Path) -> None:
     assert [b["batch_id"] for b in first["batches"]] == ["q2", "q1"]
     assert ([b["batch_id"] for b in rest["batches"]], rest["next"]) == (["q0"], None)
     assert running["batches"] == []
-    assert bad_cursor.status_code == 400
+    assert bad_cursor.status_code == 404
     assert bad_cursor.json()["detail"] == "cursor 'nope' names no batch (pass the `next` of a page)"
     assert bad_state.status_code == 422

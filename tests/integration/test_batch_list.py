@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from dbos_publishers import _migrate as migrate
 from dbos_publishers._config import DatabaseUrl
-from dbos_publishers._errors import BadInputError
+from dbos_publishers._errors import BadInputError, NotFoundError
 from dbos_publishers.store import _batch_list as batch_list
 from dbos_publishers.store import _batch_records as batch_records
 from dbos_publishers.store._batch_list import BatchFilter
@@ -141,7 +141,7 @@ def test_a_cursor_naming_no_batch_and_a_bad_state_are_refused_in_one_line(
     with (
         short_lived_engine(app_db) as engine,
         engine.connect() as conn,
-        pytest.raises(BadInputError, match="cursor 'nope' names no batch"),
+        pytest.raises(NotFoundError, match="cursor 'nope' names no batch"),
     ):
         batch_list.list_batches(conn, BatchFilter(after="nope"))
     with pytest.raises(BadInputError, match="state 'done' is not one of queued, running"):

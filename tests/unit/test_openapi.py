@@ -17,7 +17,7 @@ from dbos_publishers.ops._api import create_app, serve_in_thread
 # Operation -> the status codes it can answer, besides the token's 401.
 EXPECTED = {
     ("post", "/batches"): {"202", "400", "403", "409", "413", "422", "503"},
-    ("get", "/batches"): {"200", "400", "422", "503"},
+    ("get", "/batches"): {"200", "400", "404", "422", "503"},
     ("get", "/batches/{batch_id}"): {"200", "404", "422", "503"},
     ("post", "/batches/{batch_id}/cancel"): {"200", "403", "404", "409", "422", "503"},
     ("post", "/batches/{batch_id}/resume"): {"200", "403", "404", "409", "422", "503"},
