@@ -265,6 +265,7 @@ class Publisher(EarlierReleases, DBOSConfiguredInstance):
         session = self.datasource.sql_session()
         session.info[PLANNING] = True  # its commit is no chunk's: `chunk.after_commit` skips it
         conn = session.connection()
+        _no_wait_bounds(conn)
         batch_records.record_batch(
             conn,
             PlannedBatch(
@@ -280,8 +281,10 @@ class Publisher(EarlierReleases, DBOSConfiguredInstance):
     def _record_finished(self, summary: BatchSummary) -> None:
         session = self.datasource.sql_session()
         session.info[PLANNING] = True  # no chunk's commit either
+        conn = session.connection()
+        _no_wait_bounds(conn)
         batch_records.record_finished(
-            session.connection(), summary["batch_id"], summary["published"], summary["failed"]
+            conn, summary["batch_id"], summary["published"], summary["failed"]
         )
 
     def _planned(self) -> BatchPlan | int:
@@ -462,6 +465,18 @@ class Publisher(EarlierReleases, DBOSConfiguredInstance):
             raise ChunkBoundError(str(exc.orig).splitlines()[0]) from None
         failpoint("chunk.before_commit")
         return published
+
+
+NO_WAIT_BOUNDS = sa.text(
+    "SELECT set_config('lock_timeout', '0', true), set_config('statement_timeout', '0', true)"
+)
+
+
+def _no_wait_bounds(conn: sa.Connection) -> None:
+    """The batch's own steps (plan, finish) wait as long as a lock takes: no retry loop wraps
+    them, so a lock or statement bound meant for chunks would end the batch workflow instead."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(NO_WAIT_BOUNDS)
 
 
 class ChunkBoundError(RuntimeError):
